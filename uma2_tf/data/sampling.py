@@ -1,0 +1,387 @@
+"""From request records to training examples: one positive with its A/B/C negatives.
+
+Every clicked item of a request becomes one training example with `num_negatives` negatives drawn
+from the three spaces of that same request (DESIGN.md §1-2):
+
+  A  exposed but not clicked          drawn from the request's exposure
+  B  recalled but not exposed         drawn from the request's recall set minus its exposure
+  C  never recalled                   drawn from the whole corpus minus the request's recall set,
+                                      uniformly or by popularity^alpha
+
+Strategies (paper Table 1), all with the same number of negatives per positive:
+
+  ss_a           all negatives from A
+  ss_ab          A and B in the ratio's A:B proportion
+  ss_abc_random  uniform over the whole corpus (minus the request's clicks); each draw is labelled
+                 with the space it falls in, so the mix follows the spaces' sizes
+  ss_abc_fixed   A:B:C in a fixed ratio, 1:4:20 by default (UMA²'s choice)
+
+A pool smaller than asked is sampled with replacement; an empty pool leaves its slots padded (item
+0) and masked. Both cases are counted per example in `fill_events` (see `FILL_EVENTS`), so a
+report can say how often they happen; nothing is silently replaced by another space.
+
+Usage:
+
+    config = SamplingConfig(strategy="ss_abc_fixed", num_negatives=25)
+    ds = make_training_dataset(dataset, config, batch_size=512)   # dataset: datasets.BuiltDataset
+    for batch in ds.take(1):
+      batch["pos_item"]      # int64[512]
+      batch["neg_items"]     # int64[512, 25]
+      batch["neg_space"]     # int32[512, 25]: SPACE_A, SPACE_B or SPACE_C
+      batch["neg_recalled"]  # float32[512, 25]: 1 for A and B (ER task label)
+      batch["neg_exposed"]   # float32[512, 25]: 1 for A (RE task label)
+      batch["neg_mask"]      # float32[512, 25]: 0 for padded slots
+
+The positive is always recalled and exposed. User fields (`user_id`, the user features, `history`
+with the last `max_history` clicks, newest last, right-padded with 0) and `request_id`, `day`
+travel with each example. Item features are not joined here: the model looks them up in the
+catalog by id.
+
+All sampling runs inside the tf.data graph, vectorised over a batch of requests, with stateless
+random ops seeded from (`seed`, epoch, batch): the same seed gives the same examples, and each epoch
+draws new negatives.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from uma2_tf.data import schema as schema_lib
+
+SPACE_A, SPACE_B, SPACE_C = 0, 1, 2
+SPACE_NAMES = ("A", "B", "C")
+STRATEGIES = ("ss_a", "ss_ab", "ss_abc_random", "ss_abc_fixed")
+C_DISTRIBUTIONS = ("uniform", "popularity")
+# Per example: A pool smaller than asked (sampled with replacement) / empty (slots padded); same for
+# B; C slots left padded because too few draws fell outside the recall set.
+FILL_EVENTS = ("a_with_replacement", "a_padded", "b_with_replacement", "b_padded", "c_padded")
+
+POS_ITEM = "pos_item"
+NEG_ITEMS = "neg_items"
+NEG_SPACE = "neg_space"
+NEG_RECALLED = "neg_recalled"
+NEG_EXPOSED = "neg_exposed"
+NEG_MASK = "neg_mask"
+FILL_EVENTS_KEY = "fill_events"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How negatives are drawn. Defaults are the paper's (UMA² with SS-ABC(fixed), 25 negatives).
+
+  Attributes:
+    strategy: one of `STRATEGIES`.
+    num_negatives: negatives per positive.
+    ratio: A:B:C proportions for `ss_abc_fixed` (A:B for `ss_ab`); counts are the ratio scaled to
+      `num_negatives` by largest remainder.
+    c_distribution: `uniform` over the corpus, or `popularity` (training clicks + 1)^alpha.
+    popularity_alpha: the exponent for `popularity`.
+    c_oversample: C candidates drawn per C slot before removing those in the recall set.
+    max_history: history length kept per example (the newest clicks).
+    requests_per_batch: requests sampled together in one vectorised step.
+    seed: seed of every random choice of the pipeline.
+  """
+
+  strategy: str = "ss_abc_fixed"
+  num_negatives: int = 25
+  ratio: tuple[int, int, int] = (1, 4, 20)
+  c_distribution: str = "uniform"
+  popularity_alpha: float = 0.75
+  c_oversample: float = 2.0
+  max_history: int = 50
+  requests_per_batch: int = 256
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ValueError(f"sampling strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    if self.c_distribution not in C_DISTRIBUTIONS:
+      raise ValueError(f"c_distribution must be one of {C_DISTRIBUTIONS}, got {self.c_distribution!r}")
+    if self.num_negatives < 1:
+      raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
+    if len(self.ratio) != 3 or any(r < 0 for r in self.ratio) or sum(self.ratio) == 0:
+      raise ValueError(f"ratio must be three non-negative integers A:B:C, not all 0; got {self.ratio}")
+    if self.strategy == "ss_ab" and self.ratio[0] + self.ratio[1] == 0:
+      raise ValueError(f"ss_ab needs a non-zero A:B part in ratio, got {self.ratio}")
+    if self.c_oversample < 1:
+      raise ValueError(f"c_oversample must be >= 1, got {self.c_oversample}")
+    if self.max_history < 1 or self.requests_per_batch < 1:
+      raise ValueError("max_history and requests_per_batch must be >= 1")
+
+  def space_counts(self) -> tuple[int, int, int]:
+    """Slots per space (A, B, C) for every positive; `ss_abc_random` puts all slots in C's place."""
+    n = self.num_negatives
+    if self.strategy == "ss_a":
+      return (n, 0, 0)
+    if self.strategy == "ss_abc_random":
+      return (0, 0, n)
+    weights = self.ratio if self.strategy == "ss_abc_fixed" else (self.ratio[0], self.ratio[1], 0)
+    return _largest_remainder(weights, n)
+
+
+def _largest_remainder(weights: Sequence[int], total: int) -> tuple[int, ...]:
+  quotas = [w * total / sum(weights) for w in weights]
+  counts = [int(q) for q in quotas]
+  order = sorted(range(len(weights)), key=lambda i: (-(quotas[i] - counts[i]), i))
+  for i in order[:total - sum(counts)]:
+    counts[i] += 1
+  return tuple(counts)
+
+
+class NegativeSampler:
+  """Turns a batch of parsed request records into per-positive training examples.
+
+  Args:
+    config: the sampling configuration.
+    num_items: item-id vocabulary size (ids 1..num_items-1 are items, 0 is padding).
+    user_features: names of the categorical user fields carried into each example.
+    click_count: int[num_items] training clicks per item (needed for `popularity` C sampling).
+
+  Call it on the dict `schema.parse_requests` returns, with a stateless seed (int64[2]).
+  """
+
+  def __init__(self, config: SamplingConfig, num_items: int, user_features: Sequence[str] = (),
+               click_count: Optional[np.ndarray] = None):
+    import tensorflow as tf
+
+    self.config = config
+    self.num_items = int(num_items)
+    self.user_features = tuple(user_features)
+    self.counts = config.space_counts()
+    n_c = self.counts[2]
+    self.num_c_draws = int(np.ceil(n_c * config.c_oversample)) + (8 if n_c else 0)
+    self._c_cdf = None
+    if config.c_distribution == "popularity":
+      if click_count is None or len(click_count) != self.num_items:
+        raise ValueError("popularity C sampling needs click_count with one entry per item id")
+      weights = (np.asarray(click_count, np.float64)[1:] + 1.0) ** config.popularity_alpha
+      cdf = np.cumsum(weights) / weights.sum()
+      self._c_cdf = tf.constant(cdf, tf.float64)
+
+  def c_probabilities(self) -> np.ndarray:
+    """P(item) of one C draw before the recall set is removed; float64[num_items], entry 0 is 0."""
+    probs = np.zeros(self.num_items)
+    if self._c_cdf is None:
+      probs[1:] = 1.0 / (self.num_items - 1)
+    else:
+      probs[1:] = np.diff(self._c_cdf.numpy(), prepend=0.0)
+    return probs
+
+  def __call__(self, requests: Mapping, seed) -> dict:
+    import tensorflow as tf
+
+    cfg = self.config
+    n_a, n_b, n_c = self.counts
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+
+    exposed = requests[schema_lib.EXPOSED]
+    recalled = requests[schema_lib.RECALLED]
+    is_click = tf.equal(requests[schema_lib.CLICKED], 1)
+    positives = tf.ragged.boolean_mask(exposed, is_click)
+    a_pool = tf.ragged.boolean_mask(exposed, tf.logical_not(is_click))
+    b_pool = tf.ragged.boolean_mask(recalled, tf.logical_not(_row_isin(recalled, exposed, self.num_items)))
+
+    row = positives.value_rowids()  # Request of each positive.
+    pos_items = positives.flat_values
+    num_pos = tf.shape(pos_items, out_type=tf.int64)[0]
+
+    parts_items, parts_space, parts_mask = [], [], []
+    events = []
+    for pool, n, space, s in ((a_pool, n_a, SPACE_A, seeds[0]), (b_pool, n_b, SPACE_B, seeds[1])):
+      if n == 0:
+        events += [tf.zeros([num_pos], tf.int32)] * 2
+        continue
+      items, mask, replaced, padded = _draw_from_pools(pool, row, n, s)
+      parts_items.append(items)
+      parts_mask.append(mask)
+      parts_space.append(tf.fill(tf.shape(items), space))
+      events += [tf.cast(replaced, tf.int32), tf.cast(padded, tf.int32)]
+
+    c_pad = tf.zeros([num_pos], tf.int32)
+    neg_recalled = neg_exposed = None
+    if n_c:
+      draws = self._draw_corpus(num_pos, seeds[2])
+      if cfg.strategy == "ss_abc_random":
+        # Uniform over the corpus: only the request's positives are excluded; each draw keeps the
+        # space it falls in.
+        excluded = positives
+      else:
+        excluded = recalled
+      ok = tf.logical_not(_isin_rows(row, draws, excluded, self.num_items))
+      items, mask = _first_valid(draws, ok, n_c)
+      c_pad = tf.cast(tf.reduce_any(tf.logical_not(mask), axis=1), tf.int32)
+      if cfg.strategy == "ss_abc_random":
+        in_a = _isin_rows(row, items, a_pool, self.num_items)
+        in_b = _isin_rows(row, items, b_pool, self.num_items)
+        space = tf.where(in_a, SPACE_A, tf.where(in_b, SPACE_B, SPACE_C))
+        neg_recalled = tf.cast(in_a | in_b, tf.float32)
+        neg_exposed = tf.cast(in_a, tf.float32)
+      else:
+        space = tf.fill(tf.shape(items), SPACE_C)
+      parts_items.append(items)
+      parts_mask.append(mask)
+      parts_space.append(space)
+    events.append(c_pad)
+
+    neg_items = tf.concat(parts_items, axis=1)
+    neg_mask = tf.cast(tf.concat(parts_mask, axis=1), tf.float32)
+    neg_space = tf.cast(tf.concat(parts_space, axis=1), tf.int32)
+    neg_items = tf.where(neg_mask > 0, neg_items, tf.zeros_like(neg_items))
+    if neg_recalled is None:
+      neg_recalled = tf.cast(neg_space != SPACE_C, tf.float32)
+      neg_exposed = tf.cast(neg_space == SPACE_A, tf.float32)
+    n = cfg.num_negatives
+
+    history = requests[schema_lib.HISTORY]
+    history = history[:, -cfg.max_history:].to_tensor(shape=[None, cfg.max_history])
+
+    example = {
+        schema_lib.REQUEST_ID: tf.gather(requests[schema_lib.REQUEST_ID], row),
+        schema_lib.DAY: tf.gather(requests[schema_lib.DAY], row),
+        schema_lib.USER_ID: tf.gather(requests[schema_lib.USER_ID], row),
+        **{name: tf.gather(requests[name], row) for name in self.user_features},
+        schema_lib.HISTORY: tf.gather(history, row),
+        POS_ITEM: pos_items,
+        NEG_ITEMS: tf.ensure_shape(neg_items, [None, n]),
+        NEG_SPACE: tf.ensure_shape(neg_space, [None, n]),
+        NEG_RECALLED: tf.ensure_shape(neg_recalled * neg_mask, [None, n]),
+        NEG_EXPOSED: tf.ensure_shape(neg_exposed * neg_mask, [None, n]),
+        NEG_MASK: tf.ensure_shape(neg_mask, [None, n]),
+        FILL_EVENTS_KEY: tf.stack(events, axis=1),
+    }
+    return example
+
+  def _draw_corpus(self, num_pos, seed):
+    import tensorflow as tf
+
+    shape = tf.stack([num_pos, self.num_c_draws])
+    if self._c_cdf is None:
+      return tf.random.stateless_uniform(shape, seed, minval=1, maxval=self.num_items, dtype=tf.int64)
+    u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
+    idx = tf.searchsorted(self._c_cdf, tf.reshape(u, [-1]), side="right", out_type=tf.int64)
+    # Rounding can leave the last cdf entry a hair under 1.
+    idx = tf.minimum(idx, self.num_items - 2)
+    return tf.reshape(idx + 1, shape)
+
+
+def _row_isin(values, sets, num_items: int):
+  """values[r, j] in sets[r], both RaggedTensors over the same rows; ragged bool like `values`."""
+  import tensorflow as tf
+
+  flat = _isin_rows(values.value_rowids(), values.flat_values[:, tf.newaxis], sets, num_items)
+  return values.with_flat_values(flat[:, 0])
+
+
+def _isin_rows(row, values, sets, num_items: int):
+  """values[p, j] in sets[row[p]] for dense values [P, M] and a ragged `sets` [R, None]."""
+  import tensorflow as tf
+
+  # One sorted key per (row, item) of the sets; a 1-D binary search then answers every query.
+  keys = tf.sort(sets.value_rowids() * num_items + sets.flat_values)
+  keys = tf.concat([keys, tf.constant([-1], tf.int64)], axis=0)  # Never empty; -1 matches nothing.
+  query = row[:, tf.newaxis] * num_items + values
+  flat_query = tf.reshape(query, [-1])
+  pos = tf.searchsorted(keys[:-1], flat_query, out_type=tf.int64)
+  found = tf.equal(tf.gather(keys, pos), flat_query)
+  return tf.reshape(found, tf.shape(values))
+
+
+def _draw_from_pools(pool, row, n: int, seed):
+  """Draws n items per positive from its request's pool.
+
+  Without replacement when the pool holds at least n items; with replacement when it is smaller
+  but not empty; padded and masked when it is empty.
+
+  Returns:
+    items int64[P, n], mask bool[P, n], with_replacement bool[P], padded bool[P].
+  """
+  import tensorflow as tf
+
+  sizes = tf.gather(pool.row_lengths(), row)
+  width = tf.maximum(tf.reduce_max(pool.row_lengths()), n)
+  dense = tf.gather(pool.to_tensor(shape=tf.stack([pool.nrows(), width])), row)
+  num_pos = tf.shape(row, out_type=tf.int64)[0]
+  s_wor, s_wr = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  # Without replacement: the n smallest of one uniform score per pool slot (slots past the pool's
+  # end score 2, so they are never among the n smallest when the pool is big enough).
+  scores = tf.random.stateless_uniform(tf.stack([num_pos, width]), s_wor)
+  scores = tf.where(tf.range(width, dtype=tf.int64)[tf.newaxis, :] < sizes[:, tf.newaxis], scores, 2.0)
+  _, idx_wor = tf.math.top_k(-scores, k=n, sorted=False)
+  idx_wr = tf.random.stateless_uniform(tf.stack([num_pos, n]), s_wr, minval=0,
+                                       maxval=tf.int64.max, dtype=tf.int64)
+  idx_wr = idx_wr % tf.maximum(sizes, 1)[:, tf.newaxis]
+  enough = sizes >= n
+  idx = tf.where(enough[:, tf.newaxis], tf.cast(idx_wor, tf.int64), idx_wr)
+  items = tf.gather(dense, idx, batch_dims=1)
+  nonempty = sizes > 0
+  mask = tf.broadcast_to(nonempty[:, tf.newaxis], tf.shape(items))
+  return items, mask, tf.logical_and(nonempty, tf.logical_not(enough)), tf.logical_not(nonempty)
+
+
+def _first_valid(draws, ok, n: int):
+  """The first n draws per row that are `ok`, in draw order; mask False where fewer than n were."""
+  import tensorflow as tf
+
+  m = tf.shape(draws, out_type=tf.int64)[1]
+  rank = tf.range(m)[tf.newaxis, :] + tf.where(ok, tf.zeros_like(draws), m)
+  order = tf.argsort(rank, axis=1, stable=True)[:, :n]
+  return tf.gather(draws, order, batch_dims=1), tf.gather(ok, order, batch_dims=1)
+
+
+def make_training_dataset(dataset, config: SamplingConfig, batch_size: int, *, split: str = "train",
+                          input_context=None, shuffle: bool = True, shuffle_buffer: int = 8192,
+                          drop_remainder: bool = False):
+  """The training input: batches of `batch_size` positives, each with its negatives.
+
+  Args:
+    dataset: a `datasets.BuiltDataset`.
+    config: how negatives are drawn.
+    batch_size: positives per batch (per replica when `input_context` is given: pass the per-replica
+      size, e.g. `input_context.get_per_replica_batch_size(global_batch)`).
+    split: which split's requests to sample.
+    input_context: a `tf.distribute.InputContext`; each input pipeline reads its own part of the
+      records and draws with its own seed.
+    shuffle: shuffle shards and records (deterministically from `config.seed`, anew each epoch).
+  """
+  import tensorflow as tf
+
+  from uma2_tf.data import datasets
+
+  if split not in dataset.split_files:
+    raise ValueError(f"{dataset.name} has no split {split!r}; it has {sorted(dataset.split_files)}")
+  pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+  sampler = NegativeSampler(config, dataset.schema.num_items, dataset.schema.user_feature_names,
+                            dataset.catalog.click_count)
+  requests = datasets.read_requests(
+      dataset.split_files[split], dataset.schema, config.requests_per_batch,
+      shuffle_buffer=shuffle_buffer if shuffle else 0, seed=config.seed + 1000 * pipeline_id,
+      input_context=input_context)
+  return sample_dataset(requests, sampler, batch_size, seed=config.seed + 1000 * pipeline_id,
+                        drop_remainder=drop_remainder)
+
+
+def sample_dataset(requests, sampler: NegativeSampler, batch_size: int, *, seed: int = 0,
+                   drop_remainder: bool = False):
+  """Applies `sampler` to a dataset of parsed request batches and rebatches into `batch_size`."""
+  import tensorflow as tf
+
+  # One int64 per request batch, the same sequence for the same seed but a new one each epoch.
+  batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+  ds = tf.data.Dataset.zip(requests, batch_seeds)
+  ds = ds.map(lambda r, s: sampler(r, tf.stack([s, tf.constant(seed, tf.int64)])),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_fill_events(examples) -> dict:
+  """Sums `fill_events` over a dataset of examples: {"positives": n, "a_padded": k, ...}."""
+  totals = np.zeros(len(FILL_EVENTS), np.int64)
+  positives = 0
+  for batch in examples:
+    events = batch[FILL_EVENTS_KEY].numpy()
+    totals += events.sum(axis=0)
+    positives += events.shape[0]
+  return {"positives": positives, **{name: int(v) for name, v in zip(FILL_EVENTS, totals)}}
