@@ -1,0 +1,89 @@
+"""Benchmarks: prints a table and writes reports/bench.json (one flat key per figure).
+
+    python -m pipelines.bench --data_dir=~/tensorflow_datasets             # every part
+    python -m pipelines.bench --data_dir=... --only=sampling               # one part
+
+Each part returns flat {key: number}; the results are merged into the existing bench.json, so a
+part run alone updates only its own keys. The machine's CPU count and the versions used are written
+with them.
+"""
+import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
+
+import json
+import os
+import platform
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
+flags.DEFINE_string("dataset", "uma2_simulated/default", "Dataset the input benchmarks read.")
+flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling.")
+flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
+flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
+flags.DEFINE_float("min_seconds", 20.0, "Each throughput measurement runs at least this long.")
+
+
+def bench_sampling() -> dict:
+  """Throughput of the A/B/C sampling pipeline (ss_abc_fixed, 25 negatives) in positives/s."""
+  from uma2_tf.data import datasets, sampling
+
+  dataset = datasets.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
+  config = sampling.SamplingConfig()
+  ds = sampling.make_training_dataset(dataset, config, batch_size=FLAGS.batch_size).repeat()
+  it = iter(ds)
+  for _ in range(20):  # Warm-up: tracing, autotuning, file cache.
+    next(it)
+  positives, start = 0, time.perf_counter()
+  while time.perf_counter() - start < FLAGS.min_seconds:
+    positives += int(next(it)[sampling.POS_ITEM].shape[0])
+  elapsed = time.perf_counter() - start
+  return {"sampling_positives_per_s": round(positives / elapsed, 1),
+          "sampling_negatives_per_positive": config.num_negatives,
+          "sampling_batch_size": FLAGS.batch_size}
+
+
+PARTS = {"sampling": bench_sampling}
+
+
+def environment() -> dict:
+  import numpy as np
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+          "version_python": platform.python_version(), "version_tensorflow": tf.__version__,
+          "version_tensorflow_datasets": tfds.__version__, "version_numpy": np.__version__,
+          "gpus": len(tf.config.list_physical_devices("GPU"))}
+
+
+def main(argv):
+  del argv
+  unknown = [p for p in FLAGS.only if p not in PARTS]
+  if unknown:
+    raise app.UsageError(f"--only: unknown part(s) {unknown}; known parts are {sorted(PARTS)}")
+  parts = FLAGS.only or list(PARTS)
+  results = {}
+  if os.path.exists(FLAGS.output):
+    with open(FLAGS.output) as f:
+      results = json.load(f)
+  for name in parts:
+    logging.info("bench: running %s", name)
+    results.update(PARTS[name]())
+  results.update(environment())
+  results["dataset"] = FLAGS.dataset
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+  tmp = FLAGS.output + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  os.replace(tmp, FLAGS.output)
+  width = max(len(k) for k in results)
+  print(f"| {'figure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
+  for key in sorted(results):
+    print(f"| {key:<{width}} | {results[key]} |")
+  print(f"written to {FLAGS.output}")
+
+
+if __name__ == "__main__":
+  app.run(main)
