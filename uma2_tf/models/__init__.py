@@ -1,0 +1,1 @@
+"""Towers (GMM implementations), NSDN propensity heads, the UMA² loss task and the Keras model."""

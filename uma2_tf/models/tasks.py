@@ -1,0 +1,142 @@
+"""The UMA² loss (paper eq. 2, DESIGN.md §2) as a TFRS-style task: a Keras layer owning the loss.
+
+    task = UMA2Task(LossConfig())
+    loss = task(pos_logits, neg_logits, neg_space, neg_mask,
+                er_logits=er, re_logits=re, recalled=recalled, exposed=exposed)
+
+With B positives in the (global) batch, s the matching logits and m the padding mask:
+
+    loss = [ Σ BCE(s_pos, 1)
+           + λ1 Σ_A m·w_A·BCE(s, 0)      w_A = 1 / (p1·p2)
+           + λ2 Σ_B m·w_B·BCE(s, 0)      w_B = 1 / p1
+           + λ3 Σ_C m·BCE(s, 0) ] / B
+         + λ4 · mean over valid slots (positive and negatives) of BCE(p1, recalled)
+         + λ5 · mean over valid recalled slots of BCE(p2, exposed)
+
+- p1, p2 are the heads' probabilities at the negative, clipped to [propensity_floor, 1], and enter
+  the weights through `stop_gradient`: the propensities are learned by their own tasks only.
+- `weight_normalization="self_normalized"` divides the weights of each space by their mean over
+  the valid slots of that space in the batch.
+- Dividing each space's sum by B (not by its slot count) keeps λ's meaning fixed when the ratio
+  changes. The auxiliary terms are plain means: they are classification tasks of their own.
+- `use_nsdn=False` is the plain GMM: all weights 1, no auxiliary terms (the heads are not needed).
+- Under `tf.distribute`, every term is divided by the number of replicas, so that the gradients the
+  optimizer sums over replicas are those of the global batch.
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras as keras
+
+from uma2_tf.data.sampling import SPACE_A, SPACE_B, SPACE_C
+
+WEIGHT_NORMALIZATIONS = ("none", "self_normalized")
+TERMS = ("positive", "space_a", "space_b", "space_c", "er", "re")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Knobs of the UMA² loss. Defaults: the paper's loss with the choices of DESIGN.md §2."""
+
+  lambdas: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0)
+  propensity_floor: float = 0.05
+  weight_normalization: str = "none"
+  use_nsdn: bool = True
+
+  def __post_init__(self):
+    if len(self.lambdas) != 5 or any(l < 0 for l in self.lambdas):
+      raise ValueError(f"lambdas must be five non-negative numbers λ1..λ5, got {self.lambdas}")
+    if not 0.0 < self.propensity_floor <= 1.0:
+      raise ValueError(f"propensity_floor must be in (0, 1], got {self.propensity_floor}")
+    if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
+      raise ValueError(f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}, "
+                       f"got {self.weight_normalization!r}")
+
+
+class UMA2Task(keras.layers.Layer):
+  """Computes the UMA² loss and tracks each of its terms as a metric."""
+
+  def __init__(self, config: LossConfig = LossConfig(), **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in TERMS}
+    self.weight_metrics = {name: keras.metrics.Mean(name=f"mean_weight_{name}") for name in ("a", "b")}
+
+  def weights(self, neg_space, neg_mask, er_logits, re_logits):
+    """Per-slot weights [B, N] of the negatives (1 for C and, without NSDN, for everything)."""
+    floor = self.config.propensity_floor
+    p1 = tf.clip_by_value(tf.sigmoid(tf.stop_gradient(er_logits)), floor, 1.0)
+    p2 = tf.clip_by_value(tf.sigmoid(tf.stop_gradient(re_logits)), floor, 1.0)
+    is_a = tf.cast(neg_space == SPACE_A, tf.float32) * neg_mask
+    is_b = tf.cast(neg_space == SPACE_B, tf.float32) * neg_mask
+    w_a, w_b = 1.0 / (p1 * p2), 1.0 / p1
+    if self.config.weight_normalization == "self_normalized":
+      # A space with no valid slot has mean 0; its weights are unused, so only avoid 0/0.
+      w_a = w_a / tf.maximum(_masked_mean(w_a, is_a), 1e-12)
+      w_b = w_b / tf.maximum(_masked_mean(w_b, is_b), 1e-12)
+    ones = tf.ones_like(w_a)
+    return tf.where(is_a > 0, w_a, tf.where(is_b > 0, w_b, ones))
+
+  def terms(self, pos_logits, neg_logits, neg_space, neg_mask, er_logits=None, re_logits=None,
+            recalled=None, exposed=None):
+    """Each term of the loss, before λ and replica scaling: {name: scalar}.
+
+    Args:
+      pos_logits: [B] matching logits of the positives.
+      neg_logits: [B, N] matching logits of the negatives.
+      neg_space: [B, N] int, SPACE_A / SPACE_B / SPACE_C.
+      neg_mask: [B, N] float, 0 for padded slots.
+      er_logits, re_logits: [B, 1 + N] propensity-head logits, slot 0 the positive (NSDN only).
+      recalled, exposed: [B, N] float labels of the negatives (NSDN only).
+    """
+    neg_mask = tf.cast(neg_mask, tf.float32)
+    num_pos = tf.cast(tf.shape(pos_logits)[0], tf.float32)
+    neg_bce = tf.nn.softplus(neg_logits)  # BCE(s, 0)
+    out = {"positive": tf.reduce_sum(tf.nn.softplus(-pos_logits)) / num_pos}  # BCE(s, 1)
+    if self.config.use_nsdn:
+      weights = self.weights(neg_space, neg_mask, er_logits[:, 1:], re_logits[:, 1:])
+    else:
+      weights = tf.ones_like(neg_bce)
+    for name, space in (("space_a", SPACE_A), ("space_b", SPACE_B), ("space_c", SPACE_C)):
+      in_space = tf.cast(neg_space == space, tf.float32) * neg_mask
+      out[name] = tf.reduce_sum(in_space * weights * neg_bce) / num_pos
+    if self.config.use_nsdn:
+      ones = tf.ones_like(pos_logits)[:, tf.newaxis]
+      mask = tf.concat([ones, neg_mask], axis=1)
+      recalled_all = tf.concat([ones, tf.cast(recalled, tf.float32)], axis=1)
+      exposed_all = tf.concat([ones, tf.cast(exposed, tf.float32)], axis=1)
+      er = tf.nn.sigmoid_cross_entropy_with_logits(labels=recalled_all, logits=er_logits)
+      re = tf.nn.sigmoid_cross_entropy_with_logits(labels=exposed_all, logits=re_logits)
+      out["er"] = _masked_mean(er, mask)
+      out["re"] = _masked_mean(re, mask * recalled_all)
+      self._track_weights(weights, neg_space, neg_mask)
+    else:
+      out["er"] = out["re"] = tf.constant(0.0)
+    return out
+
+  def call(self, pos_logits, neg_logits, neg_space, neg_mask, er_logits=None, re_logits=None,
+           recalled=None, exposed=None):
+    if self.config.use_nsdn and any(x is None for x in (er_logits, re_logits, recalled, exposed)):
+      raise ValueError("UMA2Task with use_nsdn needs er_logits, re_logits, recalled and exposed")
+    terms = self.terms(pos_logits, neg_logits, neg_space, neg_mask, er_logits, re_logits,
+                       recalled, exposed)
+    l1, l2, l3, l4, l5 = self.config.lambdas
+    total = (terms["positive"] + l1 * terms["space_a"] + l2 * terms["space_b"] + l3 * terms["space_c"]
+             + l4 * terms["er"] + l5 * terms["re"])
+    for name, value in terms.items():
+      self.term_metrics[name].update_state(value)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return total / tf.cast(replicas, tf.float32)
+
+  def _track_weights(self, weights, neg_space, neg_mask):
+    for name, space in (("a", SPACE_A), ("b", SPACE_B)):
+      in_space = tf.cast(neg_space == space, tf.float32) * neg_mask
+      self.weight_metrics[name].update_state(weights, sample_weight=in_space)
+
+
+def _masked_mean(values, mask):
+  return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)

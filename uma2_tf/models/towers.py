@@ -1,0 +1,129 @@
+"""Two-tower matching models (GMM): anything with `user_embedding` / `item_embedding`.
+
+UMA² is model-agnostic: `UMA2Model` wraps any `Tower`. A new tower is one subclass registered in
+`TOWERS`; the trainer picks it by name.
+
+    tower = YoutubeDNN(schema, catalog)
+    u = tower.user_embedding(batch)                 # [B, 32]
+    v = tower.item_embedding(batch["neg_items"])    # [B, N, 32]
+    scores = tf.einsum("bd,bnd->bn", u, v)
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+from typing import Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from uma2_tf.data import schema as schema_lib
+from uma2_tf.models.features import FeatureEmbeddings, embedding_initializer
+
+
+def mlp(hidden: Sequence[int], output_dim: int, name: str) -> keras.Sequential:
+  """ReLU layers then a linear output layer (an inner product needs signed, unbounded vectors)."""
+  layers = [keras.layers.Dense(h, activation="relu", name=f"{name}_{i}") for i, h in enumerate(hidden)]
+  layers.append(keras.layers.Dense(output_dim, name=f"{name}_out"))
+  return keras.Sequential(layers, name=name)
+
+
+class Tower(keras.Model):
+  """Interface of a two-tower model. Subclasses build `self.embeddings` and the two towers.
+
+  `auxiliary_loss` lets a tower add its own training loss (e.g. DAT's adaptive-mimic loss); it is
+  given the positive pairs' outputs and returns a scalar already averaged over positives.
+  """
+
+  embeddings: FeatureEmbeddings
+
+  def user_embedding(self, features, training: bool = False):
+    raise NotImplementedError
+
+  def item_embedding(self, item_ids, training: bool = False):
+    raise NotImplementedError
+
+  def auxiliary_loss(self, features, user_embedding, positive_embedding):
+    del features, user_embedding, positive_embedding
+    return tf.constant(0.0)
+
+  def call(self, features, training=False):
+    return self.user_embedding(features, training=training)
+
+
+class YoutubeDNN(Tower):
+  """YouTube DNN (Covington et al., 2016) as the UMA² paper's baseline GMM.
+
+  User tower: user id, demographics and the mean-pooled embeddings of the clicked-item history.
+  Item tower: item id and the catalog's item features (category, author, popularity bucket).
+  Both MLPs are 512-256-128-32 with ReLU (the last layer linear), output 32-d; score = inner product.
+  """
+
+  def __init__(self, schema: schema_lib.LogSchema, catalog: schema_lib.ItemCatalog,
+               hidden: Sequence[int] = (512, 256, 128), output_dim: int = 32,
+               id_dim: int = 32, feature_dim: int = 16, name: str = "youtube_dnn", **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.embeddings = FeatureEmbeddings(schema, catalog, id_dim, feature_dim, name="embeddings")
+    self.user_tower = mlp(hidden, output_dim, "user_tower")
+    self.item_tower = mlp(hidden, output_dim, "item_tower")
+
+  def user_embedding(self, features, training=False):
+    return self.user_tower(self.embeddings.user_vector(features), training=training)
+
+  def item_embedding(self, item_ids, training=False):
+    return self.item_tower(self.embeddings.item_vector(item_ids), training=training)
+
+
+class DAT(YoutubeDNN):
+  """Dual Augmented Two-tower (Yu et al., 2021, "A Dual Augmented Two-tower Model for Online
+  Large-scale Recommendation").
+
+  Each user and each item gets an augmented vector (an id-keyed embedding) that enters its own
+  tower's input, and that is trained by the adaptive-mimic mechanism to imitate the *other* tower's
+  output on positive pairs, so information crosses the towers before the final inner product:
+
+      loss_amm = lambda_amm * mean over positives of
+                 ||n(a_u) - n(stop_gradient(v_pos))||^2 + ||n(a_v_pos) - n(stop_gradient(u))||^2
+
+  with n the L2 normalisation. The paper's towers output normalised vectors; here scores are raw
+  inner products (DESIGN.md §2), whose norms grow as training fits, so the mimic targets are
+  normalised instead — otherwise the mimic loss chases the growing norm and dominates training.
+  (The paper's category-alignment loss is for category-imbalanced corpora and is not included.)
+  """
+
+  def __init__(self, schema, catalog, hidden=(512, 256, 128), output_dim: int = 32,
+               id_dim: int = 32, feature_dim: int = 16, amm_weight: float = 0.5,
+               name: str = "dat", **kwargs):
+    super().__init__(schema, catalog, hidden, output_dim, id_dim, feature_dim, name=name, **kwargs)
+    self.amm_weight = amm_weight
+    self.user_augment = keras.layers.Embedding(schema.num_users, output_dim,
+                                               embeddings_initializer=embedding_initializer(), name="user_augment")
+    self.item_augment = keras.layers.Embedding(schema.num_items, output_dim,
+                                               embeddings_initializer=embedding_initializer(), name="item_augment")
+
+  def user_embedding(self, features, training=False):
+    x = tf.concat([self.embeddings.user_vector(features),
+                   self.user_augment(features[schema_lib.USER_ID])], axis=-1)
+    return self.user_tower(x, training=training)
+
+  def item_embedding(self, item_ids, training=False):
+    x = tf.concat([self.embeddings.item_vector(item_ids), self.item_augment(item_ids)], axis=-1)
+    return self.item_tower(x, training=training)
+
+  def auxiliary_loss(self, features, user_embedding, positive_embedding):
+    from uma2_tf.data import sampling
+    a_u = self.user_augment(features[schema_lib.USER_ID])
+    a_v = self.item_augment(features[sampling.POS_ITEM])
+    unit = lambda x: tf.math.l2_normalize(x, axis=-1)  # noqa: E731
+    mimic_u = tf.reduce_sum(tf.square(unit(a_u) - unit(tf.stop_gradient(positive_embedding))), axis=-1)
+    mimic_v = tf.reduce_sum(tf.square(unit(a_v) - unit(tf.stop_gradient(user_embedding))), axis=-1)
+    return self.amm_weight * tf.reduce_mean(mimic_u + mimic_v)
+
+
+TOWERS = {"youtube_dnn": YoutubeDNN, "dat": DAT}
+
+
+def build_tower(name: str, schema, catalog, **kwargs) -> Tower:
+  if name not in TOWERS:
+    raise ValueError(f"unknown tower {name!r}; known towers: {sorted(TOWERS)}")
+  return TOWERS[name](schema, catalog, **kwargs)

@@ -1,0 +1,77 @@
+"""The UMA² Keras model: any tower (GMM) + optional NSDN heads, trained through a loss task.
+
+    tower = towers.build_tower("youtube_dnn", schema, catalog)
+    model = UMA2Model(tower, UMA2Task(LossConfig()))           # UMA²
+    gmm = UMA2Model(tower, UMA2Task(LossConfig(use_nsdn=False)))  # plain GMM, same code path
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(sampling.make_training_dataset(dataset, SamplingConfig(), 512))
+    outputs = model(batch)   # {"matching_logits": [B, 1+N], "p1": [B, 1+N], "p2": [B, 1+N]}
+
+Slot 0 of every [B, 1+N] output is the positive, slots 1..N the negatives in `neg_items` order.
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from uma2_tf.data import sampling
+from uma2_tf.models.features import FeatureEmbeddings
+from uma2_tf.models.nsdn import NSDN
+from uma2_tf.models.tasks import UMA2Task
+from uma2_tf.models.towers import Tower
+
+
+class UMA2Model(tfrs.models.Model):
+  """Two-tower matching model with propensity re-weighted negatives.
+
+  Args:
+    tower: the GMM (any `Tower`).
+    task: the loss task; `task.config.use_nsdn` decides whether the NSDN heads exist.
+    share_embeddings: the heads read the tower's embedding tables (default) or their own copies.
+  """
+
+  def __init__(self, tower: Tower, task: UMA2Task, share_embeddings: bool = True, **kwargs):
+    super().__init__(**kwargs)
+    self.tower = tower
+    self.task = task
+    self.nsdn = None
+    if task.config.use_nsdn:
+      embeddings = tower.embeddings
+      if not share_embeddings:
+        embeddings = FeatureEmbeddings(embeddings.schema, embeddings.catalog,
+                                       embeddings.id_dim, embeddings.feature_dim,
+                                       name="nsdn_embeddings")
+      self.nsdn = NSDN(embeddings, name="nsdn")
+
+  def _forward(self, features, training):
+    user = self.tower.user_embedding(features, training=training)  # [B, d]
+    items = tf.concat([features[sampling.POS_ITEM][:, tf.newaxis], features[sampling.NEG_ITEMS]], axis=1)
+    item_emb = self.tower.item_embedding(items, training=training)  # [B, 1+N, d]
+    out = {"user_embedding": user, "item_embedding": item_emb,
+           "matching_logits": tf.einsum("bd,bnd->bn", user, item_emb)}
+    if self.nsdn is not None:
+      er, re = self.nsdn(self.nsdn.embeddings.user_vector(features),
+                         self.nsdn.embeddings.item_vector(items))
+      out["er_logits"], out["re_logits"] = er, re
+    return out
+
+  def call(self, features, training=False):
+    out = self._forward(features, training)
+    result = {"matching_logits": out["matching_logits"]}
+    if self.nsdn is not None:
+      result["p1"] = tf.sigmoid(out["er_logits"])
+      result["p2"] = tf.sigmoid(out["re_logits"])
+    return result
+
+  def compute_loss(self, features, training=False):
+    out = self._forward(features, training)
+    logits = out["matching_logits"]
+    loss = self.task(logits[:, 0], logits[:, 1:], features[sampling.NEG_SPACE],
+                     features[sampling.NEG_MASK], out.get("er_logits"), out.get("re_logits"),
+                     features[sampling.NEG_RECALLED], features[sampling.NEG_EXPOSED])
+    aux = self.tower.auxiliary_loss(features, out["user_embedding"], out["item_embedding"][:, 0])
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss + aux / tf.cast(replicas, tf.float32)
+
