@@ -1,0 +1,148 @@
+"""Evaluation of a trained tower on the test day (DESIGN.md §2, paper §4.1.3).
+
+For each test user (a user who clicked at least once on the test day): the user tower embeds the
+user as of their first test request (features and history up to then), the top-K items of the
+entire corpus are retrieved by exact inner product, and the truth is every item the user clicked
+that day. The popularity retriever (most-clicked training items) and, where the dataset knows the
+true affinity, the oracle retriever are evaluated the same way as floor and ceiling.
+
+    evaluator = Evaluator(dataset, ks=(50, 100, 200))
+    results = evaluator.evaluate(model)   # {"model": {...}, "popularity": {...}, "oracle": {...},
+                                          #  "propensity_auc": {"er": ..., "re": ...}}
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+import os
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from uma2_tf import metrics as metrics_lib
+from uma2_tf.data import datasets, sampling
+from uma2_tf.data import schema as schema_lib
+
+WORLD_FILE = "world.npz"
+
+
+class Evaluator:
+  """Holds the test users, their truth sets and the reference retrievers' results.
+
+  Args:
+    dataset: a `datasets.BuiltDataset` with a `test` split.
+    ks: cut-offs K of the metrics.
+    max_history: history length fed to the user tower (as in training).
+    split: the split evaluated.
+    auc_positives: positives of the test split sampled for the propensity heads' AUC.
+  """
+
+  def __init__(self, dataset: datasets.BuiltDataset, ks: Sequence[int] = (50, 100, 200),
+               max_history: int = 50, split: str = "test", auc_positives: int = 20000):
+    if split not in dataset.split_files:
+      raise ValueError(f"{dataset.name} has no {split!r} split to evaluate on")
+    self.dataset = dataset
+    self.ks = tuple(sorted(ks))
+    self.k_max = self.ks[-1]
+    if self.k_max >= dataset.schema.num_items:
+      raise ValueError(f"largest K ({self.k_max}) must be below the number of items "
+                       f"({dataset.schema.num_items - 1})")
+    self.split = split
+    self.auc_positives = auc_positives
+    self.users, self.truth = self._test_users(max_history)
+    self.reference = self._reference_results()
+
+  def _test_users(self, max_history: int):
+    schema = self.dataset.schema
+    first: dict[int, dict] = {}
+    truth: dict[int, set] = {}
+    for batch in datasets.read_requests(self.dataset.split_files[self.split], schema, 1024):
+      batch = {k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy()) for k, v in batch.items()}
+      order = np.argsort(batch[schema_lib.REQUEST_ID], kind="stable")
+      for i in order:
+        clicked = [item for item, c in zip(batch[schema_lib.EXPOSED][i], batch[schema_lib.CLICKED][i]) if c]
+        if not clicked:
+          continue
+        user = int(batch[schema_lib.USER_ID][i])
+        rid = int(batch[schema_lib.REQUEST_ID][i])
+        truth.setdefault(user, set()).update(clicked)
+        if user not in first or rid < first[user][schema_lib.REQUEST_ID]:
+          history = list(batch[schema_lib.HISTORY][i])[-max_history:]
+          first[user] = {schema_lib.REQUEST_ID: rid,
+                         **{name: int(batch[name][i]) for name in schema.user_feature_names},
+                         schema_lib.HISTORY: history + [schema_lib.PAD_ID] * (max_history - len(history))}
+    if not truth:
+      raise ValueError(f"{self.dataset.name}: the {self.split} split has no click to evaluate on")
+    user_ids = np.array(sorted(truth), np.int64)
+    users = {schema_lib.USER_ID: user_ids}
+    for name in (*schema.user_feature_names, schema_lib.HISTORY):
+      users[name] = np.array([first[u][name] for u in user_ids], np.int64)
+    return users, [np.array(sorted(truth[u]), np.int64) for u in user_ids]
+
+  def _reference_results(self) -> dict:
+    num_users = len(self.truth)
+    popular = metrics_lib.popularity_top_k(self.dataset.catalog.click_count, self.k_max, num_users)
+    results = {"popularity": metrics_lib.retrieval_metrics(popular, self.truth, self.ks)}
+    self.true_top = None
+    world_path = os.path.join(self.dataset.directory, WORLD_FILE)
+    if os.path.exists(world_path):
+      from uma2_tf.data import simulator
+      world = simulator.World.load(self.dataset.directory)
+      self.true_top = np.asarray(world.true_top_k(self.users[schema_lib.USER_ID], self.k_max))
+      results["popularity"].update(metrics_lib.oracle_metrics(popular, self.true_top, self.ks))
+      oracle = metrics_lib.retrieval_metrics(self.true_top, self.truth, self.ks)
+      oracle.update(metrics_lib.oracle_metrics(self.true_top, self.true_top, self.ks))
+      results["oracle"] = oracle
+    return results
+
+  def user_embeddings(self, tower, batch_size: int = 2048) -> np.ndarray:
+    ds = tf.data.Dataset.from_tensor_slices(self.users).batch(batch_size)
+    return np.concatenate([tower.user_embedding(b).numpy() for b in ds])
+
+  def item_embeddings(self, tower, batch_size: int = 8192) -> np.ndarray:
+    ids = tf.data.Dataset.range(self.dataset.schema.num_items).batch(batch_size)
+    return np.concatenate([tower.item_embedding(b).numpy() for b in ids])
+
+  def model_metrics(self, tower) -> dict:
+    retrieved, _ = metrics_lib.top_k_items(self.user_embeddings(tower), self.item_embeddings(tower),
+                                           self.k_max)
+    retrieved = np.asarray(retrieved)
+    out = metrics_lib.retrieval_metrics(retrieved, self.truth, self.ks)
+    if self.true_top is not None:
+      out.update(metrics_lib.oracle_metrics(retrieved, self.true_top, self.ks))
+    return out
+
+  def propensity_auc(self, model) -> dict:
+    """AUC of p1 on ER (recalled vs not) and of p2 on RE (exposed vs not, recalled slots only),
+    on test-day positives with SS-ABC(fixed) negatives whatever the training strategy."""
+    if model.nsdn is None:
+      return {}
+    config = sampling.SamplingConfig(seed=12345)
+    ds = sampling.make_training_dataset(self.dataset, config, batch_size=1024, split=self.split,
+                                        shuffle=False)
+    er_scores, re_scores, recalled, exposed, mask = [], [], [], [], []
+    seen = 0
+    for batch in ds:
+      out = model(batch)
+      ones = np.ones((batch[sampling.POS_ITEM].shape[0], 1), np.float32)
+      er_scores.append(out["p1"].numpy().ravel())
+      re_scores.append(out["p2"].numpy().ravel())
+      recalled.append(np.concatenate([ones, batch[sampling.NEG_RECALLED].numpy()], 1).ravel())
+      exposed.append(np.concatenate([ones, batch[sampling.NEG_EXPOSED].numpy()], 1).ravel())
+      mask.append(np.concatenate([ones, batch[sampling.NEG_MASK].numpy()], 1).ravel())
+      seen += len(ones)
+      if seen >= self.auc_positives:
+        break
+    er_scores, re_scores, recalled, exposed, mask = map(np.concatenate, (er_scores, re_scores, recalled,
+                                                                         exposed, mask))
+    return {"er": float(metrics_lib.binary_auc(recalled, er_scores, weights=mask)),
+            "re": float(metrics_lib.binary_auc(exposed, re_scores, weights=mask * recalled))}
+
+  def evaluate(self, model) -> dict:
+    """All results: the model's, the references', and the propensity heads' AUC if it has them."""
+    results = {"model": self.model_metrics(model.tower), **self.reference}
+    auc = self.propensity_auc(model)
+    if auc:
+      results["propensity_auc"] = auc
+    return results
