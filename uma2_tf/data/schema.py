@@ -168,11 +168,9 @@ class ItemCatalog:
     return int(self.click_count.shape[0])
 
   def save(self, directory: str) -> None:
-    path = os.path.join(directory, CATALOG_FILE)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, click_count=self.click_count, exposure_count=self.exposure_count,
-             **{f"feature/{k}": v for k, v in self.features.items()})
-    os.replace(tmp, path)
+    atomic_savez(os.path.join(directory, CATALOG_FILE), click_count=self.click_count,
+                 exposure_count=self.exposure_count,
+                 **{f"feature/{k}": v for k, v in self.features.items()})
 
   @classmethod
   def load(cls, directory: str) -> "ItemCatalog":
@@ -188,4 +186,11 @@ def _atomic_write_text(path: str, text: str) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write(text)
+  os.replace(tmp, path)
+
+
+def atomic_savez(path: str, **arrays: np.ndarray) -> None:
+  """`np.savez` that never leaves a half-written file at `path`."""
+  tmp = path + ".tmp.npz"  # np.savez appends .npz to names without it.
+  np.savez(tmp, **arrays)
   os.replace(tmp, path)

@@ -1,0 +1,99 @@
+"""Trains and evaluates a model (`make train`); only wires flags onto `training.TrainConfig`.
+
+    python -m pipelines.train --dataset=uma2_simulated/default --output_dir=runs/uma2_default
+    python -m pipelines.train --nsdn=false --strategy_name=ss_ab --output_dir=runs/gmm_ss_ab
+    python -m pipelines.train --tower=dat --lambdas=1,1,1,0.5,0.5 --epochs=3
+
+Restarting a killed run with the same command resumes it (BackupAndRestore in output_dir/backup).
+What the run writes is listed in `uma2_tf.training`.
+"""
+import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from uma2_tf.data import sampling
+from uma2_tf.models import tasks
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "uma2_simulated/default", "TFDS dataset name with config.")
+flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
+flags.DEFINE_string("output_dir", "runs/uma2_default", "Where the run writes its results.")
+flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto, default, one_device, mirrored.")
+flags.DEFINE_string("tower", "youtube_dnn", "GMM tower: youtube_dnn or dat.")
+flags.DEFINE_boolean("nsdn", True, "UMA2 (propensity heads and weights); false trains the plain GMM.")
+flags.DEFINE_boolean("share_embeddings", True, "NSDN heads share the tower's embedding tables.")
+flags.DEFINE_list("lambdas", ["1", "1", "1", "1", "1"], "λ1..λ5 of the loss (A, B, C, ER, RE).")
+flags.DEFINE_float("propensity_floor", 0.05, "Propensities are clipped below at this value.")
+flags.DEFINE_string("weight_normalization", "none", "none or self_normalized.")
+flags.DEFINE_string("strategy_name", "ss_abc_fixed",
+                    f"Negative sampling strategy: {', '.join(sampling.STRATEGIES)}.")
+flags.DEFINE_list("ratio", ["1", "4", "20"], "A:B:C ratio of ss_abc_fixed.")
+flags.DEFINE_integer("num_negatives", 25, "Negatives per positive.")
+flags.DEFINE_string("c_distribution", "uniform", "Space C sampling: uniform or popularity.")
+flags.DEFINE_integer("batch_size", 512, "Global batch size in positives.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("epochs", 5, "Maximum epochs.")
+flags.DEFINE_integer("early_stopping_patience", 2, "Epochs without improvement before stopping (0: off).")
+flags.DEFINE_string("monitor", "recall@100", "Evaluation metric for early stopping and best weights.")
+flags.DEFINE_list("eval_ks", ["50", "100", "200"], "K's of the retrieval metrics.")
+flags.DEFINE_integer("backup_every_steps", 50, "BackupAndRestore frequency in steps.")
+flags.DEFINE_integer("seed", 0, "Seed of the model and the sampler.")
+
+
+def _numbers(flag: str, values, kind=float) -> tuple:
+  try:
+    return tuple(kind(v) for v in values)
+  except ValueError:
+    raise ValueError(f"--{flag}: expected comma-separated numbers, got {','.join(values)!r}") from None
+
+
+def config_from_flags():
+  """The `TrainConfig` the flags describe; raises ValueError naming the flag on bad values."""
+  from uma2_tf import training
+
+  def build(flag_names, make):
+    try:
+      return make()
+    except ValueError as e:
+      raise ValueError(f"{flag_names}: {e}") from None
+
+  sampling_config = build("--strategy_name/--ratio/--num_negatives/--c_distribution", lambda: sampling.SamplingConfig(
+      strategy=FLAGS.strategy_name, num_negatives=FLAGS.num_negatives,
+      ratio=_numbers("ratio", FLAGS.ratio, int), c_distribution=FLAGS.c_distribution, seed=FLAGS.seed))
+  loss_config = build("--lambdas/--propensity_floor/--weight_normalization", lambda: tasks.LossConfig(
+      lambdas=_numbers("lambdas", FLAGS.lambdas), propensity_floor=FLAGS.propensity_floor,
+      weight_normalization=FLAGS.weight_normalization, use_nsdn=FLAGS.nsdn))
+  return build("flags", lambda: training.TrainConfig(
+      dataset=FLAGS.dataset, data_dir=os.path.expanduser(FLAGS.data_dir), output_dir=FLAGS.output_dir,
+      strategy=FLAGS.strategy, tower=FLAGS.tower, share_embeddings=FLAGS.share_embeddings,
+      sampling=sampling_config, loss=loss_config, batch_size=FLAGS.batch_size,
+      learning_rate=FLAGS.learning_rate, epochs=FLAGS.epochs,
+      early_stopping_patience=FLAGS.early_stopping_patience, monitor=FLAGS.monitor,
+      eval_ks=_numbers("eval_ks", FLAGS.eval_ks, int), backup_every_steps=FLAGS.backup_every_steps,
+      seed=FLAGS.seed))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  from uma2_tf import training
+  from uma2_tf.data import datasets
+
+  # Everything a user can get wrong is checked before training starts, as one line; an error
+  # after that is a bug and keeps its traceback.
+  try:
+    config = config_from_flags()
+    datasets.load(config.dataset, config.data_dir)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  training.train(config)
+  logging.info("results in %s", config.output_dir)
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
