@@ -1,5 +1,6 @@
 # The user's verbs. Every target installs into .venv first if needed.
 #   make train        build the default simulated dataset (if missing), train, evaluate
+#                     (RUN_DIR=runs/uma2_default, TRAIN_ARGS='--nsdn=false --epochs=3' ...)
 #   make test         the test suite (tiny data)
 #   make data         build the simulated dataset DATASET (default: default)
 #   make bench        benchmarks -> reports/bench.json (ONLY=sampling runs one part)
@@ -9,6 +10,8 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(HOME)/tensorflow_datasets
 DATASET ?= default
 ONLY ?=
+RUN_DIR ?= runs/uma2_$(DATASET)
+TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install data train test bench clean
@@ -25,8 +28,8 @@ data: install
 	$(PY) -m pipelines.simulate --config=$(DATASET) --data_dir=$(DATA_DIR)
 
 train: data
-	@echo "make train: the dataset is built; the trainer (pipelines/train.py) lands with issue #3." >&2
-	@exit 1
+	$(PY) -m pipelines.train --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
+	  --output_dir=$(RUN_DIR) $(TRAIN_ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

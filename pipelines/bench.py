@@ -19,7 +19,7 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("dataset", "uma2_simulated/default", "Dataset the input benchmarks read.")
-flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling.")
+flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training.")
 flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
 flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
 flags.DEFINE_float("min_seconds", 20.0, "Each throughput measurement runs at least this long.")
@@ -44,7 +44,42 @@ def bench_sampling() -> dict:
           "sampling_batch_size": FLAGS.batch_size}
 
 
-PARTS = {"sampling": bench_sampling}
+def bench_training() -> dict:
+  """Training throughput of plain GMM and UMA2 (YouTube DNN, ss_abc_fixed, 25 negatives) on the same
+  in-memory batches, the UMA2/GMM cost ratio, and the step's GFLOP/s against a matmul peak, all
+  measured in this one run."""
+  import tf_keras as keras
+
+  from uma2_tf import profiling, training
+  from uma2_tf.data import datasets, sampling
+  from uma2_tf.models.tasks import LossConfig
+
+  dataset = datasets.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
+  sampling_config = sampling.SamplingConfig()
+  batches = profiling.fixed_batches(dataset, sampling_config, FLAGS.batch_size, count=16)
+  results, flops = {}, {}
+  for name, use_nsdn in (("gmm", False), ("uma2", True)):
+    config = training.TrainConfig(dataset=FLAGS.dataset, loss=LossConfig(use_nsdn=use_nsdn))
+    keras.utils.set_random_seed(0)
+    model = training.build_model(config, dataset)
+    model(batches[0])
+    step = profiling.TrainStep(model, keras.optimizers.Adam(config.learning_rate))
+    seconds = step.time(batches, min_seconds=FLAGS.min_seconds)
+    flops[name] = step.flops(batches[0])
+    results[f"train_positives_per_s_{name}"] = round(FLAGS.batch_size / seconds, 1)
+    results[f"train_step_gflop_{name}"] = round(flops[name] / 1e9, 3)
+    results[f"train_gflops_{name}"] = round(flops[name] / seconds / 1e9, 2)
+  peak = profiling.matmul_peak_gflops()
+  results["uma2_cost_ratio"] = round(results["train_positives_per_s_gmm"] /
+                                     results["train_positives_per_s_uma2"], 4)
+  results["train_gflops"] = results["train_gflops_uma2"]
+  results["matmul_peak_gflops"] = round(peak, 2)
+  results["train_share_of_matmul_peak"] = round(results["train_gflops"] / peak, 4)
+  results["train_batch_size"] = FLAGS.batch_size
+  return results
+
+
+PARTS = {"sampling": bench_sampling, "training": bench_training}
 
 
 def environment() -> dict:

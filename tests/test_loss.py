@@ -80,7 +80,7 @@ def test_floor_caps_the_weights():
   # ER logit -4 → p1 ≈ 0.018 < 0.3, so that B slot's weight is exactly 1/0.3.
   config = LossConfig(propensity_floor=0.3)
   task, args = task_loss(config)
-  w = task.weights(args["neg_space"], args["neg_mask"], args["er_logits"][:, 1:], args["re_logits"][:, 1:]).numpy()
+  w = task.negative_weights(args["neg_space"], args["neg_mask"], args["er_logits"][:, 1:], args["re_logits"][:, 1:]).numpy()
   assert w[1, 1] == pytest.approx(1 / 0.3, rel=1e-6)
   assert w.max() <= 1 / 0.3 ** 2 + 1e-4
   assert w[0, 2] == w[0, 3] == w[1, 3] == 1.0  # C slots and padding: weight 1.

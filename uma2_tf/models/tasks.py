@@ -66,7 +66,7 @@ class UMA2Task(keras.layers.Layer):
     self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in TERMS}
     self.weight_metrics = {name: keras.metrics.Mean(name=f"mean_weight_{name}") for name in ("a", "b")}
 
-  def weights(self, neg_space, neg_mask, er_logits, re_logits):
+  def negative_weights(self, neg_space, neg_mask, er_logits, re_logits):
     """Per-slot weights [B, N] of the negatives (1 for C and, without NSDN, for everything)."""
     floor = self.config.propensity_floor
     p1 = tf.clip_by_value(tf.sigmoid(tf.stop_gradient(er_logits)), floor, 1.0)
@@ -98,7 +98,7 @@ class UMA2Task(keras.layers.Layer):
     neg_bce = tf.nn.softplus(neg_logits)  # BCE(s, 0)
     out = {"positive": tf.reduce_sum(tf.nn.softplus(-pos_logits)) / num_pos}  # BCE(s, 1)
     if self.config.use_nsdn:
-      weights = self.weights(neg_space, neg_mask, er_logits[:, 1:], re_logits[:, 1:])
+      weights = self.negative_weights(neg_space, neg_mask, er_logits[:, 1:], re_logits[:, 1:])
     else:
       weights = tf.ones_like(neg_bce)
     for name, space in (("space_a", SPACE_A), ("space_b", SPACE_B), ("space_c", SPACE_C)):

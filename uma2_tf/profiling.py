@@ -1,0 +1,95 @@
+"""Measuring a training step: its throughput, its FLOPs, and the machine's matmul peak.
+
+    batches = profiling.fixed_batches(dataset, sampling_config, batch_size=512, count=16)
+    step = profiling.TrainStep(model, keras.optimizers.Adam(1e-3))
+    seconds = step.time(batches, min_seconds=20)        # mean seconds per step, after warm-up
+    flops = step.flops(batches[0])                       # FLOPs of one step (forward + backward)
+    peak = profiling.matmul_peak_gflops()                # float32 GFLOP/s of a large matmul
+
+Batches are materialised in memory first, so the input pipeline is not part of what is timed. FLOPs
+come from TensorFlow's graph profiler over the traced step (matmuls, element-wise ops, the
+optimizer's update), with every shape static.
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+import time
+
+import tensorflow as tf
+
+from uma2_tf.data import sampling
+
+
+def fixed_batches(dataset, config: sampling.SamplingConfig, batch_size: int, count: int) -> list[dict]:
+  """`count` full training batches as constant tensors (static shapes)."""
+  ds = sampling.make_training_dataset(dataset, config, batch_size, shuffle=False)
+  batches = []
+  for batch in ds:
+    if int(batch[sampling.POS_ITEM].shape[0]) == batch_size:
+      batches.append({k: tf.constant(v.numpy()) for k, v in batch.items()})
+    if len(batches) == count:
+      return batches
+  raise ValueError(f"the dataset has fewer than {count} full batches of {batch_size}")
+
+
+class TrainStep:
+  """One optimisation step of `model.compute_loss`, as a `tf.function` (what `fit` runs)."""
+
+  def __init__(self, model, optimizer):
+    self.model, self.optimizer = model, optimizer
+
+    @tf.function
+    def step(batch):
+      with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+      variables = model.trainable_variables
+      self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+      return loss
+
+    self._step = step
+
+  def time(self, batches: list[dict], min_seconds: float = 10.0, warmup: int = 3) -> float:
+    """Mean wall seconds per step, cycling over `batches`, for at least `min_seconds`."""
+    for i in range(warmup):
+      self._step(batches[i % len(batches)]).numpy()
+    steps, start = 0, time.perf_counter()
+    while True:
+      loss = self._step(batches[steps % len(batches)])
+      steps += 1
+      if steps % len(batches) == 0:
+        loss.numpy()  # Sync before reading the clock.
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+          return elapsed / steps
+
+  def flops(self, batch: dict) -> float:
+    """Floating-point operations of one step on `batch`, from the graph profiler."""
+    graph = self._step.get_concrete_function(batch).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return float(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+
+
+def matmul_peak_gflops(n: int = 2048, min_seconds: float = 5.0) -> float:
+  """float32 GFLOP/s of repeated n x n matmuls: the peak a dense model can hope to reach here."""
+  a = tf.random.normal((n, n))
+  b = tf.random.normal((n, n))
+
+  @tf.function
+  def matmul(x):
+    return tf.linalg.matmul(x, b)
+
+  matmul(a).numpy()
+  runs, start = 0, time.perf_counter()
+  while time.perf_counter() - start < min_seconds:
+    matmul(a).numpy()
+    runs += 1
+  return 2.0 * n ** 3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def step_flops_by_hand(batch_size: int, num_negatives: int, layer_sizes: list[tuple[int, int]]) -> float:
+  """Dense-layer FLOPs of a step for an item tower of `layer_sizes` [(in, out), ...] applied to
+  every slot: 2 per multiply-add, x3 for forward + backward. A check on the profiler's number."""
+  macs = sum(i * o for i, o in layer_sizes)
+  return 2.0 * 3.0 * macs * batch_size * (1 + num_negatives)
