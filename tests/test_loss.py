@@ -38,7 +38,7 @@ def numpy_terms(floor=0.05, normalization="none"):
   p2 = np.clip(sigmoid(RE[:, 1:]), floor, 1)
   w = np.ones_like(NEG)
   is_a, is_b = (SPACE == A) & (MASK > 0), (SPACE == B) & (MASK > 0)
-  w_a, w_b = 1 / (p1 * p2), 1 / p1
+  w_a, w_b = 1 / np.maximum(p1 * p2, floor), 1 / p1
   if normalization == "self_normalized":
     w_a, w_b = w_a / w_a[is_a].mean(), w_b / w_b[is_b].mean()
   w[is_a], w[is_b] = w_a[is_a], w_b[is_b]
@@ -50,8 +50,8 @@ def numpy_terms(floor=0.05, normalization="none"):
   mask_all = np.concatenate([np.ones((n, 1)), MASK], 1) > 0
   rec_all = np.concatenate([np.ones((n, 1)), RECALLED], 1)
   exp_all = np.concatenate([np.ones((n, 1)), EXPOSED], 1)
-  terms["er"] = bce(ER, rec_all)[mask_all].mean()
-  terms["re"] = bce(RE, exp_all)[mask_all & (rec_all > 0)].mean()
+  terms["er"] = bce(ER, rec_all)[mask_all].sum() / n
+  terms["re"] = bce(RE, exp_all)[mask_all & (rec_all > 0)].sum() / n
   return terms
 
 
@@ -82,7 +82,7 @@ def test_floor_caps_the_weights():
   task, args = task_loss(config)
   w = task.negative_weights(args["neg_space"], args["neg_mask"], args["er_logits"][:, 1:], args["re_logits"][:, 1:]).numpy()
   assert w[1, 1] == pytest.approx(1 / 0.3, rel=1e-6)
-  assert w.max() <= 1 / 0.3 ** 2 + 1e-4
+  assert w.max() == pytest.approx(1 / 0.3, rel=1e-6)  # A's 1/(p1·p2) is capped at 1/floor too.
   assert w[0, 2] == w[0, 3] == w[1, 3] == 1.0  # C slots and padding: weight 1.
 
 

@@ -80,17 +80,19 @@ def test_training_beats_an_untrained_model(uma2_run, tiny_dataset):
   assert trained["recall@100"] > untrained["recall@100"] + 0.05
 
 
-def test_plain_gmm_is_the_same_trainer_without_nsdn(tiny_data_dir, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("tower,use_nsdn", [("youtube_dnn", False), ("dat", True)])
+def test_other_towers_and_plain_gmm_use_the_same_trainer(tiny_data_dir, tiny_dataset, tmp_path, tower,
+                                                         use_nsdn):
   from uma2_tf import training
 
   config = training.TrainConfig(dataset="uma2_simulated/tiny", data_dir=tiny_data_dir,
-                                output_dir=str(tmp_path), batch_size=256, epochs=1,
-                                loss=LossConfig(use_nsdn=False))
+                                output_dir=str(tmp_path), batch_size=256, epochs=1, tower=tower,
+                                loss=LossConfig(use_nsdn=use_nsdn))
   results = training.train(config, verbose=0)
-  assert "propensity_auc" not in results
+  assert ("propensity_auc" in results) == use_nsdn
   assert results["model"]["recall@100"] > 0
   model = training.build_model(config, tiny_dataset)
-  assert model.nsdn is None
+  assert (model.nsdn is None) == (not use_nsdn)
 
 
 def test_killed_run_resumes_where_it_stopped(tiny_data_dir, tmp_path):

@@ -52,7 +52,8 @@ class TrainConfig:
     data_dir: TFDS data dir.
     output_dir: where the run writes (see the module docstring).
     strategy: `auto` (MirroredStrategy over the visible GPUs if any, else the default strategy),
-      `default`, `one_device` (the first GPU, else the CPU) or `mirrored`.
+      `default`, `one_device` (the first GPU, else the CPU) or `mirrored` (over the GPUs, else over
+      the logical CPUs).
     tower: a name of `towers.TOWERS`.
     share_embeddings: NSDN heads read the tower's embedding tables (else their own).
     sampling: how negatives are drawn.
@@ -111,7 +112,15 @@ def build_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
   if name == "one_device":
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-  return tf.distribute.MirroredStrategy()
+  # Mirrored over the GPUs, or over the logical CPUs where there is none (one by default; more when
+  # the host is split with tf.config.set_logical_device_configuration).
+  if gpus:
+    return tf.distribute.MirroredStrategy([d.name for d in gpus])
+  # Between CPU devices, reduce through one device: collective all-reduce across logical CPUs can
+  # launch gradient packs in a different order on each replica and abort with a shape mismatch.
+  cpus = tf.config.list_logical_devices("CPU")
+  return tf.distribute.MirroredStrategy([d.name for d in cpus],
+                                        cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def build_model(config: TrainConfig, dataset: datasets.BuiltDataset) -> UMA2Model:

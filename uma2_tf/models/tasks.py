@@ -7,21 +7,24 @@
 With B positives in the (global) batch, s the matching logits and m the padding mask:
 
     loss = [ Σ BCE(s_pos, 1)
-           + λ1 Σ_A m·w_A·BCE(s, 0)      w_A = 1 / (p1·p2)
+           + λ1 Σ_A m·w_A·BCE(s, 0)      w_A = 1 / max(p1·p2, floor)
            + λ2 Σ_B m·w_B·BCE(s, 0)      w_B = 1 / p1
-           + λ3 Σ_C m·BCE(s, 0) ] / B
-         + λ4 · mean over valid slots (positive and negatives) of BCE(p1, recalled)
-         + λ5 · mean over valid recalled slots of BCE(p2, exposed)
+           + λ3 Σ_C m·BCE(s, 0)
+           + λ4 Σ_{valid slots, positive included} BCE(p1, recalled)
+           + λ5 Σ_{valid recalled slots} BCE(p2, exposed) ] / B
 
-- p1, p2 are the heads' probabilities at the negative, clipped to [propensity_floor, 1], and enter
-  the weights through `stop_gradient`: the propensities are learned by their own tasks only.
+- p1, p2 are the heads' probabilities at the negative, clipped to [propensity_floor, 1] (and A's
+  product too, so no weight exceeds 1 / floor: 20 by default), and enter the weights through
+  `stop_gradient`: the propensities are learned by their own tasks only.
 - `weight_normalization="self_normalized"` divides the weights of each space by their mean over
   the valid slots of that space in the batch.
-- Dividing each space's sum by B (not by its slot count) keeps λ's meaning fixed when the ratio
-  changes. The auxiliary terms are plain means: they are classification tasks of their own.
+- Every term is a per-example sum (paper eq. 2 sums over samples) averaged over the B positives:
+  dividing by B, not by a slot count, keeps λ's meaning fixed when the ratio changes.
 - `use_nsdn=False` is the plain GMM: all weights 1, no auxiliary terms (the heads are not needed).
-- Under `tf.distribute`, every term is divided by the number of replicas, so that the gradients the
-  optimizer sums over replicas are those of the global batch.
+- Under `tf.distribute`, each replica divides its sums by its own B and the total by the number of
+  replicas; replicas get equal shares of the global batch, so the gradients the optimizer sums over
+  replicas are exactly the global batch's (tests/test_distributed.py). Only `self_normalized`
+  means are per replica.
 """
 from __future__ import annotations
 
@@ -73,7 +76,8 @@ class UMA2Task(keras.layers.Layer):
     p2 = tf.clip_by_value(tf.sigmoid(tf.stop_gradient(re_logits)), floor, 1.0)
     is_a = tf.cast(neg_space == SPACE_A, tf.float32) * neg_mask
     is_b = tf.cast(neg_space == SPACE_B, tf.float32) * neg_mask
-    w_a, w_b = 1.0 / (p1 * p2), 1.0 / p1
+    # The floor bounds every weight by 1 / floor: A's product of two propensities included.
+    w_a, w_b = 1.0 / tf.maximum(p1 * p2, floor), 1.0 / p1
     if self.config.weight_normalization == "self_normalized":
       # A space with no valid slot has mean 0; its weights are unused, so only avoid 0/0.
       w_a = w_a / tf.maximum(_masked_mean(w_a, is_a), 1e-12)
@@ -111,8 +115,8 @@ class UMA2Task(keras.layers.Layer):
       exposed_all = tf.concat([ones, tf.cast(exposed, tf.float32)], axis=1)
       er = tf.nn.sigmoid_cross_entropy_with_logits(labels=recalled_all, logits=er_logits)
       re = tf.nn.sigmoid_cross_entropy_with_logits(labels=exposed_all, logits=re_logits)
-      out["er"] = _masked_mean(er, mask)
-      out["re"] = _masked_mean(re, mask * recalled_all)
+      out["er"] = tf.reduce_sum(er * mask) / num_pos
+      out["re"] = tf.reduce_sum(re * mask * recalled_all) / num_pos
       self._track_weights(weights, neg_space, neg_mask)
     else:
       out["er"] = out["re"] = tf.constant(0.0)
