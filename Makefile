@@ -3,6 +3,8 @@
 #                     (RUN_DIR=runs/uma2_default, TRAIN_ARGS='--nsdn=false --epochs=3' ...)
 #   make test         the test suite (tiny data)
 #   make data         build the simulated dataset DATASET (default: default)
+#   make export       SavedModels of RUN_DIR -> EXPORT_DIR/<version>/ (query, ScaNN, brute force)
+#   make serve        REST server (TF Serving's API) for EXPORT_DIR on 127.0.0.1:8501
 #   make bench        benchmarks -> reports/bench.json (ONLY=sampling runs one part)
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,10 +13,12 @@ DATA_DIR ?= $(HOME)/tensorflow_datasets
 DATASET ?= default
 ONLY ?=
 RUN_DIR ?= runs/uma2_$(DATASET)
+EXPORT_DIR ?= exports/uma2_$(DATASET)
+MODEL_NAME ?= uma2
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install data train test bench clean
+.PHONY: install data train export serve test bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +34,12 @@ data: install
 train: data
 	$(PY) -m pipelines.train --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
 	  --output_dir=$(RUN_DIR) $(TRAIN_ARGS)
+
+export: install
+	$(PY) -m pipelines.export --run_dir=$(RUN_DIR) --export_dir=$(EXPORT_DIR) --model_name=$(MODEL_NAME)
+
+serve: install
+	$(PY) -m pipelines.serve --export_dir=$(EXPORT_DIR) --model_name=$(MODEL_NAME)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -103,6 +103,34 @@ class TrainConfig:
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
 
+  @classmethod
+  def from_json(cls, text: str) -> "TrainConfig":
+    """The config a run wrote (`config.json`); unknown keys are an error, missing ones default."""
+    raw = json.loads(text)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+      raise ValueError(f"config.json: unknown fields {unknown}")
+    if "sampling" in raw:
+      s = dict(raw["sampling"])
+      s["ratio"] = tuple(s.get("ratio", (1, 4, 20)))
+      raw["sampling"] = sampling.SamplingConfig(**s)
+    if "loss" in raw:
+      l = dict(raw["loss"])
+      l["lambdas"] = tuple(l.get("lambdas", (1.0,) * 5))
+      raw["loss"] = LossConfig(**l)
+    if "eval_ks" in raw:
+      raw["eval_ks"] = tuple(raw["eval_ks"])
+    return cls(**raw)
+
+  @classmethod
+  def load(cls, run_dir: str) -> "TrainConfig":
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training output dir (make train)?")
+    with open(path) as f:
+      return cls.from_json(f.read())
+
 
 def build_strategy(name: str) -> tf.distribute.Strategy:
   gpus = tf.config.list_logical_devices("GPU")

@@ -1,0 +1,252 @@
+"""Exports a trained run as versioned SavedModels for serving (`make export`).
+
+    paths = export.export_run(ExportConfig(run_dir="runs/uma2_default",
+                                           export_dir="exports/uma2_default"))
+    # exports/uma2_default/<version>/ with:
+    #   query_model/         stock TF ops: user features -> user_embedding          (TF Serving)
+    #   retrieval_model/     user features, k -> top-k item_ids, scores, by a ScaNN index
+    #                        (needs `import scann` in the loading process: ScaNN's ops are custom)
+    #   brute_force_model/   the same signature, exact, stock TF ops only             (TF Serving)
+    #   item_embeddings.npz  item_ids [N], embeddings [N, d] of the whole corpus
+    #   metadata.json        inputs and their vocabularies, max_k, ScaNN parameters, the run's
+    #                        config and metrics, dataset, commit
+
+Every signature is `serving_default` and takes `user_id` int64 [B], one int64 [B] input per user
+feature, `history` int64 [B, H] (clicked item ids, 0-padded); the retrieval models also take `k`,
+an int32 scalar (1 <= k <= max_k).
+
+The version is written in a temporary directory beside the others (a name that is not a number,
+so servers ignore it) and renamed into place once complete: a server polling the export dir never
+sees half a version.
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from uma2_tf import training
+from uma2_tf.data import datasets
+from uma2_tf.data import schema as schema_lib
+
+QUERY_MODEL = "query_model"
+RETRIEVAL_MODEL = "retrieval_model"
+BRUTE_FORCE_MODEL = "brute_force_model"
+ITEM_EMBEDDINGS = "item_embeddings.npz"
+METADATA = "metadata.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What to export and how to index it.
+
+  Attributes:
+    run_dir: a training output dir (config.json, checkpoints/final).
+    export_dir: the model's base dir; versions are its numbered subdirs.
+    version: the version to write; 0 means one more than the highest present.
+    model_name: the name servers serve it under.
+    max_k: the largest k the retrieval models answer; 0 means min(1000, corpus size).
+    scann_leaves: ScaNN partitions; 0 means about sqrt(corpus size).
+    scann_leaves_to_search: partitions searched per query; 0 means a quarter of them (at least 1;
+      the recall/speed knob).
+    scann_reorder: candidates re-scored exactly; 0 means max(4 * 100, max_k) capped by the corpus.
+  """
+
+  run_dir: str = "runs/uma2_default"
+  export_dir: str = "exports/uma2_default"
+  version: int = 0
+  model_name: str = "uma2"
+  max_k: int = 0
+  scann_leaves: int = 0
+  scann_leaves_to_search: int = 0
+  scann_reorder: int = 0
+
+  def __post_init__(self):
+    for name in ("version", "max_k", "scann_leaves", "scann_leaves_to_search", "scann_reorder"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must be >= 0 (0: automatic), got {getattr(self, name)}")
+
+
+def scann_parameters(num_items: int, config: ExportConfig) -> dict:
+  """ScaNN and k parameters with the automatic defaults resolved for a corpus of `num_items`."""
+  max_k = config.max_k or min(1000, num_items)
+  if max_k > num_items:
+    raise ValueError(f"max_k ({max_k}) exceeds the corpus ({num_items} items)")
+  leaves = config.scann_leaves or max(1, min(num_items, round(math.sqrt(num_items))))
+  if leaves > num_items:
+    raise ValueError(f"scann_leaves ({leaves}) exceeds the corpus ({num_items} items)")
+  to_search = config.scann_leaves_to_search or max(1, leaves // 4)
+  if to_search > leaves:
+    raise ValueError(f"scann_leaves_to_search ({to_search}) exceeds scann_leaves ({leaves})")
+  reorder = config.scann_reorder or min(num_items, max(400, max_k))
+  if reorder < max_k:
+    raise ValueError(f"scann_reorder ({reorder}) must be >= max_k ({max_k})")
+  return {"max_k": max_k, "num_leaves": leaves, "num_leaves_to_search": to_search,
+          "num_reordering_candidates": reorder, "dimensions_per_block": 2, "training_iterations": 12}
+
+
+def input_signature(schema: schema_lib.LogSchema, max_history: int) -> dict:
+  """The serving inputs: user id, user features, history."""
+  spec = {schema_lib.USER_ID: tf.TensorSpec([None], tf.int64, name=schema_lib.USER_ID)}
+  for name in schema.user_feature_names:
+    spec[name] = tf.TensorSpec([None], tf.int64, name=name)
+  spec[schema_lib.HISTORY] = tf.TensorSpec([None, max_history], tf.int64, name=schema_lib.HISTORY)
+  return spec
+
+
+def input_metadata(schema: schema_lib.LogSchema, max_history: int) -> dict:
+  inputs = {schema_lib.USER_ID: {"dtype": "int64", "shape": [], "vocab_size": schema.num_users}}
+  for name, size in schema.user_features.items():
+    inputs[name] = {"dtype": "int64", "shape": [], "vocab_size": size}
+  inputs[schema_lib.HISTORY] = {"dtype": "int64", "shape": [max_history], "vocab_size": schema.num_items}
+  return inputs
+
+
+class _QueryModule(tf.Module):
+  def __init__(self, tower, signature):
+    super().__init__()
+    self.tower = tower
+    self.serve = tf.function(lambda features: {"user_embedding": tower.user_embedding(features)},
+                             input_signature=[signature])
+
+
+class _RetrievalModule(tf.Module):
+  """user features, k -> top-k (item_ids, scores) by `index` (a TFRS top-k layer)."""
+
+  def __init__(self, tower, index, signature, max_k: int):
+    super().__init__()
+    self.tower, self.index = tower, index
+
+    def serve(features, k):
+      k = tf.ensure_shape(k, [])
+      tf.debugging.assert_greater(k, 0, message="k must be >= 1")
+      tf.debugging.assert_less_equal(k, max_k, message=f"k must be <= max_k={max_k}")
+      scores, ids = index(tower.user_embedding(features), k=k)
+      return {"item_ids": ids, "scores": scores}
+
+    self.serve = tf.function(serve, input_signature=[signature, tf.TensorSpec([], tf.int32, name="k")])
+
+
+def item_embeddings(tower, num_items: int, batch_size: int = 8192) -> np.ndarray:
+  """The item tower's output for ids 0..num_items-1 (row 0 is the padding item)."""
+  ids = tf.data.Dataset.range(num_items).batch(batch_size)
+  return np.concatenate([tower.item_embedding(b).numpy() for b in ids]).astype(np.float32)
+
+
+def next_version(export_dir: str) -> int:
+  if not os.path.isdir(export_dir):
+    return 1
+  versions = [int(n) for n in os.listdir(export_dir) if n.isdigit()]
+  return max(versions, default=0) + 1
+
+
+def _commit() -> str:
+  try:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+  except OSError:
+    return "unknown"
+
+
+def load_trained_model(run_dir: str):
+  """(TrainConfig, BuiltDataset, model with the run's final weights)."""
+  from uma2_tf.data import sampling
+
+  config = training.TrainConfig.load(run_dir)
+  weights = os.path.join(run_dir, "checkpoints", "final")
+  if not tf.io.gfile.exists(weights + ".index"):
+    raise FileNotFoundError(f"{weights}.index does not exist: the run in {run_dir} has not finished")
+  dataset = datasets.load(config.dataset, config.data_dir)
+  model = training.build_model(config, dataset)
+  model(next(iter(sampling.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
+  model.load_weights(weights).expect_partial()
+  return config, dataset, model
+
+
+def export_run(config: ExportConfig) -> str:
+  """Writes one version; returns its directory."""
+  import tensorflow_recommenders as tfrs
+
+  train_config, dataset, model = load_trained_model(config.run_dir)
+  tower = model.tower
+  schema = dataset.schema
+  num_items = schema.num_items - 1
+  params = scann_parameters(num_items, config)
+  max_history = train_config.sampling.max_history
+  signature = input_signature(schema, max_history)
+
+  version = config.version or next_version(config.export_dir)
+  final_dir = os.path.join(config.export_dir, str(version))
+  if os.path.exists(final_dir):
+    raise FileExistsError(f"{final_dir} exists; versions are immutable, pick another --version")
+  os.makedirs(config.export_dir, exist_ok=True)
+  tmp_dir = os.path.join(config.export_dir, f".tmp-{version}-{os.getpid()}")
+  shutil.rmtree(tmp_dir, ignore_errors=True)
+  try:
+    start = time.perf_counter()
+    embeddings = item_embeddings(tower, schema.num_items)
+    ids = np.arange(1, schema.num_items, dtype=np.int64)
+    candidates = tf.constant(embeddings[1:])
+    os.makedirs(tmp_dir)
+    np.savez(os.path.join(tmp_dir, ITEM_EMBEDDINGS), item_ids=ids, embeddings=embeddings[1:])
+
+    query = _QueryModule(tower, signature)
+    tf.saved_model.save(query, os.path.join(tmp_dir, QUERY_MODEL),
+                        signatures={"serving_default": query.serve})
+
+    brute = tfrs.layers.factorized_top_k.BruteForce(k=params["max_k"])
+    brute.index(candidates, tf.constant(ids))
+    brute_module = _RetrievalModule(tower, brute, signature, params["max_k"])
+    tf.saved_model.save(brute_module, os.path.join(tmp_dir, BRUTE_FORCE_MODEL),
+                        signatures={"serving_default": brute_module.serve})
+
+    scann = tfrs.layers.factorized_top_k.ScaNN(
+        k=params["max_k"], num_leaves=params["num_leaves"],
+        num_leaves_to_search=params["num_leaves_to_search"],
+        num_reordering_candidates=params["num_reordering_candidates"],
+        dimensions_per_block=params["dimensions_per_block"],
+        training_iterations=params["training_iterations"])
+    scann.index(candidates, tf.constant(ids))
+    scann_module = _RetrievalModule(tower, scann, signature, params["max_k"])
+    tf.saved_model.save(scann_module, os.path.join(tmp_dir, RETRIEVAL_MODEL),
+                        signatures={"serving_default": scann_module.serve},
+                        options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
+
+    metrics_path = os.path.join(config.run_dir, "metrics.json")
+    metadata = {
+        "model_name": config.model_name, "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": _commit(), "run_dir": os.path.abspath(config.run_dir),
+        "dataset": train_config.dataset, "dataset_dir": dataset.directory,
+        "num_items": num_items, "max_k": params["max_k"], "embedding_dim": int(embeddings.shape[1]),
+        "inputs": input_metadata(schema, max_history),
+        "scann": params,
+        "models": {QUERY_MODEL: "stock TF ops", BRUTE_FORCE_MODEL: "stock TF ops, exact",
+                   RETRIEVAL_MODEL: "needs `import scann` (scann[tf]==1.4.2) before loading"},
+        "config": json.loads(train_config.to_json()),
+        "metrics": json.load(open(metrics_path)) if os.path.exists(metrics_path) else None,
+        "export_seconds": round(time.perf_counter() - start, 1),
+    }
+    with open(os.path.join(tmp_dir, METADATA), "w") as f:
+      json.dump(metadata, f, indent=2)
+    os.rename(tmp_dir, final_dir)  # Atomic: the version appears complete or not at all.
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
+  return final_dir
+
+
+def read_metadata(version_dir: str) -> dict:
+  with open(os.path.join(version_dir, METADATA)) as f:
+    return json.load(f)
+
