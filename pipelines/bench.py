@@ -19,9 +19,10 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("dataset", "uma2_simulated/default", "Dataset the input benchmarks read.")
-flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training.")
+flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training, retrieval, serving.")
 flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
 flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
+flags.DEFINE_integer("retrieval_queries", 500, "Queries timed per retriever and corpus size.")
 flags.DEFINE_float("min_seconds", 20.0, "Each throughput measurement runs at least this long.")
 
 
@@ -86,7 +87,57 @@ def bench_training() -> dict:
   return results
 
 
-PARTS = {"sampling": bench_sampling, "training": bench_training}
+def _clustered(rng, n: int, centres, noise: float = 0.5):
+  import numpy as np
+  x = centres[rng.integers(0, len(centres), n)] + noise * rng.standard_normal((n, centres.shape[1]))
+  return x.astype(np.float32)
+
+
+def bench_retrieval() -> dict:
+  """ScaNN (with the export's default parameters) against exact brute force on 100K and 1M
+  32-d items, one query per call as a server makes them: queries/s and ScaNN's recall@100."""
+  import numpy as np
+  import tensorflow as tf
+  import tensorflow_recommenders as tfrs
+
+  from uma2_tf import export
+
+  rng = np.random.default_rng(0)
+  centres = rng.standard_normal((2000, 32)).astype(np.float32)
+  queries = _clustered(rng, FLAGS.retrieval_queries, centres)
+  results = {}
+  for label, n in (("100k", 100_000), ("1m", 1_000_000)):
+    items = tf.constant(_clustered(rng, n, centres))
+    ids = tf.range(1, n + 1, dtype=tf.int64)
+    params = export.scann_parameters(n, export.ExportConfig(max_k=100))
+    brute = tfrs.layers.factorized_top_k.BruteForce(k=100)
+    brute.index(items, ids)
+    start = time.perf_counter()
+    scann = tfrs.layers.factorized_top_k.ScaNN(
+        k=100, num_leaves=params["num_leaves"], num_leaves_to_search=params["num_leaves_to_search"],
+        num_reordering_candidates=params["num_reordering_candidates"],
+        dimensions_per_block=params["dimensions_per_block"])
+    scann.index(items, ids)
+    results[f"scann_index_build_s_{label}"] = round(time.perf_counter() - start, 1)
+    found = {}
+    for name, layer in (("brute", brute), ("scann", scann)):
+      search = tf.function(lambda q, layer=layer: layer(q, k=100)[1])
+      search(queries[:1])  # Trace.
+      found[name], start = [], time.perf_counter()
+      for i in range(len(queries)):
+        found[name].append(search(queries[i:i + 1]).numpy()[0])
+      results[f"{name}_queries_per_s_{label}"] = round(len(queries) / (time.perf_counter() - start), 1)
+    results[f"scann_recall@100_{label}"] = round(float(np.mean(
+        [len(set(a) & set(b)) / 100 for a, b in zip(found["scann"], found["brute"])])), 4)
+    results[f"scann_speedup_{label}"] = round(results[f"scann_queries_per_s_{label}"] /
+                                              results[f"brute_queries_per_s_{label}"], 2)
+    results[f"scann_leaves_{label}"] = params["num_leaves"]
+    results[f"scann_leaves_to_search_{label}"] = params["num_leaves_to_search"]
+    results[f"scann_reorder_{label}"] = params["num_reordering_candidates"]
+  return results
+
+
+PARTS = {"sampling": bench_sampling, "training": bench_training, "retrieval": bench_retrieval}
 
 
 def environment() -> dict:
