@@ -174,17 +174,36 @@ def load_trained_model(run_dir: str):
 
 
 def export_run(config: ExportConfig) -> str:
-  """Writes one version; returns its directory."""
+  """Exports the run's final weights as a new version; returns its directory."""
+  train_config, dataset, model = load_trained_model(config.run_dir)
+  metrics_path = os.path.join(config.run_dir, "metrics.json")
+  about_run = {
+      "run_dir": os.path.abspath(config.run_dir), "dataset": train_config.dataset,
+      "dataset_dir": dataset.directory, "config": json.loads(train_config.to_json()),
+      "metrics": json.load(open(metrics_path)) if os.path.exists(metrics_path) else None,
+  }
+  return write_version(config, model.tower, dataset.schema, train_config.sampling.max_history,
+                       about_run)
+
+
+def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max_history: int,
+                  about: dict | None = None) -> str:
+  """Writes any tower (`user_embedding(features)`, `item_embedding(ids)`) as one version.
+
+  Args:
+    config: where to write and how to index (its `run_dir` is not read here).
+    tower: the model to serve; items are ids 1..schema.num_items-1.
+    schema: the id spaces and user features of the serving inputs.
+    max_history: length of the `history` input.
+    about: more metadata (the run, its config and metrics).
+  Returns:
+    The version's directory.
+  """
   import tensorflow_recommenders as tfrs
 
-  train_config, dataset, model = load_trained_model(config.run_dir)
-  tower = model.tower
-  schema = dataset.schema
   num_items = schema.num_items - 1
   params = scann_parameters(num_items, config)
-  max_history = train_config.sampling.max_history
   signature = input_signature(schema, max_history)
-
   version = config.version or next_version(config.export_dir)
   final_dir = os.path.join(config.export_dir, str(version))
   if os.path.exists(final_dir):
@@ -194,18 +213,18 @@ def export_run(config: ExportConfig) -> str:
   shutil.rmtree(tmp_dir, ignore_errors=True)
   try:
     start = time.perf_counter()
-    embeddings = item_embeddings(tower, schema.num_items)
+    embeddings = item_embeddings(tower, schema.num_items)[1:]
     ids = np.arange(1, schema.num_items, dtype=np.int64)
-    candidates = tf.constant(embeddings[1:])
+    candidates, identifiers = tf.constant(embeddings), tf.constant(ids)
     os.makedirs(tmp_dir)
-    np.savez(os.path.join(tmp_dir, ITEM_EMBEDDINGS), item_ids=ids, embeddings=embeddings[1:])
+    np.savez(os.path.join(tmp_dir, ITEM_EMBEDDINGS), item_ids=ids, embeddings=embeddings)
 
     query = _QueryModule(tower, signature)
     tf.saved_model.save(query, os.path.join(tmp_dir, QUERY_MODEL),
                         signatures={"serving_default": query.serve})
 
     brute = tfrs.layers.factorized_top_k.BruteForce(k=params["max_k"])
-    brute.index(candidates, tf.constant(ids))
+    brute.index(candidates, identifiers)
     brute_module = _RetrievalModule(tower, brute, signature, params["max_k"])
     tf.saved_model.save(brute_module, os.path.join(tmp_dir, BRUTE_FORCE_MODEL),
                         signatures={"serving_default": brute_module.serve})
@@ -216,25 +235,21 @@ def export_run(config: ExportConfig) -> str:
         num_reordering_candidates=params["num_reordering_candidates"],
         dimensions_per_block=params["dimensions_per_block"],
         training_iterations=params["training_iterations"])
-    scann.index(candidates, tf.constant(ids))
+    scann.index(candidates, identifiers)
     scann_module = _RetrievalModule(tower, scann, signature, params["max_k"])
     tf.saved_model.save(scann_module, os.path.join(tmp_dir, RETRIEVAL_MODEL),
                         signatures={"serving_default": scann_module.serve},
                         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
 
-    metrics_path = os.path.join(config.run_dir, "metrics.json")
     metadata = {
         "model_name": config.model_name, "version": version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(), "run_dir": os.path.abspath(config.run_dir),
-        "dataset": train_config.dataset, "dataset_dir": dataset.directory,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(),
         "num_items": num_items, "max_k": params["max_k"], "embedding_dim": int(embeddings.shape[1]),
         "inputs": input_metadata(schema, max_history),
         "scann": params,
         "models": {QUERY_MODEL: "stock TF ops", BRUTE_FORCE_MODEL: "stock TF ops, exact",
                    RETRIEVAL_MODEL: "needs `import scann` (scann[tf]==1.4.2) before loading"},
-        "config": json.loads(train_config.to_json()),
-        "metrics": json.load(open(metrics_path)) if os.path.exists(metrics_path) else None,
+        **(about or {}),
         "export_seconds": round(time.perf_counter() - start, 1),
     }
     with open(os.path.join(tmp_dir, METADATA), "w") as f:
