@@ -42,7 +42,7 @@ class Uma2SimulatedConfig(tfds.core.BuilderConfig):
 _DESCRIPTIONS = {
     "tiny": "For tests: a few hundred users, builds in seconds.",
     "default": "For `make train`: 20K users, 10K items, ~1.6e5 train positives.",
-    "paper": "Table 2 scale of the UMA2 paper: 1.63M users, 283K items, ~1M train positives.",
+    "paper": "Table 2 scale of the UMA2 paper: 1.63M users, 283K items, ~950K train positives.",
 }
 
 
