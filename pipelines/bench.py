@@ -23,6 +23,7 @@ flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, tra
 flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
 flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
 flags.DEFINE_integer("retrieval_queries", 500, "Queries timed per retriever and corpus size.")
+flags.DEFINE_integer("serve_concurrency", 8, "Concurrent clients of the serving benchmark.")
 flags.DEFINE_float("min_seconds", 20.0, "Each throughput measurement runs at least this long.")
 
 
@@ -137,7 +138,88 @@ def bench_retrieval() -> dict:
   return results
 
 
-PARTS = {"sampling": bench_sampling, "training": bench_training, "retrieval": bench_retrieval}
+def _table_tower(user_table, item_table):
+  """A stand-in tower of two embedding tables, to serve a corpus of any size (a `tf.Module`, so
+  SavedModel tracks its variables)."""
+  import tensorflow as tf
+
+  class TableTower(tf.Module):
+    def __init__(self):
+      super().__init__()
+      self.users, self.items = tf.Variable(user_table), tf.Variable(item_table)
+
+    def user_embedding(self, features):
+      return tf.gather(self.users, features["user_id"])
+
+    def item_embedding(self, ids):
+      return tf.gather(self.items, ids)
+
+  return TableTower()
+
+
+def _free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def bench_serving() -> dict:
+  """`make serve` under load: a 1M-item (32-d) ScaNN export served on loopback, k=100, a closed
+  loop of `serve_concurrency` clients in a second process (pipelines/load_test.py)."""
+  import subprocess
+  import sys
+  import tempfile
+  import urllib.request
+
+  import numpy as np
+
+  from uma2_tf import export
+  from uma2_tf.data import schema as schema_lib
+
+  rng = np.random.default_rng(0)
+  centres = rng.standard_normal((2000, 32)).astype(np.float32)
+  num_users, num_items = 10_000, 1_000_000
+  schema = schema_lib.LogSchema(num_users=num_users + 1, num_items=num_items + 1,
+                                user_features={"age": 8}, item_features={"category": 2})
+  tower = _table_tower(_clustered(rng, num_users + 1, centres), _clustered(rng, num_items + 1, centres))
+  results = {}
+  with tempfile.TemporaryDirectory() as export_dir:
+    start = time.perf_counter()
+    export.write_version(export.ExportConfig(export_dir=export_dir, model_name="bench"), tower, schema,
+                         max_history=50)
+    results["serve_export_s_1m"] = round(time.perf_counter() - start, 1)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.serve", f"--export_dir={export_dir}",
+                               "--model_name=bench", f"--port={port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+      deadline = time.time() + 180
+      while True:
+        try:
+          urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/bench", timeout=2).read()
+          break
+        except OSError:
+          if server.poll() is not None or time.time() > deadline:
+            raise RuntimeError("bench: the server did not come up (run `make serve` to see why)")
+          time.sleep(0.5)
+      load = subprocess.run(
+          [sys.executable, "-m", "pipelines.load_test",
+           f"--url=http://127.0.0.1:{port}/v1/models/bench:predict",
+           f"--concurrency={FLAGS.serve_concurrency}", f"--seconds={FLAGS.min_seconds}", "--k=100",
+           f"--num_users={num_users}"], capture_output=True, text=True, check=True)
+      report = json.loads(load.stdout.strip().splitlines()[-1])
+    finally:
+      server.terminate()
+      server.wait(timeout=30)
+  results.update({"serve_p50_ms": report.get("p50_ms"), "serve_p99_ms": report.get("p99_ms"),
+                  "serve_qps": report["qps"], "serve_errors": report["errors"],
+                  "serve_concurrency": FLAGS.serve_concurrency, "serve_items": num_items})
+  return results
+
+
+PARTS = {"sampling": bench_sampling, "training": bench_training, "retrieval": bench_retrieval,
+         "serving": bench_serving}
 
 
 def environment() -> dict:

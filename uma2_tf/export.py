@@ -56,8 +56,8 @@ class ExportConfig:
     model_name: the name servers serve it under.
     max_k: the largest k the retrieval models answer; 0 means min(1000, corpus size).
     scann_leaves: ScaNN partitions; 0 means about sqrt(corpus size).
-    scann_leaves_to_search: partitions searched per query; 0 means a quarter of them (at least 1;
-      the recall/speed knob).
+    scann_leaves_to_search: partitions searched per query (the recall/speed knob); 0 means a
+      quarter of them, or more when that would hold fewer than 2 x scann_reorder items.
     scann_reorder: candidates re-scored exactly; 0 means max(4 * 100, max_k) capped by the corpus.
   """
 
@@ -84,12 +84,15 @@ def scann_parameters(num_items: int, config: ExportConfig) -> dict:
   leaves = config.scann_leaves or max(1, min(num_items, round(math.sqrt(num_items))))
   if leaves > num_items:
     raise ValueError(f"scann_leaves ({leaves}) exceeds the corpus ({num_items} items)")
-  to_search = config.scann_leaves_to_search or max(1, leaves // 4)
-  if to_search > leaves:
-    raise ValueError(f"scann_leaves_to_search ({to_search}) exceeds scann_leaves ({leaves})")
   reorder = config.scann_reorder or min(num_items, max(400, max_k))
   if reorder < max_k:
     raise ValueError(f"scann_reorder ({reorder}) must be >= max_k ({max_k})")
+  # The leaves searched must hold well over `reorder` items, or ScaNN returns fewer than k
+  # neighbours (rows padded with NaN scores): twice as many on average, a quarter of leaves at least.
+  to_search = config.scann_leaves_to_search or min(
+      leaves, max(1, leaves // 4, math.ceil(2 * reorder * leaves / num_items)))
+  if to_search > leaves:
+    raise ValueError(f"scann_leaves_to_search ({to_search}) exceeds scann_leaves ({leaves})")
   return {"max_k": max_k, "num_leaves": leaves, "num_leaves_to_search": to_search,
           "num_reordering_candidates": reorder, "dimensions_per_block": 2, "training_iterations": 12}
 

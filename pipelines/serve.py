@@ -1,0 +1,60 @@
+"""Serves an export dir over TF Serving's REST API (`make serve`); see `uma2_tf.serving.server`.
+
+    python -m pipelines.serve --export_dir=exports/uma2_default --model_name=uma2
+    python -m pipelines.serve --variant=brute_force_model --port=8502   # exact, stock TF ops only
+
+    curl -d '{"instances": [{"user_id": 5, "history": [31, 7]}], "k": 10}' \
+        http://127.0.0.1:8501/v1/models/uma2:predict
+
+Serves the highest version in --export_dir and swaps in a higher one when it appears (checked
+every --poll_seconds). The ScaNN variant (the default) needs scann[tf]==1.4.2 installed.
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("export_dir", "exports/uma2_default", "Base dir of the model's versions.")
+flags.DEFINE_string("model_name", "uma2", "Name in the URL: /v1/models/<model_name>:predict.")
+flags.DEFINE_enum("variant", "retrieval_model", ["retrieval_model", "brute_force_model"],
+                  "retrieval_model: ScaNN (needs scann); brute_force_model: exact, stock TF ops.")
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
+flags.DEFINE_integer("port", 8501, "Port to listen on (TF Serving's REST port by default).")
+flags.DEFINE_float("poll_seconds", 2.0, "How often the export dir is checked for a newer version.")
+flags.DEFINE_integer("max_batch", 256, "Most users one request may ask for.")
+flags.DEFINE_boolean("access_log", False, "Log every request (costs latency under load).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not os.path.isdir(FLAGS.export_dir):
+    print(f"error: --export_dir={FLAGS.export_dir} does not exist (write one with `make export`)",
+          file=sys.stderr)
+    return 2
+  import uvicorn
+
+  from uma2_tf.serving import server
+
+  # What a user can get wrong (empty export dir, scann missing, a broken version, bad flags) fails
+  # here as one line, before the port is opened.
+  try:
+    application = server.create_app(FLAGS.export_dir, FLAGS.model_name, variant=FLAGS.variant,
+                                    poll_seconds=FLAGS.poll_seconds, max_batch=FLAGS.max_batch)
+  except (FileNotFoundError, ImportError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  logging.info("serving %s at http://%s:%d/v1/models/%s", FLAGS.export_dir, FLAGS.host, FLAGS.port,
+               FLAGS.model_name)
+  uvicorn.run(application, host=FLAGS.host, port=FLAGS.port, access_log=FLAGS.access_log,
+              log_level="info")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
