@@ -118,3 +118,15 @@ def test_scann_parameters_default_from_the_corpus():
   with pytest.raises(ValueError, match="max_k"):
     export.scann_parameters(100, export.ExportConfig(max_k=101))
 
+
+
+@pytest.mark.parametrize("name", [export.QUERY_MODEL, export.BRUTE_FORCE_MODEL])
+def test_stock_models_are_readable_by_saved_model_cli(exported, name):
+  _, version_dir = exported
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  result = subprocess.run([cli, "show", "--dir", os.path.join(version_dir, name), "--tag_set", "serve",
+                           "--signature_def", "serving_default"], capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  expected = "user_embedding" if name == export.QUERY_MODEL else "item_ids"
+  assert expected in result.stdout and "history" in result.stdout

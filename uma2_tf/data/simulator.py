@@ -167,10 +167,9 @@ CONFIGS: Mapping[str, SimulatorConfig] = {
                             requests_per_user_day=1.0, chunk_size=512),
     # For `make train`: ~1.1e5 train positives, builds in about a minute on 2 cores.
     "default": SimulatorConfig(),
-    # Paper Table 2 scale: 1.63M users, 283K items, ~949K train positives (~24.7M samples with 25
-    # negatives each). Measured with twice these requests (requests_per_user_day=0.105: 1.2M train
-    # requests, 2.0M positives): 21 min to build on 2 cores, 3.5 GB peak memory; this config makes
-    # half as many requests, so about half of that.
+    # Paper Table 2 scale: 1.63M users, 283K items. Measured: 569K train requests, 953K train
+    # positives (Table 2: ~949K), 24.8M samples with 25 negatives each; built in 10 min 21 s on
+    # 2 cores with 2.1 GB peak memory (`/usr/bin/time -v python -m pipelines.simulate --config=paper`).
     "paper": SimulatorConfig(num_users=1_630_000, num_items=283_000, num_categories=300,
                              authors_per_category=60, old_model_pool=3000, requests_per_user_day=0.05,
                              rounds_per_day=1, chunk_size=4096),
