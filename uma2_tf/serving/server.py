@@ -47,7 +47,6 @@ import tensorflow as tf
 from absl import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from uma2_tf.serving import loader
@@ -95,12 +94,120 @@ class Servable:
     it answers fewer columns, and in a batch pads short rows with NaN scores (and a real-looking
     item id). Those slots are dropped, so a row may hold fewer than k items, never a fake one.
     """
-    ids, scores = self(features, k)
-    valid = ~np.isnan(scores)
-    if valid.all():
-      return ids.tolist(), scores.tolist()
-    return ([row[keep].tolist() for row, keep in zip(ids, valid)],
-            [row[keep].tolist() for row, keep in zip(scores, valid)])
+    return _drop_unfilled(*self(features, k))
+
+
+def _drop_unfilled(ids: np.ndarray, scores: np.ndarray) -> tuple[list, list]:
+  valid = ~np.isnan(scores)
+  if valid.all():
+    return ids.tolist(), scores.tolist()
+  return ([row[keep].tolist() for row, keep in zip(ids, valid)],
+          [row[keep].tolist() for row, keep in zip(scores, valid)])
+
+
+@dataclasses.dataclass
+class _Pending:
+  servable: Servable
+  features: dict[str, np.ndarray]
+  k: int
+  done: threading.Event = dataclasses.field(default_factory=threading.Event)
+  result: tuple | None = None
+  error: BaseException | None = None
+  on_done: Any = None  # Called from the worker thread once result or error is set.
+
+  @property
+  def rows(self) -> int:
+    return len(self.features[USER_ID])
+
+
+class MicroBatcher:
+  """Merges predict calls that arrive together into one model call, as TF Serving's batching does.
+
+  One worker thread takes a waiting request, adds every other request already queued for the same
+  version (up to `max_rows` users), runs the model once with the largest k among them and hands
+  each caller its rows cut to its k. Nothing waits for a batch to fill: requests queue only while
+  the model is busy, so a lone request pays no delay and a loaded server pays the per-call cost
+  (signature dispatch, ScaNN's batch setup) once per batch instead of once per request.
+
+      batcher = MicroBatcher(max_rows=256); batcher.start()
+      ids, scores = batcher.top_k(servable, features, k)   # blocks; lists per user, as Servable.top_k
+  """
+
+  def __init__(self, max_rows: int):
+    import queue
+    self._queue: "queue.Queue[_Pending]" = queue.Queue()
+    self._empty = queue.Empty
+    self.max_rows = max_rows
+    self._carry: _Pending | None = None
+    self._thread: threading.Thread | None = None
+
+  def start(self) -> None:
+    if self._thread is None:
+      self._thread = threading.Thread(target=self._run, name="uma2-micro-batcher", daemon=True)
+      self._thread.start()
+
+  def top_k(self, servable: Servable, features: dict[str, np.ndarray], k: int) -> tuple[list, list]:
+    pending = _Pending(servable, features, k)
+    self._queue.put(pending)
+    pending.done.wait()
+    if pending.error is not None:
+      raise pending.error
+    return pending.result
+
+  async def top_k_async(self, servable: Servable, features: dict[str, np.ndarray], k: int):
+    """`top_k` for the event loop: awaits the worker without tying up a thread of the pool."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def deliver(pending: _Pending) -> None:
+      if future.cancelled():
+        return
+      if pending.error is not None:
+        future.set_exception(pending.error)
+      else:
+        future.set_result(pending.result)
+
+    pending = _Pending(servable, features, k)
+    pending.on_done = lambda: loop.call_soon_threadsafe(deliver, pending)
+    self._queue.put(pending)
+    return await future
+
+  def _next_batch(self) -> list[_Pending]:
+    first = self._carry or self._queue.get()
+    self._carry = None
+    batch, rows = [first], first.rows
+    while True:
+      try:
+        nxt = self._queue.get_nowait()
+      except self._empty:
+        return batch
+      if nxt.servable is not first.servable or rows + nxt.rows > self.max_rows:
+        self._carry = nxt  # Goes first in the next batch.
+        return batch
+      batch.append(nxt)
+      rows += nxt.rows
+
+  def _run(self) -> None:
+    while True:
+      batch = self._next_batch()
+      try:
+        servable = batch[0].servable
+        k = max(p.k for p in batch)
+        features = {name: np.concatenate([p.features[name] for p in batch])
+                    for name in batch[0].features}
+        ids, scores = servable(features, k)
+        start = 0
+        for p in batch:
+          p.result = _drop_unfilled(ids[start:start + p.rows, :p.k], scores[start:start + p.rows, :p.k])
+          start += p.rows
+      except BaseException as e:  # Handed to every caller of the batch; the worker goes on.
+        for p in batch:
+          p.error = e
+      for p in batch:
+        p.done.set()
+        if p.on_done is not None:
+          p.on_done()
 
 
 def load_servable(version_dir: str, variant: str) -> Servable:
@@ -457,10 +564,12 @@ def create_app(export_dir: str, model_name: str, variant: str = loader.RETRIEVAL
   if max_batch < 1:
     raise ValueError(f"max_batch must be >= 1, got {max_batch}")
   manager = ModelManager(export_dir, variant, poll_seconds)
+  batcher = MicroBatcher(max_rows=max_batch)
 
   @contextlib.asynccontextmanager
   async def lifespan(_):
     manager.start()
+    batcher.start()
     try:
       yield
     finally:
@@ -484,15 +593,19 @@ def create_app(export_dir: str, model_name: str, variant: str = loader.RETRIEVAL
     logging.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
-  def predict(name: str, raw: bytes) -> Response:
+  @app.post("/v1/models/{name}:predict")
+  async def predict_endpoint(name: str, request: Request):
     servable = manager.current  # This request's version, whatever swaps happen meanwhile.
     if name != model_name:
       return not_found(name)
+    raw = await request.body()
+    # Validation is numpy on one request (tens of microseconds): done on the event loop; the model
+    # call runs on the micro-batcher's thread and is awaited, so no pool thread waits on it.
     try:
       features, k, row_format = parse_request(raw, servable, max_batch)
     except RequestError as e:
       return _json({"error": str(e)}, 400, servable.version)
-    ids, scores = servable.top_k(features, k)
+    ids, scores = await batcher.top_k_async(servable, features, k)
     if any(len(row) < k for row in ids):
       _warn_short(servable, k)
     if row_format:
@@ -500,12 +613,6 @@ def create_app(export_dir: str, model_name: str, variant: str = loader.RETRIEVAL
     else:
       payload = {"outputs": {"item_ids": ids, "scores": scores}}
     return _json(payload, 200, servable.version)
-
-  @app.post("/v1/models/{name}:predict")
-  async def predict_endpoint(name: str, request: Request):
-    raw = await request.body()
-    # Parsing and the TF call block; a worker thread keeps the event loop answering others.
-    return await run_in_threadpool(predict, name, raw)
 
   @app.get("/v1/models/{name}")
   def status_endpoint(name: str):
