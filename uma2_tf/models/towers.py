@@ -33,14 +33,19 @@ class Tower(keras.Model):
 
   `auxiliary_loss` lets a tower add its own training loss (e.g. DAT's adaptive-mimic loss); it is
   given the positive pairs' outputs and returns a scalar already averaged over positives.
+
+  `user_vector` / `item_vector`, when given, are `self.embeddings`' vectors of the same inputs,
+  already computed by a caller that shares the tables (the NSDN heads): the tower uses them instead
+  of looking the embeddings up a second time. A tower that does not embed through
+  `self.embeddings` ignores them.
   """
 
   embeddings: FeatureEmbeddings
 
-  def user_embedding(self, features, training: bool = False):
+  def user_embedding(self, features, training: bool = False, user_vector=None):
     raise NotImplementedError
 
-  def item_embedding(self, item_ids, training: bool = False):
+  def item_embedding(self, item_ids, training: bool = False, item_vector=None):
     raise NotImplementedError
 
   def auxiliary_loss(self, features, user_embedding, positive_embedding):
@@ -67,11 +72,15 @@ class YoutubeDNN(Tower):
     self.user_tower = mlp(hidden, output_dim, "user_tower")
     self.item_tower = mlp(hidden, output_dim, "item_tower")
 
-  def user_embedding(self, features, training=False):
-    return self.user_tower(self.embeddings.user_vector(features), training=training)
+  def user_embedding(self, features, training=False, user_vector=None):
+    if user_vector is None:
+      user_vector = self.embeddings.user_vector(features)
+    return self.user_tower(user_vector, training=training)
 
-  def item_embedding(self, item_ids, training=False):
-    return self.item_tower(self.embeddings.item_vector(item_ids), training=training)
+  def item_embedding(self, item_ids, training=False, item_vector=None):
+    if item_vector is None:
+      item_vector = self.embeddings.item_vector(item_ids)
+    return self.item_tower(item_vector, training=training)
 
 
 class DAT(YoutubeDNN):
@@ -101,13 +110,16 @@ class DAT(YoutubeDNN):
     self.item_augment = keras.layers.Embedding(schema.num_items, output_dim,
                                                embeddings_initializer=embedding_initializer(), name="item_augment")
 
-  def user_embedding(self, features, training=False):
-    x = tf.concat([self.embeddings.user_vector(features),
-                   self.user_augment(features[schema_lib.USER_ID])], axis=-1)
+  def user_embedding(self, features, training=False, user_vector=None):
+    if user_vector is None:
+      user_vector = self.embeddings.user_vector(features)
+    x = tf.concat([user_vector, self.user_augment(features[schema_lib.USER_ID])], axis=-1)
     return self.user_tower(x, training=training)
 
-  def item_embedding(self, item_ids, training=False):
-    x = tf.concat([self.embeddings.item_vector(item_ids), self.item_augment(item_ids)], axis=-1)
+  def item_embedding(self, item_ids, training=False, item_vector=None):
+    if item_vector is None:
+      item_vector = self.embeddings.item_vector(item_ids)
+    x = tf.concat([item_vector, self.item_augment(item_ids)], axis=-1)
     return self.item_tower(x, training=training)
 
   def auxiliary_loss(self, features, user_embedding, positive_embedding):

@@ -46,15 +46,21 @@ class UMA2Model(tfrs.models.Model):
       self.nsdn = NSDN(embeddings, name="nsdn")
 
   def _forward(self, features, training):
-    user = self.tower.user_embedding(features, training=training)  # [B, d]
     items = tf.concat([features[sampling.POS_ITEM][:, tf.newaxis], features[sampling.NEG_ITEMS]], axis=1)
-    item_emb = self.tower.item_embedding(items, training=training)  # [B, 1+N, d]
+    # With shared tables the embedding lookups are done once for the tower and the heads: the
+    # lookups, and the sparse gradient updates behind them, are a large part of UMA²'s extra cost.
+    shared = self.nsdn is not None and self.nsdn.embeddings is self.tower.embeddings
+    user_vec = self.tower.embeddings.user_vector(features) if shared else None
+    item_vec = self.tower.embeddings.item_vector(items) if shared else None
+    user = self.tower.user_embedding(features, training=training, user_vector=user_vec)  # [B, d]
+    item_emb = self.tower.item_embedding(items, training=training, item_vector=item_vec)  # [B, 1+N, d]
     out = {"user_embedding": user, "item_embedding": item_emb,
            "matching_logits": tf.einsum("bd,bnd->bn", user, item_emb)}
     if self.nsdn is not None:
-      er, re = self.nsdn(self.nsdn.embeddings.user_vector(features),
-                         self.nsdn.embeddings.item_vector(items))
-      out["er_logits"], out["re_logits"] = er, re
+      if not shared:
+        user_vec = self.nsdn.embeddings.user_vector(features)
+        item_vec = self.nsdn.embeddings.item_vector(items)
+      out["er_logits"], out["re_logits"] = self.nsdn(user_vec, item_vec)
     return out
 
   def call(self, features, training=False):
