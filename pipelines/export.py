@@ -18,7 +18,8 @@ flags.DEFINE_integer("version", 0, "Version to write (0: one more than the highe
 flags.DEFINE_string("model_name", "uma2", "Name the model is served under.")
 flags.DEFINE_integer("max_k", 0, "Largest k the retrieval models answer (0: min(1000, corpus)).")
 flags.DEFINE_integer("scann_leaves", 0, "ScaNN partitions (0: about sqrt(corpus)).")
-flags.DEFINE_integer("scann_leaves_to_search", 0, "Partitions searched per query (0: a quarter).")
+flags.DEFINE_integer("scann_leaves_to_search", 0,
+                     "Partitions searched per query (0: a tenth, at least 25K items).")
 flags.DEFINE_integer("scann_reorder", 0, "Candidates re-scored exactly (0: max(400, max_k)).")
 
 

@@ -114,7 +114,9 @@ def test_cli_errors_are_one_line(trained_run, tmp_path, args, message):
 
 def test_scann_parameters_default_from_the_corpus():
   p = export.scann_parameters(1_000_000, export.ExportConfig())
-  assert p["num_leaves"] == 1000 and p["num_leaves_to_search"] == 250 and p["max_k"] == 1000
+  assert p["num_leaves"] == 1000 and p["num_leaves_to_search"] == 100 and p["max_k"] == 1000
+  assert export.scann_parameters(100_000, export.ExportConfig())["num_leaves_to_search"] == 79  # 25K items
+  assert export.scann_parameters(1000, export.ExportConfig())["num_leaves_to_search"] == 32  # all
   with pytest.raises(ValueError, match="max_k"):
     export.scann_parameters(100, export.ExportConfig(max_k=101))
 
