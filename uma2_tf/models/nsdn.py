@@ -17,6 +17,7 @@ import uma2_tf  # noqa: F401
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -69,8 +70,8 @@ class NSDN(keras.layers.Layer):
     return x[..., 0], x[..., 1]
 
 
-def _block_diagonal(inputs_per_head: int, units_per_head: int):
-  import numpy as np
+def _block_diagonal(inputs_per_head: int, units_per_head: int) -> np.ndarray:
+  """Mask of a layer of both heads: head 1's units read head 1's inputs, head 2's read head 2's."""
   mask = np.zeros((2 * inputs_per_head, 2 * units_per_head), np.float32)
   mask[:inputs_per_head, :units_per_head] = 1
   mask[inputs_per_head:, units_per_head:] = 1
