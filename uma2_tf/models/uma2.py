@@ -47,8 +47,8 @@ class UMA2Model(tfrs.models.Model):
 
   def _forward(self, features, training):
     items = tf.concat([features[sampling.POS_ITEM][:, tf.newaxis], features[sampling.NEG_ITEMS]], axis=1)
-    # With shared tables the embedding lookups are done once for the tower and the heads: the
-    # lookups, and the sparse gradient updates behind them, are a large part of UMA²'s extra cost.
+    # With shared tables the embedding vectors are looked up once and fed to both the tower and
+    # the heads, instead of a second lookup (and a second sparse gradient) for the heads.
     shared = self.nsdn is not None and self.nsdn.embeddings is self.tower.embeddings
     user_vec = self.tower.embeddings.user_vector(features) if shared else None
     item_vec = self.tower.embeddings.item_vector(items) if shared else None
