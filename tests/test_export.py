@@ -1,7 +1,6 @@
 """`make export`: versioned SavedModels that reload in a fresh process and answer like the model."""
 import uma2_tf  # noqa: F401
 
-import json
 import os
 import subprocess
 import sys

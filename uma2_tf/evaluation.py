@@ -24,8 +24,6 @@ from uma2_tf import metrics as metrics_lib
 from uma2_tf.data import datasets, sampling
 from uma2_tf.data import schema as schema_lib
 
-WORLD_FILE = "world.npz"
-
 
 class Evaluator:
   """Holds the test users, their truth sets and the reference retrievers' results.
@@ -85,9 +83,8 @@ class Evaluator:
     popular = metrics_lib.popularity_top_k(self.dataset.catalog.click_count, self.k_max, num_users)
     results = {"popularity": metrics_lib.retrieval_metrics(popular, self.truth, self.ks)}
     self.true_top = None
-    world_path = os.path.join(self.dataset.directory, WORLD_FILE)
-    if os.path.exists(world_path):
-      from uma2_tf.data import simulator
+    from uma2_tf.data import simulator
+    if os.path.exists(os.path.join(self.dataset.directory, simulator.WORLD_FILE)):
       world = simulator.World.load(self.dataset.directory)
       self.true_top = np.asarray(world.true_top_k(self.users[schema_lib.USER_ID], self.k_max))
       results["popularity"].update(metrics_lib.oracle_metrics(popular, self.true_top, self.ks))

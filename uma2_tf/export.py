@@ -37,12 +37,15 @@ import tensorflow as tf
 from uma2_tf import training
 from uma2_tf.data import datasets
 from uma2_tf.data import schema as schema_lib
+from uma2_tf.serving import loader
 
-QUERY_MODEL = "query_model"
-RETRIEVAL_MODEL = "retrieval_model"
-BRUTE_FORCE_MODEL = "brute_force_model"
+# The names of a version's parts are defined once, by the loader a server imports (lightweight).
+QUERY_MODEL = loader.QUERY_MODEL
+RETRIEVAL_MODEL = loader.RETRIEVAL_MODEL
+BRUTE_FORCE_MODEL = loader.BRUTE_FORCE_MODEL
+METADATA = loader.METADATA
+read_metadata = loader.read_metadata
 ITEM_EMBEDDINGS = "item_embeddings.npz"
-METADATA = "metadata.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,8 +153,7 @@ def item_embeddings(tower, num_items: int, batch_size: int = 8192) -> np.ndarray
 def next_version(export_dir: str) -> int:
   if not os.path.isdir(export_dir):
     return 1
-  versions = [int(n) for n in os.listdir(export_dir) if n.isdigit()]
-  return max(versions, default=0) + 1
+  return max(loader.list_versions(export_dir), default=0) + 1
 
 
 def _commit() -> str:
@@ -264,9 +266,4 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
     shutil.rmtree(tmp_dir, ignore_errors=True)
     raise
   return final_dir
-
-
-def read_metadata(version_dir: str) -> dict:
-  with open(os.path.join(version_dir, METADATA)) as f:
-    return json.load(f)
 

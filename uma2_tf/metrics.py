@@ -22,7 +22,6 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-PAD_ID = 0
 # Upper bound on the elements of one batch's score matrix (1 GiB of float32): with 3e5 items the
 # default 4096-user batch would be a 4.9 GB matrix, so the batch shrinks to fit instead.
 MAX_BATCH_SCORES = 1 << 28

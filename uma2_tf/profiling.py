@@ -87,9 +87,3 @@ def matmul_peak_gflops(n: int = 2048, min_seconds: float = 5.0) -> float:
     runs += 1
   return 2.0 * n ** 3 * runs / (time.perf_counter() - start) / 1e9
 
-
-def step_flops_by_hand(batch_size: int, num_negatives: int, layer_sizes: list[tuple[int, int]]) -> float:
-  """Dense-layer FLOPs of a step for an item tower of `layer_sizes` [(in, out), ...] applied to
-  every slot: 2 per multiply-add, x3 for forward + backward. A check on the profiler's number."""
-  macs = sum(i * o for i, o in layer_sizes)
-  return 2.0 * 3.0 * macs * batch_size * (1 + num_negatives)

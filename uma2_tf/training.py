@@ -26,15 +26,14 @@ import json
 import math
 import os
 import time
-from typing import Optional
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from uma2_tf import evaluation, metrics as metrics_lib
 from uma2_tf.data import datasets, sampling
+from uma2_tf.data import schema as schema_lib
 from uma2_tf.models import towers
 from uma2_tf.models.tasks import LossConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
@@ -190,7 +189,7 @@ def train(config: TrainConfig, verbose: int = 1) -> dict:
   """Trains, evaluates, writes every result file; returns the final metrics dict."""
   dataset = datasets.load(config.dataset, config.data_dir)
   os.makedirs(config.output_dir, exist_ok=True)
-  _write(os.path.join(config.output_dir, "config.json"), config.to_json())
+  schema_lib.atomic_write_text(os.path.join(config.output_dir, "config.json"), config.to_json())
   keras.utils.set_random_seed(config.seed)
 
   strategy = build_strategy(config.strategy)
@@ -239,22 +238,16 @@ def train(config: TrainConfig, verbose: int = 1) -> dict:
   results = evaluator.evaluate(model)
   results["run"] = {"train_seconds": round(train_seconds, 1), "train_positives": positives,
                     "epochs_run": len(eval_callback.per_epoch), "steps_per_epoch": steps_per_epoch}
-  _write(os.path.join(out, "metrics.json"), json.dumps(results, indent=2))
+  schema_lib.atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(results, indent=2))
   table = metrics_lib.metrics_table({k: v for k, v in results.items() if k in ("model", "popularity", "oracle")},
                                     config.eval_ks)
   if "propensity_auc" in results:
     auc = results["propensity_auc"]
     table += f"\n\nPropensity heads, AUC on the test day: ER {auc['er']:.4f}, RE {auc['re']:.4f}\n"
-  _write(os.path.join(out, "metrics.md"), table)
+  schema_lib.atomic_write_text(os.path.join(out, "metrics.md"), table)
   fill = sampling.count_fill_events(
       sampling.make_training_dataset(dataset, config.sampling, 4096, shuffle=False))
-  _write(os.path.join(out, "sampling.json"), json.dumps(fill, indent=2))
+  schema_lib.atomic_write_text(os.path.join(out, "sampling.json"), json.dumps(fill, indent=2))
   print(table)
   return results
 
-
-def _write(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)

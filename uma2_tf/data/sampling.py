@@ -345,8 +345,6 @@ def make_training_dataset(dataset, config: SamplingConfig, batch_size: int, *, s
       records and draws with its own seed.
     shuffle: shuffle shards and records (deterministically from `config.seed`, anew each epoch).
   """
-  import tensorflow as tf
-
   from uma2_tf.data import datasets
 
   if split not in dataset.split_files:

@@ -95,7 +95,7 @@ class LogSchema:
                user_features=dict(raw["user_features"]), item_features=dict(raw["item_features"]))
 
   def save(self, directory: str) -> None:
-    _atomic_write_text(os.path.join(directory, SCHEMA_FILE), self.to_json())
+    atomic_write_text(os.path.join(directory, SCHEMA_FILE), self.to_json())
 
   @classmethod
   def load(cls, directory: str) -> "LogSchema":
@@ -182,7 +182,7 @@ class ItemCatalog:
       return cls(features=features, click_count=z["click_count"], exposure_count=z["exposure_count"])
 
 
-def _atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write(text)

@@ -25,10 +25,9 @@ import time
 import tensorflow_datasets as tfds
 from absl import logging
 
-from uma2_tf.data import schema as schema_lib
+from uma2_tf.data import datasets, schema as schema_lib
 from uma2_tf.data import simulator, validation
 
-STATS_FILE = "stats.json"  # Read back by `datasets.BuiltDataset.stats`.
 
 
 class Uma2SimulatedConfig(tfds.core.BuilderConfig):
@@ -85,8 +84,8 @@ class Uma2Simulated(tfds.core.GeneratorBasedBuilder):
     simulator.item_catalog(config, world, log).save(directory)
     world.save(directory)
     stats = simulator.compute_stats(log, config)
-    with open(os.path.join(directory, STATS_FILE), "w") as f:
-      json.dump(stats, f, indent=2)
+    schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE),
+                                 json.dumps(stats, indent=2))
     last_train_day = config.num_days - 1
     return {
         "train": self._generate_examples(world, log, (1, last_train_day)),

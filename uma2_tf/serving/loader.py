@@ -20,8 +20,8 @@ import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
 import json
 import os
 
-# The names `uma2_tf.export` writes; repeated here rather than imported because importing the
-# exporter pulls in the trainer and TFDS, which a server does not need.
+# The names of a version's parts. Defined here, not in `uma2_tf.export` (which imports them),
+# because importing the exporter pulls in the trainer and TFDS, which a server does not need.
 QUERY_MODEL = "query_model"
 RETRIEVAL_MODEL = "retrieval_model"
 BRUTE_FORCE_MODEL = "brute_force_model"

@@ -110,10 +110,9 @@ class _Pending:
   servable: Servable
   features: dict[str, np.ndarray]
   k: int
-  done: threading.Event = dataclasses.field(default_factory=threading.Event)
+  on_done: Any  # Called from the worker thread once result or error is set.
   result: tuple | None = None
   error: BaseException | None = None
-  on_done: Any = None  # Called from the worker thread once result or error is set.
 
   @property
   def rows(self) -> int:
@@ -130,7 +129,7 @@ class MicroBatcher:
   (signature dispatch, ScaNN's batch setup) once per batch instead of once per request.
 
       batcher = MicroBatcher(max_rows=256); batcher.start()
-      ids, scores = batcher.top_k(servable, features, k)   # blocks; lists per user, as Servable.top_k
+      ids, scores = await batcher.top_k(servable, features, k)  # lists per user, as Servable.top_k
   """
 
   def __init__(self, max_rows: int):
@@ -146,16 +145,8 @@ class MicroBatcher:
       self._thread = threading.Thread(target=self._run, name="uma2-micro-batcher", daemon=True)
       self._thread.start()
 
-  def top_k(self, servable: Servable, features: dict[str, np.ndarray], k: int) -> tuple[list, list]:
-    pending = _Pending(servable, features, k)
-    self._queue.put(pending)
-    pending.done.wait()
-    if pending.error is not None:
-      raise pending.error
-    return pending.result
-
-  async def top_k_async(self, servable: Servable, features: dict[str, np.ndarray], k: int):
-    """`top_k` for the event loop: awaits the worker without tying up a thread of the pool."""
+  async def top_k(self, servable: Servable, features: dict[str, np.ndarray], k: int):
+    """Awaits the worker's answer on the event loop, without tying up a thread of the pool."""
     import asyncio
     loop = asyncio.get_running_loop()
     future = loop.create_future()
@@ -168,8 +159,8 @@ class MicroBatcher:
       else:
         future.set_result(pending.result)
 
-    pending = _Pending(servable, features, k)
-    pending.on_done = lambda: loop.call_soon_threadsafe(deliver, pending)
+    pending = _Pending(servable, features, k,
+                       on_done=lambda: loop.call_soon_threadsafe(deliver, pending))
     self._queue.put(pending)
     return await future
 
@@ -205,9 +196,7 @@ class MicroBatcher:
         for p in batch:
           p.error = e
       for p in batch:
-        p.done.set()
-        if p.on_done is not None:
-          p.on_done()
+        p.on_done()
 
 
 def load_servable(version_dir: str, variant: str) -> Servable:
@@ -605,7 +594,7 @@ def create_app(export_dir: str, model_name: str, variant: str = loader.RETRIEVAL
       features, k, row_format = parse_request(raw, servable, max_batch)
     except RequestError as e:
       return _json({"error": str(e)}, 400, servable.version)
-    ids, scores = await batcher.top_k_async(servable, features, k)
+    ids, scores = await batcher.top_k(servable, features, k)
     if any(len(row) < k for row in ids):
       _warn_short(servable, k)
     if row_format:
