@@ -31,8 +31,15 @@ def mlp(hidden: Sequence[int], output_dim: int, name: str) -> keras.Sequential:
 class Tower(keras.Model):
   """Interface of a two-tower model. Subclasses build `self.embeddings` and the two towers.
 
-  `auxiliary_loss` lets a tower add its own training loss (e.g. DAT's adaptive-mimic loss); it is
-  given the positive pairs' outputs and returns a scalar already averaged over positives.
+  `auxiliary_loss` lets a tower add its own training loss (e.g. DAT's adaptive-mimic loss, ESAM's
+  domain adaptation); it is given the batch (with its sampling labels: `neg_space`, `neg_mask`, ...),
+  the user embeddings and the item embeddings of every slot [B, 1+N, d] (slot 0 the positive), and
+  returns a scalar already averaged over positives.
+
+  `matching_logits` scores every slot: [B, 1+N]. The default is the inner product; a multi-interest
+  tower (MIND), whose `user_embedding` is [B, K, d], picks or mixes its interests here (e.g. its
+  label-aware attention on the positive). At retrieval a [B, K, d] user embedding means K queries
+  per user whose results merge by score (`metrics.top_k_items`).
 
   `user_vector` / `item_vector`, when given, are `self.embeddings`' vectors of the same inputs,
   already computed by a caller that shares the tables (the NSDN heads): the tower uses them instead
@@ -48,8 +55,12 @@ class Tower(keras.Model):
   def item_embedding(self, item_ids, training: bool = False, item_vector=None):
     raise NotImplementedError
 
-  def auxiliary_loss(self, features, user_embedding, positive_embedding):
-    del features, user_embedding, positive_embedding
+  def matching_logits(self, features, user_embedding, item_embedding, training: bool = False):
+    del features, training
+    return tf.einsum("bd,bnd->bn", user_embedding, item_embedding)
+
+  def auxiliary_loss(self, features, user_embedding, item_embedding):
+    del features, user_embedding, item_embedding
     return tf.constant(0.0)
 
   def call(self, features, training=False):
@@ -122,8 +133,9 @@ class DAT(YoutubeDNN):
     x = tf.concat([item_vector, self.item_augment(item_ids)], axis=-1)
     return self.item_tower(x, training=training)
 
-  def auxiliary_loss(self, features, user_embedding, positive_embedding):
+  def auxiliary_loss(self, features, user_embedding, item_embedding):
     from uma2_tf.data import sampling
+    positive_embedding = item_embedding[:, 0]
     a_u = self.user_augment(features[schema_lib.USER_ID])
     a_v = self.item_augment(features[sampling.POS_ITEM])
     unit = lambda x: tf.math.l2_normalize(x, axis=-1)  # noqa: E731
@@ -132,6 +144,8 @@ class DAT(YoutubeDNN):
     return self.amm_weight * tf.reduce_mean(mimic_u + mimic_v)
 
 
+# The paper's competitors live in their own modules (they subclass `Tower`, defined above) and
+# register here, so `--tower` and `TrainConfig` know every tower by name.
 TOWERS = {"youtube_dnn": YoutubeDNN, "dat": DAT}
 
 

@@ -55,7 +55,7 @@ class UMA2Model(tfrs.models.Model):
     user = self.tower.user_embedding(features, training=training, user_vector=user_vec)  # [B, d]
     item_emb = self.tower.item_embedding(items, training=training, item_vector=item_vec)  # [B, 1+N, d]
     out = {"user_embedding": user, "item_embedding": item_emb,
-           "matching_logits": tf.einsum("bd,bnd->bn", user, item_emb)}
+           "matching_logits": self.tower.matching_logits(features, user, item_emb, training=training)}
     if self.nsdn is not None:
       if not shared:
         user_vec = self.nsdn.embeddings.user_vector(features)
@@ -77,7 +77,7 @@ class UMA2Model(tfrs.models.Model):
     loss = self.task(logits[:, 0], logits[:, 1:], features[sampling.NEG_SPACE],
                      features[sampling.NEG_MASK], out.get("er_logits"), out.get("re_logits"),
                      features[sampling.NEG_RECALLED], features[sampling.NEG_EXPOSED])
-    aux = self.tower.auxiliary_loss(features, out["user_embedding"], out["item_embedding"][:, 0])
+    aux = self.tower.auxiliary_loss(features, out["user_embedding"], out["item_embedding"])
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss + aux / tf.cast(replicas, tf.float32)
 
