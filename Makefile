@@ -6,6 +6,8 @@
 #   make export       SavedModels of RUN_DIR -> EXPORT_DIR/<version>/ (query, ScaNN, brute force)
 #   make serve        REST server (TF Serving's API) for EXPORT_DIR on 127.0.0.1:8501
 #   make bench        benchmarks -> reports/bench.json (ONLY=sampling runs one part)
+#   make experiment   the paper's Table 1 on DATASET -> reports/experiment_<DATASET>[_quick]/
+#                     (EXPERIMENT_ARGS=--quick: the ~30 min grid; the full one takes hours)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,8 +19,9 @@ EXPORT_DIR ?= exports/uma2_$(DATASET)
 MODEL_NAME ?= uma2
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+EXPERIMENT_ARGS ?=
 
-.PHONY: install data train export serve test bench clean
+.PHONY: install data train export serve test bench experiment clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +49,10 @@ test: install
 
 bench: install
 	$(PY) -m pipelines.bench --data_dir=$(DATA_DIR) $(if $(ONLY),--only=$(ONLY))
+
+experiment: data
+	$(PY) -m pipelines.experiment --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
+	  $(EXPERIMENT_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

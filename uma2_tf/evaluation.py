@@ -49,6 +49,7 @@ class Evaluator:
     self.split = split
     self.auc_positives = auc_positives
     self.users, self.truth = self._test_users(max_history)
+    self.last_per_user: dict[str, np.ndarray] = {}
     self.reference = self._reference_results()
 
   def _test_users(self, max_history: int):
@@ -102,10 +103,13 @@ class Evaluator:
     return np.concatenate([tower.item_embedding(b).numpy() for b in ids])
 
   def model_metrics(self, tower) -> dict:
+    """The tower's mean metrics; its per-user ones are kept in `self.last_per_user`."""
     retrieved, _ = metrics_lib.top_k_items(self.user_embeddings(tower), self.item_embeddings(tower),
                                            self.k_max)
     retrieved = np.asarray(retrieved)
-    out = metrics_lib.retrieval_metrics(retrieved, self.truth, self.ks)
+    per_user = metrics_lib.per_user_retrieval_metrics(retrieved, self.truth, self.ks)
+    self.last_per_user = {schema_lib.USER_ID: self.users[schema_lib.USER_ID], **per_user}
+    out = {name: float(np.mean(values)) for name, values in per_user.items()}
     if self.true_top is not None:
       out.update(metrics_lib.oracle_metrics(retrieved, self.true_top, self.ks))
     return out

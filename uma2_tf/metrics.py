@@ -77,7 +77,16 @@ def top_k_items(user_emb: np.ndarray, item_emb: np.ndarray, k: int,
 
 def retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray],
                       ks: Sequence[int]) -> dict:
-  """Hit rate, recall and precision at each K of `ks`, averaged over users.
+  """Hit rate, recall and precision at each K of `ks`, averaged over users (the means of
+  `per_user_retrieval_metrics`, which see)."""
+  return {name: float(np.mean(values))
+          for name, values in per_user_retrieval_metrics(retrieved, truth, ks).items()}
+
+
+def per_user_retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray],
+                               ks: Sequence[int]) -> dict:
+  """Hit, recall and precision at each K of `ks`, per user: what paired tests between two models
+  evaluated on the same users compare.
 
   Args:
     retrieved: int[U, Kmax] ranked item ids per user. An id repeated in a row counts once (the
@@ -86,9 +95,9 @@ def retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray],
     ks: cut-offs, each in [1, Kmax].
 
   Returns:
-    {"hitrate@K": share of users with a relevant item in their top K,
-     "recall@K": mean of |top K & truth| / |truth|,
-     "precision@K": mean of |top K & truth| / K} for each K, as floats.
+    {"hitrate@K": 1.0 where the user has a relevant item in their top K else 0.0,
+     "recall@K": |top K & truth| / |truth|,
+     "precision@K": |top K & truth| / K} for each K, as float64[U] arrays.
   """
   retrieved = _ranked_ids(retrieved, "retrieved")
   num_users, k_max = retrieved.shape
@@ -114,9 +123,9 @@ def retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray],
   out = {}
   for k in ks:
     n = found[:, k - 1]
-    out[f"hitrate@{k}"] = float(np.mean(n > 0))
-    out[f"recall@{k}"] = float(np.mean(n / num_relevant))
-    out[f"precision@{k}"] = float(np.mean(n / k))
+    out[f"hitrate@{k}"] = (n > 0).astype(np.float64)
+    out[f"recall@{k}"] = n / num_relevant
+    out[f"precision@{k}"] = n / k
   return out
 
 

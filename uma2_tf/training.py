@@ -15,6 +15,8 @@ What lands in `output_dir`:
 | history.csv       | per-epoch training metrics and evaluation metrics                 |
 | metrics.json      | final evaluation: model, popularity, oracle, propensity AUC       |
 | metrics.md        | the same as a markdown table                                      |
+| per_user.npz      | the final model's metrics per test user (user_id, recall@K, ...): |
+|                   | what paired significance tests between runs compare               |
 | sampling.json     | how often A/B pools were too small or empty (fill events)         |
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ from uma2_tf.models.tasks import LossConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored")
+PER_USER_FILE = "per_user.npz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,8 @@ class TrainConfig:
     learning_rate: Adam's.
     epochs: maximum passes over the training positives.
     early_stopping_patience: epochs without a better `monitor` before stopping (0: never stop).
+    evaluate_each_epoch: evaluate on the test day after every epoch (needed by early stopping);
+      False evaluates once, at the end (short runs, e.g. `experiment --quick`).
     monitor: evaluation metric EarlyStopping watches and the best weights are chosen by.
     eval_ks: K's of the retrieval metrics.
     backup_every_steps: BackupAndRestore saves every this many steps (mid-epoch resume).
@@ -79,6 +84,7 @@ class TrainConfig:
   learning_rate: float = 1e-3
   epochs: int = 5
   early_stopping_patience: int = 2
+  evaluate_each_epoch: bool = True
   monitor: str = "recall@100"
   eval_ks: tuple[int, ...] = (50, 100, 200)
   backup_every_steps: int = 50
@@ -98,6 +104,9 @@ class TrainConfig:
       raise ValueError(f"eval_ks must be positive integers, got {self.eval_ks}")
     if self.monitor.split("@")[0] not in ("hitrate", "recall", "precision", "oracle_recall"):
       raise ValueError(f"monitor must be e.g. recall@100, got {self.monitor!r}")
+    if self.early_stopping_patience and not self.evaluate_each_epoch:
+      raise ValueError("early stopping needs evaluate_each_epoch (it watches the per-epoch "
+                       "evaluation); set early_stopping_patience=0 to evaluate only at the end")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -117,6 +126,7 @@ class TrainConfig:
     if "loss" in raw:
       l = dict(raw["loss"])
       l["lambdas"] = tuple(l.get("lambdas", (1.0,) * 5))
+      l["space_weights"] = tuple(l.get("space_weights", (1.0,) * 3))
       raw["loss"] = LossConfig(**l)
     if "eval_ks" in raw:
       raw["eval_ks"] = tuple(raw["eval_ks"])
@@ -216,7 +226,8 @@ def train(config: TrainConfig, verbose: int = 1) -> dict:
   out = config.output_dir
   eval_callback = EvaluationCallback(evaluator)
   callbacks = [
-      eval_callback,  # First: the callbacks below read the `val_*` logs it adds.
+      # First: the callbacks below read the `val_*` logs it adds.
+      *([eval_callback] if config.evaluate_each_epoch else []),
       keras.callbacks.TerminateOnNaN(),
       keras.callbacks.BackupAndRestore(os.path.join(out, "backup"),
                                        save_freq=config.backup_every_steps),
@@ -230,14 +241,15 @@ def train(config: TrainConfig, verbose: int = 1) -> dict:
         monitor=f"val_{config.monitor}", mode="max", patience=config.early_stopping_patience,
         restore_best_weights=True))
   start = time.perf_counter()
-  model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-            verbose=verbose)
+  history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                      callbacks=callbacks, verbose=verbose)
   train_seconds = time.perf_counter() - start
   model.save_weights(os.path.join(out, "checkpoints", "final"))
 
   results = evaluator.evaluate(model)
   results["run"] = {"train_seconds": round(train_seconds, 1), "train_positives": positives,
-                    "epochs_run": len(eval_callback.per_epoch), "steps_per_epoch": steps_per_epoch}
+                    "epochs_run": history.epoch[-1] + 1 if history.epoch else 0, "steps_per_epoch": steps_per_epoch}
+  schema_lib.atomic_savez(os.path.join(out, PER_USER_FILE), **evaluator.last_per_user)
   schema_lib.atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(results, indent=2))
   table = metrics_lib.metrics_table({k: v for k, v in results.items() if k in ("model", "popularity", "oracle")},
                                     config.eval_ks)
