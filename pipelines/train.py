@@ -3,6 +3,7 @@
     python -m pipelines.train --dataset=uma2_simulated/default --output_dir=runs/uma2_default
     python -m pipelines.train --nsdn=false --strategy_name=ss_ab --output_dir=runs/gmm_ss_ab
     python -m pipelines.train --tower=dat --lambdas=1,1,1,0.5,0.5 --epochs=3
+    python -m pipelines.train --nsdn=false --space_weights=1,1,0.25 --output_dir=runs/uma2_sos
 
 Restarting a killed run with the same command resumes it (BackupAndRestore in output_dir/backup).
 What the run writes is listed in `uma2_tf.training`.
@@ -28,6 +29,9 @@ flags.DEFINE_boolean("share_embeddings", True, "NSDN heads share the tower's emb
 flags.DEFINE_list("lambdas", ["1", "1", "1", "1", "1"], "λ1..λ5 of the loss (A, B, C, ER, RE).")
 flags.DEFINE_float("propensity_floor", 0.05, "Propensities are clipped below at this value.")
 flags.DEFINE_string("weight_normalization", "none", "none or self_normalized.")
+flags.DEFINE_list("space_weights", ["1", "1", "1"],
+                  "Static weights of A, B, C negatives without NSDN (--nsdn=false); "
+                  "UMA2_SOS is 1,1,0.25 (tasks.SOS_RANDOM_WEIGHT).")
 flags.DEFINE_string("strategy_name", "ss_abc_fixed",
                     f"Negative sampling strategy: {', '.join(sampling.STRATEGIES)}.")
 flags.DEFINE_list("ratio", ["1", "4", "20"], "A:B:C ratio of ss_abc_fixed.")
@@ -63,9 +67,12 @@ def config_from_flags():
   sampling_config = build("--strategy_name/--ratio/--num_negatives/--c_distribution", lambda: sampling.SamplingConfig(
       strategy=FLAGS.strategy_name, num_negatives=FLAGS.num_negatives,
       ratio=_numbers("ratio", FLAGS.ratio, int), c_distribution=FLAGS.c_distribution, seed=FLAGS.seed))
-  loss_config = build("--lambdas/--propensity_floor/--weight_normalization", lambda: tasks.LossConfig(
-      lambdas=_numbers("lambdas", FLAGS.lambdas), propensity_floor=FLAGS.propensity_floor,
-      weight_normalization=FLAGS.weight_normalization, use_nsdn=FLAGS.nsdn))
+  loss_config = build(
+      "--lambdas/--propensity_floor/--weight_normalization/--space_weights/--nsdn",
+      lambda: tasks.LossConfig(
+          lambdas=_numbers("lambdas", FLAGS.lambdas), propensity_floor=FLAGS.propensity_floor,
+          weight_normalization=FLAGS.weight_normalization, use_nsdn=FLAGS.nsdn,
+          space_weights=_numbers("space_weights", FLAGS.space_weights)))
   return build("flags", lambda: training.TrainConfig(
       dataset=FLAGS.dataset, data_dir=os.path.expanduser(FLAGS.data_dir), output_dir=FLAGS.output_dir,
       strategy=FLAGS.strategy, tower=FLAGS.tower, share_embeddings=FLAGS.share_embeddings,

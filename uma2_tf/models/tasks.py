@@ -20,7 +20,18 @@ With B positives in the (global) batch, s the matching logits and m the padding 
   the valid slots of that space in the batch.
 - Every term is a per-example sum (paper eq. 2 sums over samples) averaged over the B positives:
   dividing by B, not by a slot count, keeps λ's meaning fixed when the ratio changes.
-- `use_nsdn=False` is the plain GMM: all weights 1, no auxiliary terms (the heads are not needed).
+- `use_nsdn=False` is the plain GMM: no propensity heads, no auxiliary terms, and each negative
+  weighted by its space's static `space_weights` (w_A, w_B, w_C), all 1 by default:
+
+      loss = [ Σ BCE(s_pos, 1) + λ1 Σ_A m·w_A·BCE(s, 0) + λ2 Σ_B m·w_B·BCE(s, 0)
+                               + λ3 Σ_C m·w_C·BCE(s, 0) ] / B
+
+  `sos_loss_config()` = `LossConfig(use_nsdn=False, space_weights=(1, 1, SOS_RANDOM_WEIGHT))` is
+  the paper's ablation UMA²_SOS (sample optimisation: weighted random negatives mixed with real
+  ones instead of NSDN). A static weight multiplies the same per-space sum as its λ, so
+  (1, 1, w) trains exactly like λ3·w: the field names the SOS configuration for what it is (a
+  weight per sample of the random space) and the `loss_space_*` metrics include it. With NSDN the
+  propensity weights replace it, so it must stay (1, 1, 1).
 - Under `tf.distribute`, each replica divides its sums by its own B and the total by the number of
   replicas; replicas get equal shares of the global batch, so the gradients the optimizer sums over
   replicas are exactly the global batch's (tests/test_distributed.py). Only `self_normalized`
@@ -39,6 +50,11 @@ from uma2_tf.data.sampling import SPACE_A, SPACE_B, SPACE_C
 
 WEIGHT_NORMALIZATIONS = ("none", "self_normalized")
 TERMS = ("positive", "space_a", "space_b", "space_c", "er", "re")
+# UMA²_SOS's weight of a random (C) negative. At the default A:B:C = 1:4:20, 0.25 = (1 + 4) / 20
+# gives the 20 random negatives of a positive the same total weight as its 5 real ones (A and B),
+# so neither kind dominates the negative half of the loss; the real ones, rarer and harder, still
+# count 4x as much each. `sos_random_weight(ratio)` is the same rule for another ratio.
+SOS_RANDOM_WEIGHT = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,15 +65,36 @@ class LossConfig:
   propensity_floor: float = 0.05
   weight_normalization: str = "none"
   use_nsdn: bool = True
+  # Static weights of an A, B, C negative without NSDN (SOS: `sos_loss_config`).
+  space_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
   def __post_init__(self):
     if len(self.lambdas) != 5 or any(l < 0 for l in self.lambdas):
       raise ValueError(f"lambdas must be five non-negative numbers λ1..λ5, got {self.lambdas}")
+    if len(self.space_weights) != 3 or not all(0 <= w < float("inf") for w in self.space_weights):
+      raise ValueError(f"space_weights must be three non-negative numbers (A, B, C), "
+                       f"got {self.space_weights}")
+    if self.use_nsdn and tuple(self.space_weights) != (1.0, 1.0, 1.0):
+      raise ValueError(f"space_weights {self.space_weights} need use_nsdn=False: with NSDN the "
+                       "propensity weights replace them (leave them 1,1,1)")
     if not 0.0 < self.propensity_floor <= 1.0:
       raise ValueError(f"propensity_floor must be in (0, 1], got {self.propensity_floor}")
     if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
       raise ValueError(f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}, "
                        f"got {self.weight_normalization!r}")
+
+
+def sos_random_weight(ratio=(1, 4, 20)) -> float:
+  """The C weight that gives a positive's random negatives the total weight of its real ones."""
+  a, b, c = ratio
+  if c <= 0:
+    raise ValueError(f"the ratio has no C negatives to weight: {ratio}")
+  return (a + b) / c
+
+
+def sos_loss_config(random_weight: float = SOS_RANDOM_WEIGHT, **kwargs) -> LossConfig:
+  """UMA²_SOS: no propensity heads; A and B negatives weight 1, C negatives `random_weight`."""
+  return LossConfig(use_nsdn=False, space_weights=(1.0, 1.0, random_weight), **kwargs)
 
 
 class UMA2Task(keras.layers.Layer):
@@ -69,8 +106,13 @@ class UMA2Task(keras.layers.Layer):
     self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in TERMS}
     self.weight_metrics = {name: keras.metrics.Mean(name=f"mean_weight_{name}") for name in ("a", "b")}
 
+  def static_weights(self, neg_space):
+    """Per-slot weights [B, N] without NSDN: each slot's `space_weights` entry."""
+    w_a, w_b, w_c = (float(w) for w in self.config.space_weights)
+    return tf.where(neg_space == SPACE_A, w_a, tf.where(neg_space == SPACE_B, w_b, w_c))
+
   def negative_weights(self, neg_space, neg_mask, er_logits, re_logits):
-    """Per-slot weights [B, N] of the negatives (1 for C and, without NSDN, for everything)."""
+    """Per-slot weights [B, N] of the negatives under NSDN (1 for C)."""
     floor = self.config.propensity_floor
     p1 = tf.clip_by_value(tf.sigmoid(tf.stop_gradient(er_logits)), floor, 1.0)
     p2 = tf.clip_by_value(tf.sigmoid(tf.stop_gradient(re_logits)), floor, 1.0)
@@ -104,7 +146,7 @@ class UMA2Task(keras.layers.Layer):
     if self.config.use_nsdn:
       weights = self.negative_weights(neg_space, neg_mask, er_logits[:, 1:], re_logits[:, 1:])
     else:
-      weights = tf.ones_like(neg_bce)
+      weights = self.static_weights(neg_space)
     for name, space in (("space_a", SPACE_A), ("space_b", SPACE_B), ("space_c", SPACE_C)):
       in_space = tf.cast(neg_space == space, tf.float32) * neg_mask
       out[name] = tf.reduce_sum(in_space * weights * neg_bce) / num_pos

@@ -149,6 +149,18 @@ class DAT(YoutubeDNN):
 TOWERS = {"youtube_dnn": YoutubeDNN, "dat": DAT}
 
 
+def _esam(base: str):
+  """ESAM on the `base` tower (uma2_tf/models/esam.py), imported when first built: esam.py
+  imports this module, so importing it here would depend on which of the two is imported first."""
+  def build(schema, catalog, **kwargs):
+    from uma2_tf.models import esam
+    return esam.build(base, schema, catalog, **kwargs)
+  return build
+
+
+TOWERS.update(esam_youtube_dnn=_esam("youtube_dnn"), esam_dat=_esam("dat"))
+
+
 def build_tower(name: str, schema, catalog, **kwargs) -> Tower:
   if name not in TOWERS:
     raise ValueError(f"unknown tower {name!r}; known towers: {sorted(TOWERS)}")
