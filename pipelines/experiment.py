@@ -30,6 +30,9 @@ flags.DEFINE_integer("batch_size", 512, "Global batch size in positives.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_string("strategy", "auto", "tf.distribute strategy of every run.")
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from the finished runs.")
+flags.DEFINE_list("towers", None, "Keep only the grid's runs on these towers (e.g. youtube_dnn,dat).")
+flags.DEFINE_list("rows", None, "Keep only these rows, by run-id slug: ss_a, ss_ab, ss_abc_random, "
+                  "ss_abc_fixed, uma2, uma2_sos, uma2_self_norm.")
 
 QUICK_SEEDS, QUICK_EPOCHS = ("0", "1"), 2
 
@@ -46,6 +49,20 @@ def settings():
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"--seeds: expected distinct integers, got {seeds}")
   grid = experiment.quick_grid(seeds) if FLAGS.quick else experiment.full_grid(seeds)
+  if FLAGS.towers:
+    unknown = sorted(set(FLAGS.towers) - {spec.tower for spec in grid})
+    if unknown:
+      raise ValueError(f"--towers: {', '.join(unknown)} not in the grid; it has "
+                       f"{', '.join(sorted({spec.tower for spec in grid}))}")
+    grid = [spec for spec in grid if spec.tower in FLAGS.towers]
+  if FLAGS.rows:
+    slugs = {spec.row_slug for spec in grid}
+    unknown = sorted(set(FLAGS.rows) - slugs)
+    if unknown:
+      raise ValueError(f"--rows: {', '.join(unknown)} not in the grid; it has {', '.join(sorted(slugs))}")
+    grid = [spec for spec in grid if spec.row_slug in FLAGS.rows]
+  if not grid:
+    raise ValueError("--towers/--rows: no run of the grid is left")
   epochs = FLAGS.epochs or (QUICK_EPOCHS if FLAGS.quick else 5)
   try:
     base = training.TrainConfig(
@@ -75,7 +92,7 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 2
   title = (f"Table 1 on {base.dataset}: {'quick grid' if FLAGS.quick else 'full grid'}, "
-           f"{base.epochs} epochs, seeds {', '.join(str(s) for s in sorted({g.seed for g in grid}))}")
+           f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}, seeds {', '.join(str(s) for s in sorted({g.seed for g in grid}))}")
   start = time.perf_counter()
   if not FLAGS.report_only:
     try:

@@ -161,6 +161,9 @@ def test_experiment_cli_runs_reports_and_resumes(tmp_path, tiny_data_dir):
 def test_experiment_cli_bad_flags(tmp_path):
   bad = _cli("--seeds=0,x", f"--report_dir={tmp_path}", timeout=120)
   assert bad.returncode == 2 and "--seeds" in bad.stderr and "Traceback" not in bad.stderr
+  for flag, value in (("--rows", "uma3"), ("--towers", "bert")):
+    bad = _cli(f"{flag}={value}", f"--report_dir={tmp_path}", timeout=120)
+    assert bad.returncode == 2 and flag in bad.stderr and value in bad.stderr, bad.stderr
   missing = _cli("--dataset=uma2_simulated/tiny", f"--data_dir={tmp_path}/none", "--quick",
                  f"--report_dir={tmp_path}/r", timeout=120)
   assert missing.returncode == 2 and "Traceback" not in missing.stderr

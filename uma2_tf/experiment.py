@@ -83,9 +83,13 @@ class RunSpec:
       raise ValueError(f"unknown row {self.row!r}; rows are {ROWS}")
 
   @property
+  def row_slug(self) -> str:
+    """The row as a name for files and flags: ss_abc_fixed, uma2_sos, ..."""
+    return re.sub(r"[^a-z0-9]+", "_", self.row.lower().replace("²", "2")).strip("_")
+
+  @property
   def run_id(self) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", self.row.lower().replace("²", "2")).strip("_")
-    return f"{self.tower}__{slug}__seed{self.seed}"
+    return f"{self.tower}__{self.row_slug}__seed{self.seed}"
 
   @property
   def label(self) -> str:
