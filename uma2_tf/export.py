@@ -211,6 +211,15 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
   num_items = schema.num_items - 1
   params = scann_parameters(num_items, config)
   signature = input_signature(schema, max_history)
+  # The query model and the indexes take one vector per user; K interests ([B, K, d], MIND) would
+  # need K searches and a merge that the serving signatures do not have. One padding-only user
+  # tells, before anything is written.
+  probe = tower.user_embedding({name: tf.zeros([1, *spec.shape[1:]], spec.dtype)
+                                for name, spec in signature.items()})
+  if probe.shape.rank != 2:
+    raise ValueError(f"tower {getattr(tower, 'name', type(tower).__name__)} returns "
+                     f"{probe.shape[1]} interests per user; export of "
+                     f"multi-interest towers is not supported")
   version = config.version or next_version(config.export_dir)
   final_dir = os.path.join(config.export_dir, str(version))
   if os.path.exists(final_dir):

@@ -34,8 +34,12 @@ def top_k_items(user_emb: np.ndarray, item_emb: np.ndarray, k: int,
                 batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
   """Exact maximum-inner-product top-k of every user over items 1..N-1.
 
+  A multi-interest user (MIND) is K queries: an item's score is its best interest's inner product,
+  so the result is each interest's top-k merged by score, an item reached by several interests
+  listed once at its best score.
+
   Args:
-    user_emb: float[U, d] user embeddings.
+    user_emb: float[U, d] user embeddings, or float[U, K, d] for K interests per user.
     item_emb: float[N, d] item embeddings, row i for item id i (row 0, the padding item, is
       ignored).
     k: items per user, 1 <= k < N.
@@ -47,11 +51,15 @@ def top_k_items(user_emb: np.ndarray, item_emb: np.ndarray, k: int,
   """
   user_emb = np.asarray(user_emb)
   item_emb = np.asarray(item_emb)
-  if user_emb.ndim != 2 or item_emb.ndim != 2:
-    raise ValueError(f"embeddings must be 2-D, got user {user_emb.shape} and item {item_emb.shape}")
-  if user_emb.shape[1] != item_emb.shape[1]:
-    raise ValueError(f"user and item embedding sizes differ: {user_emb.shape[1]} vs "
+  if user_emb.ndim not in (2, 3) or item_emb.ndim != 2:
+    raise ValueError(f"user embeddings must be [U, d] or [U, K, d] and item embeddings [N, d], got "
+                     f"user {user_emb.shape} and item {item_emb.shape}")
+  if user_emb.shape[-1] != item_emb.shape[1]:
+    raise ValueError(f"user and item embedding sizes differ: {user_emb.shape[-1]} vs "
                      f"{item_emb.shape[1]}")
+  interests = user_emb.shape[1] if user_emb.ndim == 3 else 1
+  if interests < 1:
+    raise ValueError(f"user embeddings have no interest: shape {user_emb.shape}")
   num_items = item_emb.shape[0]
   if not 1 <= k < num_items:
     raise ValueError(f"k must be in [1, {num_items - 1}] (items 1..N-1 with N={num_items}), "
@@ -61,12 +69,18 @@ def top_k_items(user_emb: np.ndarray, item_emb: np.ndarray, k: int,
   # Scoring items 1.. only (rather than scoring row 0 as -inf) keeps the padding item out even
   # when k equals the number of real items; top_k's indices are then shifted back by one.
   items = tf.constant(item_emb[1:], tf.float32)
-  rows = max(1, min(batch_size, MAX_BATCH_SCORES // (num_items - 1)))
+  rows = max(1, min(batch_size, MAX_BATCH_SCORES // ((num_items - 1) * interests)))
   ids, scores = [], []
   for start in range(0, user_emb.shape[0], rows):
     users = tf.constant(user_emb[start:start + rows], tf.float32)
     # top_k is stable (equal values keep index order), which gives the lower-id-first tie rule.
-    scores_batch = tf.linalg.matmul(users, items, transpose_b=True)
+    if user_emb.ndim == 2:
+      scores_batch = tf.linalg.matmul(users, items, transpose_b=True)
+    else:
+      # The best interest's score per item: top-k of it is the merge of the interests' top-k
+      # lists by score, without duplicates (an item in the merged top-k is in its best
+      # interest's top-k).
+      scores_batch = tf.reduce_max(tf.einsum("ukd,nd->ukn", users, items), axis=1)
     values, index = tf.math.top_k(scores_batch, k=k, sorted=True)
     ids.append(index.numpy().astype(np.int64) + 1)
     scores.append(values.numpy())

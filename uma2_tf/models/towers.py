@@ -39,7 +39,8 @@ class Tower(keras.Model):
   `matching_logits` scores every slot: [B, 1+N]. The default is the inner product; a multi-interest
   tower (MIND), whose `user_embedding` is [B, K, d], picks or mixes its interests here (e.g. its
   label-aware attention on the positive). At retrieval a [B, K, d] user embedding means K queries
-  per user whose results merge by score (`metrics.top_k_items`).
+  per user whose results merge by score (`metrics.top_k_items`). `num_interests` is that K (1 for a
+  single-vector tower); export serves single-vector towers only.
 
   `user_vector` / `item_vector`, when given, are `self.embeddings`' vectors of the same inputs,
   already computed by a caller that shares the tables (the NSDN heads): the tower uses them instead
@@ -48,6 +49,7 @@ class Tower(keras.Model):
   """
 
   embeddings: FeatureEmbeddings
+  num_interests: int = 1
 
   def user_embedding(self, features, training: bool = False, user_vector=None):
     raise NotImplementedError
@@ -146,7 +148,9 @@ class DAT(YoutubeDNN):
 
 # The paper's competitors live in their own modules (they subclass `Tower`, defined above) and
 # register here, so `--tower` and `TrainConfig` know every tower by name.
-TOWERS = {"youtube_dnn": YoutubeDNN, "dat": DAT}
+from uma2_tf.models import fm, mind  # noqa: E402
+
+TOWERS = {"youtube_dnn": YoutubeDNN, "dat": DAT, "fm": fm.FM, "mind": mind.MIND}
 
 
 def _esam(base: str):
