@@ -60,7 +60,7 @@ class BuiltDataset:
 
 def _register_builders() -> None:
   # Importing a builder module registers it with TFDS under its snake_case name.
-  from uma2_tf.data import simulated  # noqa: F401
+  from uma2_tf.data import movielens_builder, simulated  # noqa: F401
 
 
 def builder(name: str, data_dir: str):
@@ -81,9 +81,11 @@ def load(name: str, data_dir: str, prepare: bool = False) -> BuiltDataset:
   b = builder(name, data_dir)
   if not b.is_prepared():
     if not prepare:
-      raise DatasetNotBuiltError(
-          f"dataset {name} is not built under {data_dir}; build it with `make data` or "
-          f"`python -m pipelines.simulate --config={name.split('/')[-1]} --data_dir={data_dir}`")
+      config = name.split('/')[-1]
+      how = (f"`python -m pipelines.simulate --movielens_dir=<directory holding the ratings file> "
+             f"--movielens_config={config} --data_dir={data_dir}`" if name.startswith("uma2_movielens")
+             else f"`make data` or `python -m pipelines.simulate --config={config} --data_dir={data_dir}`")
+      raise DatasetNotBuiltError(f"dataset {name} is not built under {data_dir}; build it with {how}")
     b.download_and_prepare()
   directory = str(b.data_dir)
   return BuiltDataset(

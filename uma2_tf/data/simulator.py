@@ -302,20 +302,29 @@ def build_world(config: SimulatorConfig, rng: np.random.Generator) -> World:
       config.user_interest_noise * rng.standard_normal((n_users + 1, d)).astype(np.float32)
   user_latent[0] = 0
 
-  main = interests[:, 0]
-  follows = rng.random(n_users + 1) < config.demographic_correlation
-  age = np.where(follows, (main * 7919) % config.num_ages + 1, rng.integers(1, config.num_ages + 1, n_users + 1))
-  gender = np.where(follows, main % 2 + 1, rng.integers(1, 3, n_users + 1))
-  region = np.where(rng.random(n_users + 1) < config.demographic_correlation / 2,
-                    (main * 31) % config.num_regions + 1, rng.integers(1, config.num_regions + 1, n_users + 1))
-  user_features = {"age": age, "gender": gender, "region": region}
-  for column in user_features.values():
-    column[0] = 0
+  user_features = user_demographics(config, interests[:, 0], rng)
   return World(user_latent=user_latent.astype(np.float32), item_latent=item_latent.astype(np.float32),
                item_popularity=popularity, popularity_beta=config.popularity_beta,
                item_category=category.astype(np.int64), item_author=author,
                user_interests=interests.astype(np.int64),
                user_features={k: v.astype(np.int64) for k, v in user_features.items()})
+
+
+def user_demographics(config: SimulatorConfig, main_interest: np.ndarray,
+                      rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """Age, gender and region (int64[num_users + 1], row 0 padding) correlated with each user's main
+  interest category `main_interest` (int64[num_users + 1]); shared by every way of making a world."""
+  main = main_interest
+  n = len(main)
+  follows = rng.random(n) < config.demographic_correlation
+  age = np.where(follows, (main * 7919) % config.num_ages + 1, rng.integers(1, config.num_ages + 1, n))
+  gender = np.where(follows, main % 2 + 1, rng.integers(1, 3, n))
+  region = np.where(rng.random(n) < config.demographic_correlation / 2,
+                    (main * 31) % config.num_regions + 1, rng.integers(1, config.num_regions + 1, n))
+  user_features = {"age": age, "gender": gender, "region": region}
+  for column in user_features.values():
+    column[0] = 0
+  return user_features
 
 
 class _LegacyPipeline:
@@ -408,10 +417,17 @@ class _LegacyPipeline:
     return recalled, n_recalled, exposed, clicked.astype(np.int64)
 
 
-def simulate(config: SimulatorConfig, progress=None) -> tuple[World, RequestLog]:
-  """Runs the whole simulation. `progress(done_days, num_days)` is called after each day."""
+def simulate(config: SimulatorConfig, progress=None, world: World | None = None) -> tuple[World, RequestLog]:
+  """Runs the whole simulation. `progress(done_days, num_days)` is called after each day.
+
+  `world`, if given, replaces the one `build_world` would draw (e.g. a world fitted from real
+  interactions, `movielens.fit_world`); its sizes must be the config's.
+  """
   seeds = np.random.SeedSequence(config.seed).spawn(4)
-  world = build_world(config, np.random.default_rng(seeds[0]))
+  if world is None:
+    world = build_world(config, np.random.default_rng(seeds[0]))
+  else:
+    _check_world(world, config)
   pipeline = _LegacyPipeline(config, world, np.random.default_rng(seeds[1]))
   activity_rng, rng = np.random.default_rng(seeds[2]), np.random.default_rng(seeds[3])
   h = config.history_length
@@ -453,6 +469,25 @@ def simulate(config: SimulatorConfig, progress=None) -> tuple[World, RequestLog]
                    day=np.concatenate(columns["day"]).astype(np.int64),
                    user_id=np.concatenate(columns["user_id"]).astype(np.int64), lists=lists)
   return world, log
+
+
+def _check_world(world: World, config: SimulatorConfig) -> None:
+  """A given world must fit the config's id spaces, or the pipeline would index out of range."""
+  expected = {"user_latent": (config.num_users + 1, config.latent_dim),
+              "item_latent": (config.num_items + 1, config.latent_dim),
+              "item_popularity": (config.num_items + 1,), "item_category": (config.num_items + 1,),
+              "item_author": (config.num_items + 1,),
+              "user_interests": (config.num_users + 1, config.max_interests)}
+  arrays = {name: getattr(world, name) for name in expected}
+  for name in USER_FEATURES:
+    expected[f"user_features[{name!r}]"] = (config.num_users + 1,)
+    arrays[f"user_features[{name!r}]"] = world.user_features[name]
+  for name, shape in expected.items():
+    if arrays[name].shape != shape:
+      raise ValueError(f"simulate: world.{name} has shape {arrays[name].shape}, the config needs {shape}")
+  if world.item_category.max() > config.num_categories:
+    raise ValueError(f"simulate: world has category {world.item_category.max()}, the config has "
+                     f"{config.num_categories}")
 
 
 def _append_ragged(pieces, lengths, field, padded: np.ndarray, n: np.ndarray, left_padded=False):
