@@ -48,7 +48,7 @@ def main(argv):
     os.environ["TF_NUM_INTEROP_THREADS"] = str(FLAGS.tf_threads)
   import uvicorn
 
-  from uma2_tf.serving import server
+  from uma2_tf.serving import server, transport
 
   # What a user can get wrong (empty export dir, scann missing, a broken version, bad flags) fails
   # here as one line, before the port is opened.
@@ -61,7 +61,7 @@ def main(argv):
   logging.info("serving %s at http://%s:%d/v1/models/%s", FLAGS.export_dir, FLAGS.host, FLAGS.port,
                FLAGS.model_name)
   uvicorn.run(application, host=FLAGS.host, port=FLAGS.port, access_log=FLAGS.access_log,
-              log_level="info")
+              log_level="info", http=transport.CoalescingHttpToolsProtocol)
   return 0
 
 

@@ -23,7 +23,8 @@ flags.DEFINE_string("dataset", "uma2_simulated/default", "TFDS dataset name with
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("output_dir", "runs/uma2_default", "Where the run writes its results.")
 flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto, default, one_device, mirrored.")
-flags.DEFINE_string("tower", "youtube_dnn", "GMM tower: youtube_dnn or dat.")
+flags.DEFINE_string("tower", "youtube_dnn", "GMM tower: youtube_dnn, dat, fm, mind, esam_youtube_dnn or "
+                    "esam_dat.")
 flags.DEFINE_boolean("nsdn", True, "UMA2 (propensity heads and weights); false trains the plain GMM.")
 flags.DEFINE_boolean("share_embeddings", True, "NSDN heads share the tower's embedding tables.")
 flags.DEFINE_list("lambdas", ["1", "1", "1", "1", "1"], "λ1..λ5 of the loss (A, B, C, ER, RE).")

@@ -475,3 +475,52 @@ def test_cli_rejects_a_missing_or_empty_export_dir(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_coalescing_transport_sends_one_step_of_writes_as_one():
+  import asyncio
+
+  from uma2_tf.serving.transport import CoalescingTransport
+
+  class Recorder:
+    def __init__(self):
+      self.writes, self.closed, self.aborted = [], False, False
+
+    def write(self, data):
+      self.writes.append(data)
+
+    def is_closing(self):
+      return self.closed
+
+    def close(self):
+      self.closed = True
+
+    def abort(self):
+      self.aborted = True
+
+    def get_write_buffer_size(self):
+      return 0
+
+    def get_extra_info(self, name):
+      return {"peername": ("127.0.0.1", 1)}.get(name)
+
+  async def scenario():
+    raw = Recorder()
+    transport = CoalescingTransport(raw, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(memoryview(b"{}"))
+    assert raw.writes == [] and transport.get_write_buffer_size() == 21
+    await asyncio.sleep(0)  # The end of the step: one send.
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
+    transport.write(b"last")
+    transport.close()  # Pending bytes leave before the close.
+    assert raw.writes[-1] == b"last" and raw.closed
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 1)  # The rest is the transport's.
+    aborted = Recorder()
+    transport = CoalescingTransport(aborted, asyncio.get_running_loop())
+    transport.write(b"dropped")
+    transport.abort()
+    await asyncio.sleep(0)
+    assert aborted.writes == [] and aborted.aborted
+
+  asyncio.run(scenario())

@@ -60,6 +60,10 @@ def test_train_writes_config_metrics_and_table(uma2_run):
   assert epochs_in(os.path.join(out, "history.csv")) == [0, 1]
   fill = json.load(open(os.path.join(out, "sampling.json")))
   assert set(fill) >= {"a_with_replacement", "a_padded", "b_with_replacement", "b_padded", "c_padded"}
+  # Counted while training: every positive of every step, each event at most once per positive.
+  run = json.load(open(os.path.join(out, "metrics.json")))["run"]
+  assert run["train_positives"] <= fill["positives"] <= run["epochs_run"] * run["steps_per_epoch"] * 128
+  assert all(0 <= fill[name] <= fill["positives"] for name in fill)
   assert os.path.exists(os.path.join(out, "checkpoints", "final.index"))
   assert not os.path.exists(os.path.join(out, "backup"))  # Removed once training completed.
   assert os.listdir(os.path.join(out, "tensorboard"))

@@ -47,6 +47,7 @@ class Evaluator:
       raise ValueError(f"largest K ({self.k_max}) must be below the number of items "
                        f"({dataset.schema.num_items - 1})")
     self.split = split
+    self.max_history = max_history
     self.auc_positives = auc_positives
     self.users, self.truth = self._test_users(max_history)
     self.last_per_user: dict[str, np.ndarray] = {}

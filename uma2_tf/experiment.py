@@ -179,11 +179,17 @@ def run_grid(grid: Sequence[RunSpec], base: training.TrainConfig, report_dir: st
   from tqdm import tqdm
 
   start = time.perf_counter()
+  evaluator = None  # Every run evaluates on the same test users: built once.
   for i, (spec, config) in enumerate(tqdm(todo, desc="experiment runs", unit="run"), 1):
     logging.info("run %d/%d: %s (%s, seed %d) -> %s", i, len(todo), spec.label, spec.row, spec.seed,
                  config.output_dir)
     keras.backend.clear_session()  # Runs share the process, not their graphs.
-    training.train(config, verbose=verbose)
+    if evaluator is None:
+      from uma2_tf import evaluation
+      from uma2_tf.data import datasets
+      evaluator = evaluation.Evaluator(datasets.load(config.dataset, config.data_dir), config.eval_ks,
+                                       max_history=config.sampling.max_history)
+    training.train(config, verbose=verbose, evaluator=evaluator)
   logging.info("experiment: trained %d runs in %.0f s", len(todo), time.perf_counter() - start)
 
 

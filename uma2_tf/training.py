@@ -17,7 +17,8 @@ What lands in `output_dir`:
 | metrics.md        | the same as a markdown table                                      |
 | per_user.npz      | the final model's metrics per test user (user_id, recall@K, ...): |
 |                   | what paired significance tests between runs compare               |
-| sampling.json     | how often A/B pools were too small or empty (fill events)         |
+| sampling.json     | how often A/B pools were too small or empty (fill events), summed |
+|                   | over every example trained on (all epochs)                        |
 """
 from __future__ import annotations
 
@@ -195,9 +196,21 @@ class EvaluationCallback(keras.callbacks.Callback):
                            if k.endswith("@100")), time.perf_counter() - start)
 
 
-def train(config: TrainConfig, verbose: int = 1) -> dict:
-  """Trains, evaluates, writes every result file; returns the final metrics dict."""
+def train(config: TrainConfig, verbose: int = 1,
+          evaluator: evaluation.Evaluator | None = None) -> dict:
+  """Trains, evaluates, writes every result file; returns the final metrics dict.
+
+  `evaluator`: one already built for this dataset, `eval_ks` and history length, to reuse (the
+  runs of an experiment share one); it is checked against the config.
+  """
   dataset = datasets.load(config.dataset, config.data_dir)
+  if evaluator is None:
+    evaluator = evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
+  elif (evaluator.dataset.directory != dataset.directory or evaluator.ks != tuple(sorted(config.eval_ks))
+        or evaluator.max_history != config.sampling.max_history):
+    raise ValueError(f"the evaluator given was built for {evaluator.dataset.directory}, ks "
+                     f"{evaluator.ks}, history {evaluator.max_history}; this run needs "
+                     f"{dataset.directory}, {tuple(sorted(config.eval_ks))}, {config.sampling.max_history}")
   os.makedirs(config.output_dir, exist_ok=True)
   schema_lib.atomic_write_text(os.path.join(config.output_dir, "config.json"), config.to_json())
   keras.utils.set_random_seed(config.seed)
@@ -216,7 +229,6 @@ def train(config: TrainConfig, verbose: int = 1) -> dict:
     return ds.repeat()
 
   train_ds = strategy.distribute_datasets_from_function(input_fn)
-  evaluator = evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
   with strategy.scope():
     model = build_model(config, dataset)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
@@ -257,9 +269,8 @@ def train(config: TrainConfig, verbose: int = 1) -> dict:
     auc = results["propensity_auc"]
     table += f"\n\nPropensity heads, AUC on the test day: ER {auc['er']:.4f}, RE {auc['re']:.4f}\n"
   schema_lib.atomic_write_text(os.path.join(out, "metrics.md"), table)
-  fill = sampling.count_fill_events(
-      sampling.make_training_dataset(dataset, config.sampling, 4096, shuffle=False))
-  schema_lib.atomic_write_text(os.path.join(out, "sampling.json"), json.dumps(fill, indent=2))
+  schema_lib.atomic_write_text(os.path.join(out, "sampling.json"),
+                               json.dumps(model.fill_events(), indent=2))
   print(table)
   return results
 

@@ -44,6 +44,18 @@ class UMA2Model(tfrs.models.Model):
                                        embeddings.id_dim, embeddings.feature_dim,
                                        name="nsdn_embeddings")
       self.nsdn = NSDN(embeddings, name="nsdn")
+    # Positives trained on and the sampler's fill events among them (`sampling.FILL_EVENTS`),
+    # summed over every replica and step: the run's sampling.json, counted while training instead
+    # of by a second pass of the sampler. A weight, so a resumed run keeps counting from its backup.
+    self.fill_event_counts = self.add_weight(
+        name="fill_event_counts", shape=[1 + len(sampling.FILL_EVENTS)], dtype=tf.int64,
+        initializer="zeros", trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM)
+
+  def fill_events(self) -> dict:
+    """{"positives": n, "a_padded": k, ...} over every example trained on so far."""
+    counts = [int(c) for c in self.fill_event_counts.numpy()]
+    return {"positives": counts[0], **dict(zip(sampling.FILL_EVENTS, counts[1:]))}
 
   def _forward(self, features, training):
     items = tf.concat([features[sampling.POS_ITEM][:, tf.newaxis], features[sampling.NEG_ITEMS]], axis=1)
@@ -72,6 +84,10 @@ class UMA2Model(tfrs.models.Model):
     return result
 
   def compute_loss(self, features, training=False):
+    if training and sampling.FILL_EVENTS_KEY in features:
+      events = tf.cast(features[sampling.FILL_EVENTS_KEY], tf.int64)
+      self.fill_event_counts.assign_add(tf.concat(
+          [tf.shape(events, out_type=tf.int64)[:1], tf.reduce_sum(events, axis=0)], axis=0))
     out = self._forward(features, training)
     logits = out["matching_logits"]
     loss = self.task(logits[:, 0], logits[:, 1:], features[sampling.NEG_SPACE],

@@ -43,6 +43,7 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 import tensorflow as tf
 from absl import logging
 from fastapi import FastAPI, Request
@@ -98,11 +99,16 @@ class Servable:
 
 
 def _drop_unfilled(ids: np.ndarray, scores: np.ndarray) -> tuple[list, list]:
+  ids, scores = _filled_rows(ids, scores)
+  return [row.tolist() for row in ids], [row.tolist() for row in scores]
+
+
+def _filled_rows(ids: np.ndarray, scores: np.ndarray) -> tuple[list, list]:
+  """Per user, the (ids, scores) arrays without the slots ScaNN could not fill (NaN scores)."""
   valid = ~np.isnan(scores)
   if valid.all():
-    return ids.tolist(), scores.tolist()
-  return ([row[keep].tolist() for row, keep in zip(ids, valid)],
-          [row[keep].tolist() for row, keep in zip(scores, valid)])
+    return list(ids), list(scores)
+  return [row[keep] for row, keep in zip(ids, valid)], [row[keep] for row, keep in zip(scores, valid)]
 
 
 @dataclasses.dataclass
@@ -129,7 +135,7 @@ class MicroBatcher:
   (signature dispatch, ScaNN's batch setup) once per batch instead of once per request.
 
       batcher = MicroBatcher(max_rows=256); batcher.start()
-      ids, scores = await batcher.top_k(servable, features, k)  # lists per user, as Servable.top_k
+      ids, scores = await batcher.top_k(servable, features, k)  # arrays per user, NaN slots dropped
   """
 
   def __init__(self, max_rows: int):
@@ -190,7 +196,7 @@ class MicroBatcher:
         ids, scores = servable(features, k)
         start = 0
         for p in batch:
-          p.result = _drop_unfilled(ids[start:start + p.rows, :p.k], scores[start:start + p.rows, :p.k])
+          p.result = _filled_rows(ids[start:start + p.rows, :p.k], scores[start:start + p.rows, :p.k])
           start += p.rows
       except BaseException as e:  # Handed to every caller of the batch; the worker goes on.
         for p in batch:
@@ -495,9 +501,12 @@ def _warn_short(servable: Servable, k: int) -> None:
                     "--scann_leaves_to_search", servable.version, k, servable.metadata.get("scann"))
 
 def _json(payload, status_code: int = 200, version: int | None = None) -> Response:
+  """`payload` (numpy arrays allowed) as a JSON response. orjson writes a k=100 answer about ten
+  times faster than `json` and float32 scores in their shortest form (0.8437512, not
+  0.8437511920928955): a smaller body, less to send on every answer."""
   headers = {"X-Model-Version": str(version)} if version is not None else None
-  return Response(json.dumps(payload), status_code=status_code, media_type="application/json",
-                  headers=headers)
+  return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
+                  media_type="application/json", headers=headers)
 
 
 def _tensor_info(name: str, spec, is_input: bool) -> dict:
