@@ -115,6 +115,15 @@ def test_report_files(tmp_path):
   assert len(rows) == len(grid)  # header + finished runs
   assert rows[0].startswith("run_id,row,tower,label,seed,train_seconds,")
   comparisons = json.load(open(tmp_path / "comparisons.json"))
+  claims = {c["claim"]: c["verdict"] for c in comparisons["orderings"]}
+  # The unfinished run is UMA²_SOS of seed 1: its claim rests on seed 0 alone.
+  assert set(claims) == {"YouTubeDNN [SS-A] < YouTubeDNN [SS-AB]",
+                         "YouTubeDNN [SS-AB] < YouTubeDNN [SS-ABC(random)]",
+                         "YouTubeDNN [SS-ABC(random)] < UMA²_YTB",
+                         "YouTubeDNN [SS-ABC(fixed)] < UMA²_YTB", "UMA²_SOS_YTB < UMA²_YTB"}
+  assert set(claims.values()) <= {"holds", "not significant", "reversed"}
+  assert "The paper's orderings" in table
+  comparisons = comparisons["baselines"]
   assert {c["row"] for c in comparisons} == {"YouTubeDNN [SS-AB]", "YouTubeDNN [SS-ABC(random)]",
                                              "YouTubeDNN [SS-ABC(fixed)]", "UMA²_YTB", "UMA²_SOS_YTB"}
   assert open(tmp_path / "table1.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -167,3 +176,18 @@ def test_experiment_cli_bad_flags(tmp_path):
   missing = _cli("--dataset=uma2_simulated/tiny", f"--data_dir={tmp_path}/none", "--quick",
                  f"--report_dir={tmp_path}/r", timeout=120)
   assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_ordering_verdicts():
+  users = tuple(range(1, 41))
+  low = np.linspace(0.0, 0.4, 40)
+  runs = [_result(experiment.SS_ABC_FIXED, s, low, users) for s in (0, 1)]
+  runs += [_result(experiment.UMA2, s, low + 0.3 + 0.01 * np.sin(np.arange(40)), users) for s in (0, 1)]
+  runs += [_result(experiment.SS_ABC_RANDOM, s, low + 0.5 + 0.01 * np.cos(np.arange(40)), users)
+           for s in (0, 1)]
+  runs += [_result(experiment.UMA2_SOS, s, low + 0.3 + 0.02 * np.cos(np.arange(40) + s), users)
+           for s in (0, 1)]
+  verdicts = {c["claim"]: c["verdict"] for c in experiment.orderings(runs)}
+  assert verdicts == {"YouTubeDNN [SS-ABC(fixed)] < UMA²_YTB": "holds",
+                      "YouTubeDNN [SS-ABC(random)] < UMA²_YTB": "reversed",
+                      "UMA²_SOS_YTB < UMA²_YTB": "not significant"}
