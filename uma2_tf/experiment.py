@@ -288,6 +288,11 @@ def _group(results: list[RunResult]) -> dict[RunSpec, list[RunResult]]:
   return groups
 
 
+def _p(p: float) -> str:
+  """A p-value for the table; below double precision's range a t-test returns 0."""
+  return "n/a" if math.isnan(p) else "< 1e-300" if p < 1e-300 else f"{p:.1e}"
+
+
 def _significance(p: float) -> str:
   if math.isnan(p):
     return "n/a"
@@ -353,7 +358,7 @@ def table1_markdown(results: list[RunResult], reference: dict, title: str) -> st
       name = cell.label + (f" ({len(runs)} runs)" if len(runs) < len(seeds) else "")
       comparison = by_row.get(cell.label_row)
       lift = f"{100 * comparison.lift[TEST_METRIC]:+.2f} %" if comparison else ""
-      p = f"{comparison.p_value:.1e} {_significance(comparison.p_value)}" if comparison else ""
+      p = f"{_p(comparison.p_value)} {_significance(comparison.p_value)}" if comparison else ""
       lines.append(f"| {section} | {name} | " + " | ".join(cells) + f" | {lift} | {p} |")
   for name in ("popularity", "oracle"):
     if name in reference:
@@ -373,7 +378,7 @@ def table1_markdown(results: list[RunResult], reference: dict, title: str) -> st
         f"| {c.row} | {c.baseline} | {100 * c.lift['hitrate@100']:+.2f} % | "
         f"{100 * c.lift['precision@100']:+.2f} % | {100 * c.lift['recall@100']:+.2f} % | "
         f"{100 * c.lift['recall@200']:+.2f} % | {c.mean_difference:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
-        f"{c.p_value:.1e} {_significance(c.p_value)} | {c.seeds_better}/{c.seeds} |")
+        f"{_p(c.p_value)} {_significance(c.p_value)} | {c.seeds_better}/{c.seeds} |")
   claims = orderings(results)
   if claims:
     lines += ["", "## The paper's orderings", "",
@@ -384,7 +389,7 @@ def table1_markdown(results: list[RunResult], reference: dict, title: str) -> st
     for claim in claims:
       lo, hi = claim["ci95"]
       lines.append(f"| {claim['claim']} | {claim['verdict']} | {100 * claim['lift']['recall@100']:+.2f} % | "
-                   f"{claim['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {claim['p_value']:.1e} | "
+                   f"{claim['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {_p(claim['p_value'])} | "
                    f"{claim['seeds_better']}/{claim['seeds']} |")
   return "\n".join(lines) + "\n"
 
