@@ -49,7 +49,6 @@ import numpy as np
 from absl import logging
 
 from uma2_tf import training
-from uma2_tf.data import sampling
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models import tasks
 
