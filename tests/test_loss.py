@@ -130,7 +130,9 @@ def small_model(use_nsdn=True, lambdas=(1.0,) * 5, share_embeddings=True, tower=
   catalog = schema_lib.ItemCatalog(features={"category": np.arange(21) % 5},
                                    click_count=np.zeros(21, np.int64),
                                    exposure_count=np.zeros(21, np.int64))
-  tw = towers.build_tower(tower, schema, catalog, hidden=(16,), output_dim=8)
+  # FM has no MLP: its width is its embeddings'.
+  sizes = dict(factor_dim=8) if tower == "fm" else dict(hidden=(16,), output_dim=8)
+  tw = towers.build_tower(tower, schema, catalog, **sizes)
   model = UMA2Model(tw, UMA2Task(LossConfig(lambdas=lambdas, use_nsdn=use_nsdn)),
                     share_embeddings=share_embeddings)
   batch = {"user_id": tf.constant([1, 2], tf.int64), "age": tf.constant([1, 3], tf.int64),
@@ -178,3 +180,30 @@ def test_training_fits_the_matching_task_and_the_propensity_tasks(tower):
   assert history["loss_er"][-1] < history["loss_er"][0]
   assert history["loss_re"][-1] < history["loss_re"][0]
   assert history["loss_positive"][-1] < history["loss_positive"][0]
+
+
+@pytest.mark.parametrize("tower,share", [("youtube_dnn", True), ("youtube_dnn", False), ("dat", True),
+                                         ("fm", True), ("mind", True), ("esam_dat", True)])
+def test_deduplicated_item_tower_matches_one_pass_per_slot(tower, share):
+  # Slots repeat items (13 in both rows, padding 0 twice): the item tower running once per distinct
+  # item must give the per-slot outputs, loss and gradients of running once per slot.
+  model, batch = small_model(tower=tower, share_embeddings=share)
+  batch = {**batch, "neg_items": tf.constant([[7, 13, 7, 0], [13, 11, 13, 0]], tf.int64),
+           "request_id": tf.constant([1, 2], tf.int64)}
+  model(batch)
+  results = []
+  for dedup in (True, False):
+    model.dedup_items = dedup
+    with tf.GradientTape() as tape:
+      loss = model.compute_loss(batch, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    results.append((loss.numpy(), model(batch),
+                    [tf.convert_to_tensor(g).numpy() if g is not None else None for g in grads]))
+  (loss_d, out_d, grads_d), (loss_s, out_s, grads_s) = results
+  np.testing.assert_allclose(loss_d, loss_s, rtol=1e-5)
+  for key in out_s:
+    np.testing.assert_allclose(out_d[key].numpy(), out_s[key].numpy(), rtol=1e-5, atol=1e-6)
+  for var, gd, gs in zip(model.trainable_variables, grads_d, grads_s):
+    assert (gd is None) == (gs is None), var.name
+    if gs is not None:
+      np.testing.assert_allclose(gd, gs, rtol=1e-4, atol=1e-6, err_msg=var.name)

@@ -30,11 +30,15 @@ class UMA2Model(tfrs.models.Model):
     tower: the GMM (any `Tower`).
     task: the loss task; `task.config.use_nsdn` decides whether the NSDN heads exist.
     share_embeddings: the heads read the tower's embedding tables (default) or their own copies.
+    dedup_items: run the item tower once per distinct item of the batch (same outputs and
+      gradients as once per slot, fewer FLOPs when items repeat).
   """
 
-  def __init__(self, tower: Tower, task: UMA2Task, share_embeddings: bool = True, **kwargs):
+  def __init__(self, tower: Tower, task: UMA2Task, share_embeddings: bool = True,
+               dedup_items: bool = True, **kwargs):
     super().__init__(**kwargs)
     self.tower = tower
+    self.dedup_items = dedup_items
     self.task = task
     self.nsdn = None
     if task.config.use_nsdn:
@@ -63,9 +67,22 @@ class UMA2Model(tfrs.models.Model):
     # the heads, instead of a second lookup (and a second sparse gradient) for the heads.
     shared = self.nsdn is not None and self.nsdn.embeddings is self.tower.embeddings
     user_vec = self.tower.embeddings.user_vector(features) if shared else None
-    item_vec = self.tower.embeddings.item_vector(items) if shared else None
     user = self.tower.user_embedding(features, training=training, user_vector=user_vec)  # [B, d]
-    item_emb = self.tower.item_embedding(items, training=training, item_vector=item_vec)  # [B, 1+N, d]
+    if self.dedup_items:
+      # A batch's B·(1+N) slots repeat items (popular positives, A/B of the same request, random
+      # negatives drawn from a corpus not much larger than the batch): the item tower, most of a
+      # step's FLOPs, runs once per distinct item and its outputs are gathered back per slot.
+      unique, index = tf.unique(tf.reshape(items, [-1]))
+      unique_vec = self.tower.embeddings.item_vector(unique) if shared else None
+      unique_emb = self.tower.item_embedding(unique, training=training, item_vector=unique_vec)
+      slots = tf.shape(items)
+      item_emb = tf.reshape(tf.gather(unique_emb, index),
+                            tf.concat([slots, tf.shape(unique_emb)[-1:]], axis=0))  # [B, 1+N, d]
+      item_vec = (tf.reshape(tf.gather(unique_vec, index),
+                             tf.concat([slots, tf.shape(unique_vec)[-1:]], axis=0)) if shared else None)
+    else:
+      item_vec = self.tower.embeddings.item_vector(items) if shared else None
+      item_emb = self.tower.item_embedding(items, training=training, item_vector=item_vec)  # [B, 1+N, d]
     out = {"user_embedding": user, "item_embedding": item_emb,
            "matching_logits": self.tower.matching_logits(features, user, item_emb, training=training)}
     if self.nsdn is not None:
