@@ -49,7 +49,14 @@ def bench_sampling() -> dict:
 def bench_training() -> dict:
   """Training throughput of plain GMM and UMA2 (YouTube DNN, ss_abc_fixed, 25 negatives) on the same
   in-memory batches, the UMA2/GMM cost ratio, and the step's GFLOP/s against a matmul peak, all
-  measured in this one run."""
+  measured in this one run.
+
+  The trainer runs the item tower once per distinct item of a batch (`UMA2Model.dedup_items`):
+  `train_positives_per_s_*` and `uma2_cost_ratio` time that step. Its FLOPs depend on how many
+  items a batch repeats, which the graph profiler cannot count (dynamic shapes), so the FLOP
+  figures (`train_step_gflop_*`, `train_gflops*`, `train_share_of_matmul_peak`) are those of the
+  same step once per slot (`*_dense`, static shapes), timed alongside."""
+  import numpy as np
   import tf_keras as keras
 
   from uma2_tf import profiling, training
@@ -61,11 +68,13 @@ def bench_training() -> dict:
   batches = profiling.fixed_batches(dataset, sampling_config, FLAGS.batch_size, count=16)
   steps = {}
   for name, use_nsdn in (("gmm", False), ("uma2", True)):
-    config = training.TrainConfig(dataset=FLAGS.dataset, loss=LossConfig(use_nsdn=use_nsdn))
-    keras.utils.set_random_seed(0)
-    model = training.build_model(config, dataset)
-    model(batches[0])
-    steps[name] = profiling.TrainStep(model, keras.optimizers.Adam(config.learning_rate))
+    for suffix, dedup in (("", True), ("_dense", False)):
+      config = training.TrainConfig(dataset=FLAGS.dataset, loss=LossConfig(use_nsdn=use_nsdn))
+      keras.utils.set_random_seed(0)
+      model = training.build_model(config, dataset)
+      model.dedup_items = dedup
+      model(batches[0])
+      steps[name + suffix] = profiling.TrainStep(model, keras.optimizers.Adam(config.learning_rate))
   # Alternating short timings and keeping each one's fastest cancels the drift (thermal, other
   # processes) that one long timing after the other would put into the ratio.
   seconds = {name: float("inf") for name in steps}
@@ -74,14 +83,19 @@ def bench_training() -> dict:
       seconds[name] = min(seconds[name], step.time(batches, min_seconds=FLAGS.min_seconds / 3))
   results = {}
   for name, step in steps.items():
-    flops = step.flops(batches[0])
     results[f"train_positives_per_s_{name}"] = round(FLAGS.batch_size / seconds[name], 1)
-    results[f"train_step_gflop_{name}"] = round(flops / 1e9, 3)
-    results[f"train_gflops_{name}"] = round(flops / seconds[name] / 1e9, 2)
+    if name.endswith("_dense"):
+      flops = step.flops(batches[0])
+      results[f"train_step_gflop_{name}"] = round(flops / 1e9, 3)
+      results[f"train_gflops_{name}"] = round(flops / seconds[name] / 1e9, 2)
+  slots = [np.concatenate([np.asarray(b[sampling.POS_ITEM])[:, None], np.asarray(b[sampling.NEG_ITEMS])], 1)
+           for b in batches]
+  results["train_distinct_item_share"] = round(float(np.mean([len(np.unique(x)) / x.size for x in slots])), 4)
   peak = profiling.matmul_peak_gflops()
-  results["uma2_cost_ratio"] = round(results["train_positives_per_s_gmm"] /
-                                     results["train_positives_per_s_uma2"], 4)
-  results["train_gflops"] = results["train_gflops_uma2"]
+  for suffix in ("", "_dense"):
+    results[f"uma2_cost_ratio{suffix}"] = round(results[f"train_positives_per_s_gmm{suffix}"] /
+                                                results[f"train_positives_per_s_uma2{suffix}"], 4)
+  results["train_gflops"] = results["train_gflops_uma2_dense"]
   results["matmul_peak_gflops"] = round(peak, 2)
   results["train_share_of_matmul_peak"] = round(results["train_gflops"] / peak, 4)
   results["train_batch_size"] = FLAGS.batch_size
@@ -233,6 +247,9 @@ def environment() -> dict:
           "gpus": len(tf.config.list_physical_devices("GPU"))}
 
 
+KEYS_BY_PART = "_keys_by_part"
+
+
 def main(argv):
   del argv
   unknown = [p for p in FLAGS.only if p not in PARTS]
@@ -243,15 +260,22 @@ def main(argv):
   if os.path.exists(FLAGS.output):
     with open(FLAGS.output) as f:
       results = json.load(f)
+  # Which part wrote which keys: a part run again replaces all of its figures, so one it no
+  # longer reports does not linger from an older run.
+  keys_by_part = results.pop(KEYS_BY_PART, {})
   for name in parts:
     logging.info("bench: running %s", name)
-    results.update(PARTS[name]())
+    for key in keys_by_part.get(name, []):
+      results.pop(key, None)
+    figures = PARTS[name]()
+    keys_by_part[name] = sorted(figures)
+    results.update(figures)
   results.update(environment())
   results["dataset"] = FLAGS.dataset
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   tmp = FLAGS.output + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
+    json.dump({**results, KEYS_BY_PART: keys_by_part}, f, indent=2, sort_keys=True)
   os.replace(tmp, FLAGS.output)
   width = max(len(k) for k in results)
   print(f"| {'figure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
