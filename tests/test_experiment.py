@@ -79,6 +79,7 @@ def test_compare_by_hand():
   assert c.seeds == 2 and c.seeds_better == 2
   assert c.mean_difference == pytest.approx(diff.mean())
   assert c.p_value == pytest.approx(stats.ttest_rel([0.25, 0.75, 0.75, 1.0], [0.0, 0.5, 0.25, 1.0]).pvalue)
+  assert c.p_values == {"recall@100": c.p_value}  # The other metrics are not in these per-user files.
   half = stats.t.ppf(0.975, 3) * diff.std(ddof=1) / 2
   assert c.ci95 == pytest.approx((diff.mean() - half, diff.mean() + half))
   ours, theirs = np.mean([0.75, 0.625]), np.mean([0.5, 0.375])
