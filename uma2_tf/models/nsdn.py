@@ -55,9 +55,17 @@ class NSDN(keras.layers.Layer):
       self.head_layers.append((layer, mask))
       previous = units
 
-  def call(self, user_vector, item_vectors):
-    """user_vector [B, Du], item_vectors [B, M, Di] -> (p1 logits [B, M], p2 logits [B, M])."""
-    x = tf.nn.relu(self.user_part(user_vector)[:, tf.newaxis, :] + self.item_part(item_vectors))
+  def call(self, user_vector, item_vectors, item_index=None):
+    """user_vector [B, Du], item_vectors [B, M, Di] -> (p1 logits [B, M], p2 logits [B, M]).
+
+    With `item_index` [B, M], `item_vectors` [U, Di] holds each distinct item once and slot
+    (b, m) is item `item_index[b, m]`: the item half of the first layer then runs once per
+    distinct item, like the tower's item side (`UMA2Model.dedup_items`).
+    """
+    item_part = self.item_part(item_vectors)
+    if item_index is not None:
+      item_part = tf.gather(item_part, item_index)
+    x = tf.nn.relu(self.user_part(user_vector)[:, tf.newaxis, :] + item_part)
     for layer, mask in self.head_layers:
       if mask is None:
         x = layer(x)

@@ -73,23 +73,23 @@ class UMA2Model(tfrs.models.Model):
       # negatives drawn from a corpus not much larger than the batch): the item tower, most of a
       # step's FLOPs, runs once per distinct item and its outputs are gathered back per slot.
       unique, index = tf.unique(tf.reshape(items, [-1]))
+      index = tf.reshape(index, tf.shape(items))  # [B, 1+N] -> row of `unique`
       unique_vec = self.tower.embeddings.item_vector(unique) if shared else None
       unique_emb = self.tower.item_embedding(unique, training=training, item_vector=unique_vec)
-      slots = tf.shape(items)
-      item_emb = tf.reshape(tf.gather(unique_emb, index),
-                            tf.concat([slots, tf.shape(unique_emb)[-1:]], axis=0))  # [B, 1+N, d]
-      item_vec = (tf.reshape(tf.gather(unique_vec, index),
-                             tf.concat([slots, tf.shape(unique_vec)[-1:]], axis=0)) if shared else None)
+      item_emb = tf.gather(unique_emb, index)  # [B, 1+N, d]
+      # The heads' item half runs per distinct item as well (NSDN's `item_index`).
+      item_vec, item_index = unique_vec, index
     else:
       item_vec = self.tower.embeddings.item_vector(items) if shared else None
       item_emb = self.tower.item_embedding(items, training=training, item_vector=item_vec)  # [B, 1+N, d]
+      item_index = None
     out = {"user_embedding": user, "item_embedding": item_emb,
            "matching_logits": self.tower.matching_logits(features, user, item_emb, training=training)}
     if self.nsdn is not None:
       if not shared:
         user_vec = self.nsdn.embeddings.user_vector(features)
-        item_vec = self.nsdn.embeddings.item_vector(items)
-      out["er_logits"], out["re_logits"] = self.nsdn(user_vec, item_vec)
+        item_vec = self.nsdn.embeddings.item_vector(unique if self.dedup_items else items)
+      out["er_logits"], out["re_logits"] = self.nsdn(user_vec, item_vec, item_index=item_index)
     return out
 
   def call(self, features, training=False):
