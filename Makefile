@@ -1,6 +1,8 @@
 # The user's verbs. Every target installs into .venv first if needed.
 #   make train        build the default simulated dataset (if missing), train, evaluate
 #                     (RUN_DIR=runs/uma2_default, TRAIN_ARGS='--nsdn=false --epochs=3' ...)
+#   make train-distributed  the same on a local multi-worker job: WORKERS processes on 127.0.0.1
+#                     (STRATEGY=parameter_server PS=2 for parameter servers; see pipelines/launch.py)
 #   make test         the test suite (tiny data)
 #   make data         build the simulated dataset DATASET (default: default)
 #   make export       SavedModels of RUN_DIR -> EXPORT_DIR/<version>/ (query, ScaNN, brute force)
@@ -20,8 +22,11 @@ MODEL_NAME ?= uma2
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 EXPERIMENT_ARGS ?=
+WORKERS ?= 2
+PS ?= 2
+STRATEGY ?= multi_worker
 
-.PHONY: install data train export serve test bench experiment clean
+.PHONY: install data train train-distributed export serve test bench experiment clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +42,11 @@ data: install
 train: data
 	$(PY) -m pipelines.train --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
 	  --output_dir=$(RUN_DIR) $(TRAIN_ARGS)
+
+train-distributed: data
+	$(PY) -m pipelines.launch --strategy=$(STRATEGY) --workers=$(WORKERS) --ps=$(PS) -- \
+	  --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) --output_dir=$(RUN_DIR)_$(STRATEGY) \
+	  $(TRAIN_ARGS)
 
 export: install
 	$(PY) -m pipelines.export --run_dir=$(RUN_DIR) --export_dir=$(EXPORT_DIR) --model_name=$(MODEL_NAME)

@@ -78,10 +78,18 @@ def bench_training() -> dict:
   # Alternating short timings and keeping each one's fastest cancels the drift (thermal, other
   # processes) that one long timing after the other would put into the ratio.
   seconds = {name: float("inf") for name in steps}
+  utilisation = {}
   for _ in range(3):
     for name, step in steps.items():
-      seconds[name] = min(seconds[name], step.time(batches, min_seconds=FLAGS.min_seconds / 3))
-  results = {}
+      with profiling.GpuUtilisation() as gpu:
+        seconds[name] = min(seconds[name], step.time(batches, min_seconds=FLAGS.min_seconds / 3))
+      if gpu.mean_percent is not None:
+        utilisation.setdefault(name, []).append((gpu.mean_percent, gpu.max_memory_mib))
+  results = {"train_device": profiling.device_name()}
+  for name, samples in utilisation.items():
+    # On a GPU: how busy the step keeps it (nvidia-smi's utilisation: share of time a kernel ran).
+    results[f"train_gpu_utilisation_{name}"] = round(max(u for u, _ in samples), 1)
+    results[f"train_gpu_memory_mib_{name}"] = round(max(m for _, m in samples), 0)
   for name, step in steps.items():
     results[f"train_positives_per_s_{name}"] = round(FLAGS.batch_size / seconds[name], 1)
     if name.endswith("_dense"):

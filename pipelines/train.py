@@ -5,7 +5,12 @@
     python -m pipelines.train --tower=dat --lambdas=1,1,1,0.5,0.5 --epochs=3
     python -m pipelines.train --nsdn=false --space_weights=1,1,0.25 --output_dir=runs/uma2_sos
 
+    python -m pipelines.train --precision=mixed_bfloat16
+    TF_CONFIG='{"cluster": ...}' python -m pipelines.train --strategy=multi_worker   # on each host
+
 Restarting a killed run with the same command resumes it (BackupAndRestore in output_dir/backup).
+`pipelines.launch` starts a local multi-process job; `uma2_tf.distribute` says what each strategy
+does with `--batch_size`.
 What the run writes is listed in `uma2_tf.training`.
 """
 import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
@@ -22,7 +27,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "uma2_simulated/default", "TFDS dataset name with config.")
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("output_dir", "runs/uma2_default", "Where the run writes its results.")
-flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto, default, one_device, mirrored.")
+flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto, default, one_device, mirrored, "
+                    "multi_worker or parameter_server (the last two read TF_CONFIG; see "
+                    "uma2_tf.distribute and pipelines.launch).")
+flags.DEFINE_string("precision", "float32", "float32, mixed_float16 or mixed_bfloat16 (the loss stays "
+                    "float32).")
 flags.DEFINE_string("tower", "youtube_dnn", "GMM tower: youtube_dnn, dat, fm, mind, esam_youtube_dnn or "
                     "esam_dat.")
 flags.DEFINE_boolean("nsdn", True, "UMA2 (propensity heads and weights); false trains the plain GMM.")
@@ -76,7 +85,7 @@ def config_from_flags():
           space_weights=_numbers("space_weights", FLAGS.space_weights)))
   return build("flags", lambda: training.TrainConfig(
       dataset=FLAGS.dataset, data_dir=os.path.expanduser(FLAGS.data_dir), output_dir=FLAGS.output_dir,
-      strategy=FLAGS.strategy, tower=FLAGS.tower, share_embeddings=FLAGS.share_embeddings,
+      strategy=FLAGS.strategy, precision=FLAGS.precision, tower=FLAGS.tower, share_embeddings=FLAGS.share_embeddings,
       sampling=sampling_config, loss=loss_config, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, epochs=FLAGS.epochs,
       early_stopping_patience=FLAGS.early_stopping_patience, monitor=FLAGS.monitor,
@@ -84,22 +93,46 @@ def config_from_flags():
       seed=FLAGS.seed))
 
 
+def serve_cluster(task) -> None:
+  """Runs this process as a parameter_server job's worker or ps: serves the cluster until stopped."""
+  import tensorflow as tf
+
+  from uma2_tf import distribute
+
+  # Workers wait out a ps that is briefly unreachable instead of failing their step at once.
+  os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+  cluster = tf.train.ClusterSpec(distribute.tf_config()["cluster"])
+  logging.info("serving the cluster as %s %d", task.type, task.index)
+  tf.distribute.Server(cluster, job_name=task.type, task_index=task.index, protocol="grpc",
+                       start=True).join()
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  from uma2_tf import training
+  from uma2_tf import distribute, training
   from uma2_tf.data import datasets
 
   # Everything a user can get wrong is checked before training starts, as one line; an error
   # after that is a bug and keeps its traceback.
   try:
     config = config_from_flags()
+    task = distribute.current_task()
+    if config.strategy in ("multi_worker", "parameter_server"):
+      distribute.check_cluster(config.strategy)
+      if config.strategy == "parameter_server" and task.type != "chief":
+        serve_cluster(task)
+        return 0
+    # Before any other TensorFlow op: multi_worker configures the runtime's collectives.
+    strategy = distribute.build_strategy(config.strategy)
     datasets.load(config.dataset, config.data_dir)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  training.train(config)
-  logging.info("results in %s", config.output_dir)
+  # A progress bar in a terminal; one line per epoch in a log file or a launcher's stream.
+  training.train(config, verbose=1 if sys.stdout.isatty() else 2, strategy=strategy, task=task)
+  if task.is_chief:
+    logging.info("results in %s", config.output_dir)
   return 0
 
 

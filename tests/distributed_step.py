@@ -16,7 +16,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from uma2_tf import training  # noqa: E402
+from uma2_tf import distribute, training  # noqa: E402
 from uma2_tf.data import datasets, sampling  # noqa: E402
 from uma2_tf.models.tasks import LossConfig  # noqa: E402
 
@@ -46,7 +46,7 @@ def one_sgd_step(strategy, config, dataset, batch, weights):
 def main(data_dir, output_dir):
   dataset = datasets.load("uma2_simulated/tiny", data_dir)
   report = {}
-  mirrored = training.build_strategy("mirrored")
+  mirrored = distribute.build_strategy("mirrored")
   report["replicas"] = mirrored.num_replicas_in_sync
   for name, use_nsdn in (("gmm", False), ("uma2", True)):
     config = training.TrainConfig(dataset="uma2_simulated/tiny", data_dir=data_dir,

@@ -131,6 +131,8 @@ def test_killed_run_resumes_where_it_stopped(tiny_data_dir, tmp_path):
     ("--ratio=1,-4,20", "--ratio"),
     ("--lambdas=1,1", "--lambdas"),
     ("--strategy=tpu", "strategy"),
+    ("--strategy=multi_worker", "--strategy=multi_worker needs TF_CONFIG"),
+    ("--precision=float8", "precision must be one of"),
     ("--dataset=uma2_simulated/paper", "make data"),
 ])
 def test_bad_flags_exit_with_one_clear_message(tiny_data_dir, tmp_path, flag, message):
@@ -138,3 +140,14 @@ def test_bad_flags_exit_with_one_clear_message(tiny_data_dir, tmp_path, flag, me
   assert result.returncode != 0
   assert message in result.stderr, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+
+
+def test_gpu_utilisation_reads_nvidia_smi_and_is_absent_without_a_gpu():
+  from uma2_tf import profiling
+
+  assert profiling.parse_nvidia_smi("87, 10240\n") == (87.0, 10240.0)
+  with profiling.GpuUtilisation(interval_s=0.01) as gpu:
+    time.sleep(0.05)
+  if not gpu.available:  # this machine: no GPU, so no figure rather than a made-up one
+    assert gpu.mean_percent is None and gpu.max_memory_mib is None
+    assert profiling.device_name() == "CPU"

@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from uma2_tf import training
 from uma2_tf.data import datasets
@@ -181,16 +182,26 @@ def load_trained_model(run_dir: str):
 
 
 def export_run(config: ExportConfig) -> str:
-  """Exports the run's final weights as a new version; returns its directory."""
-  train_config, dataset, model = load_trained_model(config.run_dir)
-  metrics_path = os.path.join(config.run_dir, "metrics.json")
-  about_run = {
-      "run_dir": os.path.abspath(config.run_dir), "dataset": train_config.dataset,
-      "dataset_dir": dataset.directory, "config": json.loads(train_config.to_json()),
-      "metrics": json.load(open(metrics_path)) if os.path.exists(metrics_path) else None,
-  }
-  return write_version(config, model.tower, dataset.schema, train_config.sampling.max_history,
-                       about_run)
+  """Exports the run's final weights as a new version; returns its directory.
+
+  The exported models are float32 whatever precision the run trained in (its checkpoint's
+  variables are float32): a mixed global policy left set in this process would make TFRS's index
+  layers cast the queries to 16 bits, which ScaNN rejects.
+  """
+  policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    train_config, dataset, model = load_trained_model(config.run_dir)
+    metrics_path = os.path.join(config.run_dir, "metrics.json")
+    about_run = {
+        "run_dir": os.path.abspath(config.run_dir), "dataset": train_config.dataset,
+        "dataset_dir": dataset.directory, "config": json.loads(train_config.to_json()),
+        "metrics": json.load(open(metrics_path)) if os.path.exists(metrics_path) else None,
+    }
+    return write_version(config, model.tower, dataset.schema, train_config.sampling.max_history,
+                         about_run)
+  finally:
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max_history: int,

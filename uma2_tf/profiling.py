@@ -5,6 +5,9 @@
     seconds = step.time(batches, min_seconds=20)        # mean seconds per step, after warm-up
     flops = step.flops(batches[0])                       # FLOPs of one step (forward + backward)
     peak = profiling.matmul_peak_gflops()                # float32 GFLOP/s of a large matmul
+    with profiling.GpuUtilisation() as gpu:              # on a GPU host: nvidia-smi, sampled
+      step.time(batches)
+    gpu.mean_percent                                     # None without a GPU
 
 Batches are materialised in memory first, so the input pipeline is not part of what is timed. FLOPs
 come from TensorFlow's graph profiler over the traced step (matmuls, element-wise ops, the
@@ -14,6 +17,9 @@ from __future__ import annotations
 
 import uma2_tf  # noqa: F401
 
+import shutil
+import subprocess
+import threading
 import time
 
 import tensorflow as tf
@@ -87,3 +93,61 @@ def matmul_peak_gflops(n: int = 2048, min_seconds: float = 5.0) -> float:
     runs += 1
   return 2.0 * n ** 3 * runs / (time.perf_counter() - start) / 1e9
 
+
+
+class GpuUtilisation:
+  """Mean GPU utilisation (%) and peak memory while the block runs, sampled from `nvidia-smi`.
+
+  `mean_percent` / `max_memory_mib` stay None where there is no NVIDIA GPU or no `nvidia-smi`.
+  Samples are of the first GPU (the one a single-GPU step runs on).
+  """
+
+  def __init__(self, interval_s: float = 0.2):
+    self.interval_s = interval_s
+    self.samples: list[tuple[float, float]] = []
+    self._stop = threading.Event()
+    self._thread = None
+    self.available = bool(shutil.which("nvidia-smi")) and bool(tf.config.list_physical_devices("GPU"))
+
+  def __enter__(self):
+    if self.available:
+      self._thread = threading.Thread(target=self._sample, daemon=True)
+      self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+
+  def _sample(self):
+    while not self._stop.wait(self.interval_s):
+      try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                              "--format=csv,noheader,nounits", "--id=0"],
+                             capture_output=True, text=True, timeout=5).stdout
+        self.samples.append(parse_nvidia_smi(out))
+      except (subprocess.SubprocessError, ValueError, OSError):
+        continue
+
+  @property
+  def mean_percent(self) -> float | None:
+    return sum(u for u, _ in self.samples) / len(self.samples) if self.samples else None
+
+  @property
+  def max_memory_mib(self) -> float | None:
+    return max(m for _, m in self.samples) if self.samples else None
+
+
+def parse_nvidia_smi(line: str) -> tuple[float, float]:
+  """`nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits` -> (%, MiB)."""
+  utilisation, memory = (float(x) for x in line.strip().splitlines()[0].split(","))
+  return utilisation, memory
+
+
+def device_name() -> str:
+  """The accelerator a one-device step runs on: the first GPU's name, else "CPU"."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if not gpus:
+    return "CPU"
+  return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")

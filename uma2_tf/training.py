@@ -34,15 +34,15 @@ from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf import evaluation, metrics as metrics_lib
+from uma2_tf import distribute, evaluation, metrics as metrics_lib
 from uma2_tf.data import datasets, sampling
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models import towers
 from uma2_tf.models.tasks import LossConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored")
 PER_USER_FILE = "per_user.npz"
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +54,17 @@ class TrainConfig:
     dataset: TFDS name with config.
     data_dir: TFDS data dir.
     output_dir: where the run writes (see the module docstring).
-    strategy: `auto` (MirroredStrategy over the visible GPUs if any, else the default strategy),
-      `default`, `one_device` (the first GPU, else the CPU) or `mirrored` (over the GPUs, else over
-      the logical CPUs).
+    strategy: a name of `distribute.STRATEGIES`: `auto` (mirrored over the visible GPUs if any,
+      else one device), `default`, `one_device`, `mirrored`, `multi_worker` or `parameter_server`
+      (the last two read the cluster from TF_CONFIG; see `uma2_tf.distribute`).
+    precision: `float32`, or a Keras mixed-precision policy (`mixed_float16`, `mixed_bfloat16`):
+      layers compute in 16 bits, variables and the loss stay float32.
     tower: a name of `towers.TOWERS`.
     share_embeddings: NSDN heads read the tower's embedding tables (else their own).
     sampling: how negatives are drawn.
     loss: λ's, propensity floor, weight normalisation, NSDN on/off.
-    batch_size: global batch, in positives (each with its negatives); split over replicas.
+    batch_size: global batch, in positives (each with its negatives): what one optimiser step
+      consumes, split evenly over the replicas of a synchronous strategy (`uma2_tf.distribute`).
     learning_rate: Adam's.
     epochs: maximum passes over the training positives.
     early_stopping_patience: epochs without a better `monitor` before stopping (0: never stop).
@@ -77,6 +80,7 @@ class TrainConfig:
   data_dir: str = os.path.expanduser("~/tensorflow_datasets")
   output_dir: str = "runs/uma2_default"
   strategy: str = "auto"
+  precision: str = "float32"
   tower: str = "youtube_dnn"
   share_embeddings: bool = True
   sampling: sampling.SamplingConfig = sampling.SamplingConfig()
@@ -92,8 +96,10 @@ class TrainConfig:
   seed: int = 0
 
   def __post_init__(self):
-    if self.strategy not in STRATEGIES:
-      raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    if self.strategy not in distribute.STRATEGIES:
+      raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
     if self.tower not in towers.TOWERS:
       raise ValueError(f"unknown tower {self.tower!r}; known towers: {sorted(towers.TOWERS)}")
     for name in ("batch_size", "epochs", "backup_every_steps"):
@@ -142,25 +148,6 @@ class TrainConfig:
       return cls.from_json(f.read())
 
 
-def build_strategy(name: str) -> tf.distribute.Strategy:
-  gpus = tf.config.list_logical_devices("GPU")
-  if name == "auto":
-    return tf.distribute.MirroredStrategy() if gpus else tf.distribute.get_strategy()
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "one_device":
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-  # Mirrored over the GPUs, or over the logical CPUs where there is none (one by default; more when
-  # the host is split with tf.config.set_logical_device_configuration).
-  if gpus:
-    return tf.distribute.MirroredStrategy([d.name for d in gpus])
-  # Between CPU devices, reduce through one device: collective all-reduce across logical CPUs can
-  # launch gradient packs in a different order on each replica and abort with a shape mismatch.
-  cpus = tf.config.list_logical_devices("CPU")
-  return tf.distribute.MirroredStrategy([d.name for d in cpus],
-                                        cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
 def build_model(config: TrainConfig, dataset: datasets.BuiltDataset) -> UMA2Model:
   tower = towers.build_tower(config.tower, dataset.schema, dataset.catalog)
   return UMA2Model(tower, UMA2Task(config.loss, name="uma2_task"),
@@ -196,13 +183,32 @@ class EvaluationCallback(keras.callbacks.Callback):
                            if k.endswith("@100")), time.perf_counter() - start)
 
 
-def train(config: TrainConfig, verbose: int = 1,
-          evaluator: evaluation.Evaluator | None = None) -> dict:
+def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator | None = None,
+          strategy: tf.distribute.Strategy | None = None, task: distribute.Task | None = None) -> dict:
   """Trains, evaluates, writes every result file; returns the final metrics dict.
 
-  `evaluator`: one already built for this dataset, `eval_ks` and history length, to reuse (the
-  runs of an experiment share one); it is checked against the config.
+  Args:
+    config: the run.
+    verbose: Keras progress output of the chief (other workers train silently).
+    evaluator: one already built for this dataset, `eval_ks` and history length, to reuse (the
+      runs of an experiment share one); it is checked against the config.
+    strategy: the `config.strategy` strategy, already built: `multi_worker` has to be created at
+      program start, before other TensorFlow ops (`pipelines/train.py` does so). Built here when None.
+    task: this process's place in the cluster (`distribute.current_task()` when None). Only the
+      chief writes the run's files; every worker trains, evaluates and takes part in each save.
   """
+  policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(config.precision)
+  try:
+    if strategy is None:
+      strategy = distribute.build_strategy(config.strategy)
+    return _train(config, verbose, evaluator, strategy, task or distribute.current_task())
+  finally:
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | None,
+           strategy: tf.distribute.Strategy, task: distribute.Task) -> dict:
   dataset = datasets.load(config.dataset, config.data_dir)
   if evaluator is None:
     evaluator = evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
@@ -211,42 +217,53 @@ def train(config: TrainConfig, verbose: int = 1,
     raise ValueError(f"the evaluator given was built for {evaluator.dataset.directory}, ks "
                      f"{evaluator.ks}, history {evaluator.max_history}; this run needs "
                      f"{dataset.directory}, {tuple(sorted(config.eval_ks))}, {config.sampling.max_history}")
-  os.makedirs(config.output_dir, exist_ok=True)
-  schema_lib.atomic_write_text(os.path.join(config.output_dir, "config.json"), config.to_json())
+  out = config.output_dir
+  if task.is_chief:
+    os.makedirs(out, exist_ok=True)
+    schema_lib.atomic_write_text(os.path.join(out, "config.json"), config.to_json())
   keras.utils.set_random_seed(config.seed)
 
-  strategy = build_strategy(config.strategy)
   positives = count_positives(dataset)
   if positives == 0:
     raise ValueError(f"{config.dataset}: the train split has no click to train on")
   steps_per_epoch = math.ceil(positives / config.batch_size)
-  logging.info("%s: %d train positives, %d steps of %d per epoch, %d replica(s)", config.dataset,
-               positives, steps_per_epoch, config.batch_size, strategy.num_replicas_in_sync)
+  asynchronous = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+  logging.info("%s: %d train positives, %d steps of %d per epoch, %s", config.dataset, positives,
+               steps_per_epoch, config.batch_size,
+               f"{task.num_workers} asynchronous worker(s)" if asynchronous
+               else f"{strategy.num_replicas_in_sync} replica(s)")
 
   def input_fn(ctx: tf.distribute.InputContext):
+    # Each worker's pipeline reads its own shards (or every n-th record): `sampling` shards by ctx.
     per_replica = ctx.get_per_replica_batch_size(config.batch_size)
     ds = sampling.make_training_dataset(dataset, config.sampling, per_replica, input_context=ctx)
     return ds.repeat()
 
-  train_ds = strategy.distribute_datasets_from_function(input_fn)
+  if asynchronous:
+    # Keras hands the function to the ClusterCoordinator, which builds one pipeline per worker.
+    train_ds = keras.utils.experimental.DatasetCreator(input_fn)
+  else:
+    train_ds = strategy.distribute_datasets_from_function(input_fn)
   with strategy.scope():
     model = build_model(config, dataset)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     # BackupAndRestore needs built variables (optimizer slots included) before fit restores them.
     model(next(iter(sampling.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
 
-  out = config.output_dir
   eval_callback = EvaluationCallback(evaluator)
   callbacks = [
-      # First: the callbacks below read the `val_*` logs it adds.
+      # First: the callbacks below read the `val_*` logs it adds. Every worker evaluates (the same
+      # weights give the same metrics), so EarlyStopping stops them all at the same epoch.
       *([eval_callback] if config.evaluate_each_epoch else []),
-      keras.callbacks.TerminateOnNaN(),
+      # Under parameter_server batch-level logs are remote futures TerminateOnNaN cannot read.
+      *([] if asynchronous else [keras.callbacks.TerminateOnNaN()]),
+      # Under multi_worker these three write the chief's files and a temporary copy elsewhere.
       keras.callbacks.BackupAndRestore(os.path.join(out, "backup"),
-                                       save_freq=config.backup_every_steps),
+                                       save_freq="epoch" if asynchronous else config.backup_every_steps),
       keras.callbacks.ModelCheckpoint(os.path.join(out, "checkpoints", "epoch-{epoch:02d}"),
                                       save_weights_only=True),
       keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=100),
-      keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True),
+      *([keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True)] if task.is_chief else []),
   ]
   if config.early_stopping_patience:
     callbacks.append(keras.callbacks.EarlyStopping(
@@ -254,13 +271,30 @@ def train(config: TrainConfig, verbose: int = 1,
         restore_best_weights=True))
   start = time.perf_counter()
   history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                      callbacks=callbacks, verbose=verbose)
+                      callbacks=callbacks, verbose=verbose if task.is_chief else 0)
   train_seconds = time.perf_counter() - start
-  model.save_weights(os.path.join(out, "checkpoints", "final"))
+  _save_weights(model, os.path.join(out, "checkpoints", "final"), task)
 
   results = evaluator.evaluate(model)
   results["run"] = {"train_seconds": round(train_seconds, 1), "train_positives": positives,
-                    "epochs_run": history.epoch[-1] + 1 if history.epoch else 0, "steps_per_epoch": steps_per_epoch}
+                    "epochs_run": history.epoch[-1] + 1 if history.epoch else 0,
+                    "steps_per_epoch": steps_per_epoch, "strategy": config.strategy,
+                    "replicas": strategy.num_replicas_in_sync, "workers": task.num_workers,
+                    "precision": config.precision}
+  results["run"]["weights_sha256"] = distribute.weights_fingerprint(model)
+  logging.info("%s %d: final weights sha256 %s", task.type, task.index, results["run"]["weights_sha256"])
+  sharded = distribute.sharded_variables(model)
+  if sharded:
+    results["run"]["sharded_variables"] = sharded
+  fill_events = model.fill_events()  # a collective read under multi_worker: every worker takes part
+  if not task.is_chief:
+    return results
+  # BackupAndRestore empties backup/ when training ends, but under multi_worker leaves the dirs
+  # (its own and the other workers' temporary ones). Past the collective read above every worker
+  # has finished its own clean-up.
+  backup = os.path.join(out, "backup")
+  if tf.io.gfile.isdir(backup) and not any(files for _, _, files in tf.io.gfile.walk(backup)):
+    tf.io.gfile.rmtree(backup)
   schema_lib.atomic_savez(os.path.join(out, PER_USER_FILE), **evaluator.last_per_user)
   schema_lib.atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(results, indent=2))
   table = metrics_lib.metrics_table({k: v for k, v in results.items() if k in ("model", "popularity", "oracle")},
@@ -269,8 +303,17 @@ def train(config: TrainConfig, verbose: int = 1,
     auc = results["propensity_auc"]
     table += f"\n\nPropensity heads, AUC on the test day: ER {auc['er']:.4f}, RE {auc['re']:.4f}\n"
   schema_lib.atomic_write_text(os.path.join(out, "metrics.md"), table)
-  schema_lib.atomic_write_text(os.path.join(out, "sampling.json"),
-                               json.dumps(model.fill_events(), indent=2))
+  schema_lib.atomic_write_text(os.path.join(out, "sampling.json"), json.dumps(fill_events, indent=2))
   print(table)
   return results
 
+
+def _save_weights(model, path: str, task: distribute.Task) -> None:
+  """Saves on every worker, as TensorFlow requires (a save may read variables collectively); only
+  the chief's copy is kept at `path`."""
+  if task.is_chief:
+    model.save_weights(path)
+    return
+  scratch = os.path.join(os.path.dirname(path), f".{task.type}_{task.index}_scratch")
+  model.save_weights(os.path.join(scratch, os.path.basename(path)))
+  tf.io.gfile.rmtree(scratch)

@@ -15,6 +15,7 @@ import uma2_tf  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
+from uma2_tf import distribute
 from uma2_tf.data import schema as schema_lib
 
 
@@ -47,6 +48,8 @@ class FeatureEmbeddings(keras.layers.Layer):
         for name, size in schema.item_features.items()}
     self._catalog_columns = {name: tf.constant(catalog.features[name], tf.int64)
                              for name in schema.item_features}
+    distribute.build_tables(self.user_id, self.item_id, *self.user_features.values(),
+                            *self.item_features.values())
 
   @property
   def user_dim(self) -> int:
@@ -58,8 +61,10 @@ class FeatureEmbeddings(keras.layers.Layer):
 
   def history_vector(self, history):
     """Mean of the history's item-id embeddings, padding (id 0) excluded; zeros if empty."""
-    mask = tf.cast(tf.not_equal(history, schema_lib.PAD_ID), tf.float32)[..., tf.newaxis]
-    summed = tf.reduce_sum(self.item_id(history) * mask, axis=-2)
+    embedded = self.item_id(history)
+    # In the embeddings' dtype: the compute dtype (float16 / bfloat16) under mixed precision.
+    mask = tf.cast(tf.not_equal(history, schema_lib.PAD_ID), embedded.dtype)[..., tf.newaxis]
+    summed = tf.reduce_sum(embedded * mask, axis=-2)
     return summed / tf.maximum(tf.reduce_sum(mask, axis=-2), 1.0)
 
   def user_vector(self, features):

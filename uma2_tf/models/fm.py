@@ -42,9 +42,10 @@ import uma2_tf  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
+from uma2_tf import distribute
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings
-from uma2_tf.models.towers import Tower
+from uma2_tf.models.towers import Tower, as_float32
 
 
 def _fields(vector, num_fields: int, width: int):
@@ -78,12 +79,13 @@ class FM(Tower):
         for name, size in schema.item_features.items()}
     self._catalog_columns = {name: tf.constant(catalog.features[name], tf.int64)
                              for name in schema.item_features}
+    distribute.build_tables(self.item_id_weight, *self.item_feature_weights.values())
 
   def user_embedding(self, features, training=False, user_vector=None):
     if user_vector is None:
       user_vector = self.embeddings.user_vector(features)
     factors = tf.reduce_sum(_fields(user_vector, self.num_user_fields, self.factor_dim), axis=-2)
-    return tf.concat([factors, tf.ones_like(factors[..., :1])], axis=-1)
+    return as_float32(tf.concat([factors, tf.ones_like(factors[..., :1])], axis=-1))
 
   def item_embedding(self, item_ids, training=False, item_vector=None):
     if item_vector is None:
@@ -97,4 +99,4 @@ class FM(Tower):
     linear = self.item_id_weight(item_ids)[..., 0]
     for name, weight in self.item_feature_weights.items():
       linear += weight(tf.gather(self._catalog_columns[name], item_ids))[..., 0]
-    return tf.concat([factors, (linear + pairs)[..., tf.newaxis]], axis=-1)
+    return as_float32(tf.concat([factors, (linear + pairs)[..., tf.newaxis]], axis=-1))

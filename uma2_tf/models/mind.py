@@ -56,15 +56,18 @@ import tf_keras as keras
 
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings
-from uma2_tf.models.towers import Tower, mlp
+from uma2_tf.models.towers import Tower, as_float32, mlp
 
 ATTENTION_MODES = ("power", "scaled")
 
 
 def squash(z, epsilon: float = 1e-9):
   """The capsule nonlinearity |z|^2 / (1 + |z|^2) * z / |z| over the last axis (0 at z = 0)."""
-  norm2 = tf.reduce_sum(tf.square(z), axis=-1, keepdims=True)
-  return z * (norm2 / (1.0 + norm2)) / tf.sqrt(norm2 + epsilon)
+  # In float32 whatever z's dtype: float16 rounds epsilon to 0, and sqrt(0) makes an empty
+  # history's capsule (z = 0) NaN.
+  z32 = tf.cast(z, tf.float32)
+  norm2 = tf.reduce_sum(tf.square(z32), axis=-1, keepdims=True)
+  return tf.cast(z32 * (norm2 / (1.0 + norm2)) / tf.sqrt(norm2 + epsilon), z.dtype)
 
 
 def active_interests(history, num_interests: int, dynamic: bool):
@@ -235,10 +238,10 @@ class MIND(Tower):
     profile = tf.repeat(profile[:, tf.newaxis], self.num_interests, axis=1)
     out = self.user_tower(tf.concat([capsules, profile], axis=-1), training=training)  # [B, K, d]
     # Unused interests repeat interest 1: retrieval by the best interest ignores a duplicate.
-    return tf.where(active[..., tf.newaxis], out, out[:, :1])
+    return as_float32(tf.where(active[..., tf.newaxis], out, out[:, :1]))
 
   def item_embedding(self, item_ids, training=False, item_vector=None):
-    return self.item_tower(self.pooled_items(item_ids, item_vector), training=training)
+    return as_float32(self.item_tower(self.pooled_items(item_ids, item_vector), training=training))
 
   def matching_logits(self, features, user_embedding, item_embedding, training=False):
     active = active_interests(features[schema_lib.HISTORY], self.num_interests,

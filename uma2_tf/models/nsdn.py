@@ -72,7 +72,8 @@ class NSDN(keras.layers.Layer):
       else:
         if not layer.built:
           layer.build(x.shape)
-        x = tf.tensordot(x, layer.kernel * mask, axes=1) + layer.bias
+        # The kernel reads in the compute dtype (16 bits under mixed precision): so must the mask.
+        x = tf.tensordot(x, layer.kernel * tf.cast(mask, x.dtype), axes=1) + layer.bias
         if layer.activation is not None:
           x = layer.activation(x)
     return x[..., 0], x[..., 1]

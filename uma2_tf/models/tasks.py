@@ -36,6 +36,8 @@ With B positives in the (global) batch, s the matching logits and m the padding 
   replicas; replicas get equal shares of the global batch, so the gradients the optimizer sums over
   replicas are exactly the global batch's (tests/test_distributed.py). Only `self_normalized`
   means are per replica.
+- Under Keras mixed precision the loss stays float32: the task's dtype policy is float32 whatever
+  the global one, and the logits are cast to float32 on the way in.
 """
 from __future__ import annotations
 
@@ -101,6 +103,9 @@ class UMA2Task(keras.layers.Layer):
   """Computes the UMA² loss and tracks each of its terms as a metric."""
 
   def __init__(self, config: LossConfig = LossConfig(), **kwargs):
+    # float32 under a mixed global policy too, or Keras would cast the logits (the first
+    # argument) to float16 before the loss sees them.
+    kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     self.config = config
     self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in TERMS}
@@ -139,6 +144,10 @@ class UMA2Task(keras.layers.Layer):
       er_logits, re_logits: [B, 1 + N] propensity-head logits, slot 0 the positive (NSDN only).
       recalled, exposed: [B, N] float labels of the negatives (NSDN only).
     """
+    # The loss boundary: logits of any compute dtype, loss arithmetic in float32.
+    pos_logits, neg_logits, er_logits, re_logits = (
+        None if x is None else tf.cast(x, tf.float32)
+        for x in (pos_logits, neg_logits, er_logits, re_logits))
     neg_mask = tf.cast(neg_mask, tf.float32)
     num_pos = tf.cast(tf.shape(pos_logits)[0], tf.float32)
     neg_bce = tf.nn.softplus(neg_logits)  # BCE(s, 0)

@@ -17,6 +17,7 @@ from typing import Sequence
 import tensorflow as tf
 import tf_keras as keras
 
+from uma2_tf import distribute
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings, embedding_initializer
 
@@ -26,6 +27,11 @@ def mlp(hidden: Sequence[int], output_dim: int, name: str) -> keras.Sequential:
   layers = [keras.layers.Dense(h, activation="relu", name=f"{name}_{i}") for i, h in enumerate(hidden)]
   layers.append(keras.layers.Dense(output_dim, name=f"{name}_out"))
   return keras.Sequential(layers, name=name)
+
+
+def as_float32(x):
+  """A tower's final embeddings in float32 (a no-op unless the layers compute in 16 bits)."""
+  return tf.cast(x, tf.float32)
 
 
 class Tower(keras.Model):
@@ -41,6 +47,10 @@ class Tower(keras.Model):
   label-aware attention on the positive). At retrieval a [B, K, d] user embedding means K queries
   per user whose results merge by score (`metrics.top_k_items`). `num_interests` is that K (1 for a
   single-vector tower); export serves single-vector towers only.
+
+  Under Keras mixed precision (`mixed_float16` / `mixed_bfloat16`) the layers compute in 16 bits,
+  but `user_embedding` / `item_embedding` return float32 (`as_float32`): the scores, the losses,
+  evaluation and export then read float32 whatever the policy.
 
   `user_vector` / `item_vector`, when given, are `self.embeddings`' vectors of the same inputs,
   already computed by a caller that shares the tables (the NSDN heads): the tower uses them instead
@@ -88,12 +98,12 @@ class YoutubeDNN(Tower):
   def user_embedding(self, features, training=False, user_vector=None):
     if user_vector is None:
       user_vector = self.embeddings.user_vector(features)
-    return self.user_tower(user_vector, training=training)
+    return as_float32(self.user_tower(user_vector, training=training))
 
   def item_embedding(self, item_ids, training=False, item_vector=None):
     if item_vector is None:
       item_vector = self.embeddings.item_vector(item_ids)
-    return self.item_tower(item_vector, training=training)
+    return as_float32(self.item_tower(item_vector, training=training))
 
 
 class DAT(YoutubeDNN):
@@ -122,24 +132,26 @@ class DAT(YoutubeDNN):
                                                embeddings_initializer=embedding_initializer(), name="user_augment")
     self.item_augment = keras.layers.Embedding(schema.num_items, output_dim,
                                                embeddings_initializer=embedding_initializer(), name="item_augment")
+    distribute.build_tables(self.user_augment, self.item_augment)
 
   def user_embedding(self, features, training=False, user_vector=None):
     if user_vector is None:
       user_vector = self.embeddings.user_vector(features)
     x = tf.concat([user_vector, self.user_augment(features[schema_lib.USER_ID])], axis=-1)
-    return self.user_tower(x, training=training)
+    return as_float32(self.user_tower(x, training=training))
 
   def item_embedding(self, item_ids, training=False, item_vector=None):
     if item_vector is None:
       item_vector = self.embeddings.item_vector(item_ids)
     x = tf.concat([item_vector, self.item_augment(item_ids)], axis=-1)
-    return self.item_tower(x, training=training)
+    return as_float32(self.item_tower(x, training=training))
 
   def auxiliary_loss(self, features, user_embedding, item_embedding):
     from uma2_tf.data import sampling
     positive_embedding = item_embedding[:, 0]
-    a_u = self.user_augment(features[schema_lib.USER_ID])
-    a_v = self.item_augment(features[sampling.POS_ITEM])
+    # The augmented vectors come in the compute dtype; the loss is float32 like the embeddings.
+    a_u = tf.cast(self.user_augment(features[schema_lib.USER_ID]), tf.float32)
+    a_v = tf.cast(self.item_augment(features[sampling.POS_ITEM]), tf.float32)
     unit = lambda x: tf.math.l2_normalize(x, axis=-1)  # noqa: E731
     mimic_u = tf.reduce_sum(tf.square(unit(a_u) - unit(tf.stop_gradient(positive_embedding))), axis=-1)
     mimic_v = tf.reduce_sum(tf.square(unit(a_v) - unit(tf.stop_gradient(user_embedding))), axis=-1)

@@ -8,6 +8,11 @@
     outputs = model(batch)   # {"matching_logits": [B, 1+N], "p1": [B, 1+N], "p2": [B, 1+N]}
 
 Slot 0 of every [B, 1+N] output is the positive, slots 1..N the negatives in `neg_items` order.
+
+Mixed precision: with `keras.mixed_precision.set_global_policy("mixed_float16")` (or
+"mixed_bfloat16") before the model is built, the layers compute in 16 bits on float32 variables,
+while the outputs, the loss and its metrics stay float32; under mixed_float16 `compile` wraps the
+optimizer in a `LossScaleOptimizer`, which `train_step` applies.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import uma2_tf  # noqa: F401
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+import tf_keras as keras
 
 from uma2_tf.data import sampling
 from uma2_tf.models.features import FeatureEmbeddings
@@ -96,8 +102,9 @@ class UMA2Model(tfrs.models.Model):
     out = self._forward(features, training)
     result = {"matching_logits": out["matching_logits"]}
     if self.nsdn is not None:
-      result["p1"] = tf.sigmoid(out["er_logits"])
-      result["p2"] = tf.sigmoid(out["re_logits"])
+      # The heads compute in the compute dtype; evaluation reads float32 propensities.
+      result["p1"] = tf.sigmoid(tf.cast(out["er_logits"], tf.float32))
+      result["p2"] = tf.sigmoid(tf.cast(out["re_logits"], tf.float32))
     return result
 
   def compute_loss(self, features, training=False):
@@ -114,3 +121,26 @@ class UMA2Model(tfrs.models.Model):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss + aux / tf.cast(replicas, tf.float32)
 
+  def train_step(self, inputs):
+    """TFRS's step, with loss scaling when the optimizer is a `LossScaleOptimizer`.
+
+    `compile` wraps the optimizer in one under mixed_float16, but TFRS's step neither scales the
+    loss nor unscales the gradients, so small float16 gradients would flush to zero. Without one
+    the step is TFRS's, op for op.
+    """
+    scaling = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
+    with tf.GradientTape() as tape:
+      loss = self.compute_loss(inputs, training=True)
+      regularization_loss = tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
+      total_loss = loss + regularization_loss
+      target = self.optimizer.get_scaled_loss(total_loss) if scaling else total_loss
+    gradients = tape.gradient(target, self.trainable_variables)
+    if scaling:
+      gradients = self.optimizer.get_unscaled_gradients(gradients)
+    self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+
+    metrics = {metric.name: metric.result() for metric in self.metrics}
+    metrics["loss"] = loss
+    metrics["regularization_loss"] = regularization_loss
+    metrics["total_loss"] = total_loss
+    return metrics
