@@ -58,22 +58,53 @@ class BuiltDataset:
     return tfds.builder_from_directory(self.directory).info
 
 
+REAL_LOG_BUILDERS = ("recflow", "kuairand", "request_logs")
+
+
 def _register_builders() -> None:
   # Importing a builder module registers it with TFDS under its snake_case name.
+  import importlib.util
+
   from uma2_tf.data import movielens_builder, simulated  # noqa: F401
+  for module in REAL_LOG_BUILDERS:
+    if importlib.util.find_spec(f"uma2_tf.data.{module}") is not None:
+      importlib.import_module(f"uma2_tf.data.{module}")
 
 
 def builder(name: str, data_dir: str):
-  """The TFDS builder for `name` (e.g. `uma2_simulated/tiny`) rooted at `data_dir`."""
+  """The TFDS builder for `name` (e.g. `uma2_simulated/tiny`) rooted at `data_dir`.
+
+  A config made for one user's files (`request_logs/<name>`, see `pipelines/prepare.py`) is not
+  registered: once built, its builder is read back from its directory.
+  """
   import tensorflow_datasets as tfds
 
   _register_builders()
+  prepared = _prepared_directory(name, data_dir)
   try:
+    if prepared is not None and name.split("/")[0] == "request_logs":
+      return tfds.builder_from_directory(prepared)
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"unknown dataset {name!r}: {e}") from None
   except ValueError as e:  # Unknown builder config.
+    if name.split("/")[0] == "request_logs":
+      raise DatasetNotBuiltError(
+          f"dataset {name} is not built under {data_dir}; build it with `python -m pipelines.prepare "
+          f"--dataset={name} --manual_dir=<directory holding the log files> --data_dir={data_dir}`") from None
     raise ValueError(f"dataset {name!r}: {e}") from None
+
+
+def _prepared_directory(name: str, data_dir: str) -> str | None:
+  """`data_dir/<builder>/<config>/<newest version>` if it holds a prepared dataset, else None."""
+  if "/" not in name:
+    return None
+  base = os.path.join(os.path.expanduser(data_dir), *name.split("/")[:2])
+  if not os.path.isdir(base):
+    return None
+  versions = sorted((v for v in os.listdir(base) if os.path.exists(os.path.join(base, v, "dataset_info.json"))),
+                    key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
+  return os.path.join(base, versions[-1]) if versions else None
 
 
 def load(name: str, data_dir: str, prepare: bool = False) -> BuiltDataset:
@@ -82,9 +113,14 @@ def load(name: str, data_dir: str, prepare: bool = False) -> BuiltDataset:
   if not b.is_prepared():
     if not prepare:
       config = name.split('/')[-1]
-      how = (f"`python -m pipelines.simulate --movielens_dir=<directory holding the ratings file> "
-             f"--movielens_config={config} --data_dir={data_dir}`" if name.startswith("uma2_movielens")
-             else f"`make data` or `python -m pipelines.simulate --config={config} --data_dir={data_dir}`")
+      if name.startswith("uma2_movielens"):
+        how = (f"`python -m pipelines.simulate --movielens_dir=<directory holding the ratings file> "
+               f"--movielens_config={config} --data_dir={data_dir}`")
+      elif name.split("/")[0] in REAL_LOG_BUILDERS:
+        how = (f"`python -m pipelines.prepare --dataset={name} --manual_dir=<directory holding the "
+               f"log files> --data_dir={data_dir}`")
+      else:
+        how = f"`make data` or `python -m pipelines.simulate --config={config} --data_dir={data_dir}`"
       raise DatasetNotBuiltError(f"dataset {name} is not built under {data_dir}; build it with {how}")
     b.download_and_prepare()
   directory = str(b.data_dir)

@@ -12,6 +12,10 @@ A request record (DESIGN.md §4) is one request of the serving pipeline:
 | exposed      | int64[]   | item ids shown, in position order                              |
 | clicked      | int64[]   | 0/1, aligned with `exposed`                                    |
 | recalled     | int64[]   | the whole recall set (contains `exposed`); B = recalled - exposed |
+| recalled_stage | int64[] | only when `LogSchema.stages`: the last pipeline stage each recalled item reached, 1..len(stages) (0 = unknown), aligned with `recalled` |
+
+Logs with only exposures (no recall log) set `recalled` = `exposed` and `LogSchema.has_recall_log`
+False: they have no space B.
 
 **Id convention.** Id 0 is reserved for padding / out-of-vocabulary in every id and categorical
 field: user ids, item ids and every feature value. Real ids run 1..n, so a vocabulary of n ids has
@@ -46,6 +50,7 @@ HISTORY = "history"
 EXPOSED = "exposed"
 CLICKED = "clicked"
 RECALLED = "recalled"
+RECALLED_STAGE = "recalled_stage"
 
 SCALAR_FIELDS = (REQUEST_ID, DAY, USER_ID)
 ITEM_LIST_FIELDS = (HISTORY, EXPOSED, RECALLED)
@@ -64,15 +69,25 @@ class LogSchema:
     num_items: size of the item-id vocabulary, padding row included (valid ids 1..num_items-1).
     user_features: categorical user field name -> vocabulary size (padding value 0 included).
     item_features: categorical item field name -> vocabulary size (in the catalog, not the record).
+    stages: names of the pipeline stages a recalled item can reach, in pipeline order; when given,
+      records carry `recalled_stage` (1-based index into `stages`, 0 = unknown).
+    has_recall_log: False for exposure-only logs, where `recalled` is `exposed` (no space B).
   """
 
   num_users: int
   num_items: int
   user_features: Mapping[str, int]
   item_features: Mapping[str, int]
+  stages: tuple[str, ...] = ()
+  has_recall_log: bool = True
 
   def __post_init__(self):
-    reserved = set(SCALAR_FIELDS) | set(LIST_FIELDS)
+    object.__setattr__(self, "stages", tuple(self.stages))
+    if len(set(self.stages)) != len(self.stages) or not all(self.stages):
+      raise ValueError(f"LogSchema.stages must be distinct non-empty names, got {self.stages}")
+    if self.stages and not self.has_recall_log:
+      raise ValueError("LogSchema.stages needs a recall log (has_recall_log=True)")
+    reserved = set(SCALAR_FIELDS) | set(LIST_FIELDS) | {RECALLED_STAGE}
     clash = reserved.intersection(self.user_features)
     if clash:
       raise ValueError(f"user feature names {sorted(clash)} clash with record fields {sorted(reserved)}")
@@ -92,7 +107,13 @@ class LogSchema:
   def from_json(cls, text: str) -> "LogSchema":
     raw = json.loads(text)
     return cls(num_users=int(raw["num_users"]), num_items=int(raw["num_items"]),
-               user_features=dict(raw["user_features"]), item_features=dict(raw["item_features"]))
+               user_features=dict(raw["user_features"]), item_features=dict(raw["item_features"]),
+               stages=tuple(raw.get("stages", ())), has_recall_log=bool(raw.get("has_recall_log", True)))
+
+  @property
+  def list_fields(self) -> tuple[str, ...]:
+    """The record's list fields: `LIST_FIELDS`, plus `recalled_stage` when the schema has stages."""
+    return (*LIST_FIELDS, RECALLED_STAGE) if self.stages else LIST_FIELDS
 
   def save(self, directory: str) -> None:
     atomic_write_text(os.path.join(directory, SCHEMA_FILE), self.to_json())
@@ -108,7 +129,7 @@ class LogSchema:
 
 def record_fields(schema: LogSchema) -> tuple[str, ...]:
   """Every field of a request record, in a fixed order."""
-  return (*SCALAR_FIELDS, *schema.user_feature_names, *LIST_FIELDS)
+  return (*SCALAR_FIELDS, *schema.user_feature_names, *schema.list_fields)
 
 
 def tfds_features(schema: LogSchema):
@@ -120,7 +141,7 @@ def tfds_features(schema: LogSchema):
   return tfds.features.FeaturesDict({
       **{name: scalar() for name in SCALAR_FIELDS},
       **{name: scalar() for name in schema.user_feature_names},
-      **{name: items() for name in LIST_FIELDS},
+      **{name: items() for name in schema.list_fields},
   })
 
 
@@ -130,7 +151,7 @@ def parsing_spec(schema: LogSchema):
 
   spec = {name: tf.io.FixedLenFeature([], tf.int64) for name in SCALAR_FIELDS}
   spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in schema.user_feature_names})
-  spec.update({name: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64) for name in LIST_FIELDS})
+  spec.update({name: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64) for name in schema.list_fields})
   return spec
 
 

@@ -12,7 +12,8 @@ counts are written next to the run's outputs so a skipped record is never silent
 Rules (ids follow the schema's convention: 0 is padding, real ids are 1..size-1):
   missing_field         a field of the record is absent
   not_integer           a field holds something other than integers of the right rank
-  length_mismatch       `clicked` does not have one value per `exposed` item
+  length_mismatch       `clicked` does not have one value per `exposed` item (or `recalled_stage`
+                        one per `recalled` item)
   invalid_click         a click is not 0 or 1
   id_out_of_range       a user/item id is not in 1..size-1, or a user feature not in 0..size-1
   duplicate_id          an item appears twice in `exposed` or in `recalled` (a history may repeat
@@ -137,7 +138,7 @@ def _check_record(record: Mapping[str, Any], schema: schema_lib.LogSchema) -> No
     if not 0 <= value < size:
       fail("id_out_of_range", name, f"expected 0..{size - 1}, got {value}")
 
-  lists = {field: int_list(field) for field in schema_lib.LIST_FIELDS}
+  lists = {field: int_list(field) for field in schema.list_fields}
   for field in schema_lib.ITEM_LIST_FIELDS:
     ids = lists[field]
     bad = ids[(ids < 1) | (ids >= schema.num_items)]
@@ -162,3 +163,16 @@ def _check_record(record: Mapping[str, Any], schema: schema_lib.LogSchema) -> No
   if missing.size:
     fail("exposed_not_recalled", schema_lib.EXPOSED,
          f"exposed item {int(missing[0])} is not in 'recalled' (exposure must be a subset of recall)")
+  if schema.stages:
+    stage = lists[schema_lib.RECALLED_STAGE]
+    if stage.shape != recalled.shape:
+      fail("length_mismatch", schema_lib.RECALLED_STAGE,
+           f"expected one stage per recalled item ({recalled.size}), got {stage.size} values")
+    bad = stage[(stage < 0) | (stage > len(schema.stages))]
+    if bad.size:
+      fail("id_out_of_range", schema_lib.RECALLED_STAGE,
+           f"expected 0..{len(schema.stages)} (0 = unknown, else an index into {list(schema.stages)}), "
+           f"got {int(bad[0])}")
+  if not schema.has_recall_log and not np.array_equal(np.sort(recalled), np.sort(exposed)):
+    fail("exposed_not_recalled", schema_lib.RECALLED,
+         "the schema has no recall log, so 'recalled' must be exactly the exposed items")

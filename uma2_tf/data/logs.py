@@ -1,0 +1,316 @@
+"""Real logs in one canonical layout -> request records, side files and TFDS splits.
+
+Builders of real datasets (`recflow`, `kuairand`, `request_logs`) read their files into a
+`LogTables` and hand it to `write`, which remaps ids, computes histories, validates every record and
+writes the side files training and evaluation read.
+
+Canonical layout of a real log, raw ids (ints or strings), as pandas DataFrames:
+
+```python
+from uma2_tf.data import logs
+
+tables = logs.LogTables(
+    requests=requests_df,   # one row per request, columns:
+        # request_id: int64 (unique)
+        # timestamp:  int64 (any monotone unit; orders a user's requests for `history`)
+        # date:       str "YYYY-MM-DD" (the day; splits are lists of dates)
+        # user_id:    raw id (int or str)
+        # <one column per user feature>: raw categorical value (int or str)
+        # exposed:    list of raw item ids, in position order
+        # clicked:    list of 0/1 ints aligned with exposed (the positive label)
+        # recalled:   (optional) list of raw item ids: the recall set, containing every exposed item
+        # recalled_stage: (optional, needs recalled) list of stage names (str) aligned with recalled
+    items=items_df,          # item_id + one column per item feature (raw categorical values)
+    user_features=("age", "gender"),      # user feature column names
+    item_features=("category", "author"), # item feature column names
+    stages=("prerank", "rank"),           # stage names, pipeline order ('' / () when no stage info)
+)
+generators = logs.write(directory, tables, splits={"train": [...dates...], "test": ["2024-02-18"]},
+                        source="recflow/default")
+# -> {split: iterator of (key, record)} for a TFDS GeneratorBasedBuilder._split_generators.
+# It also writes into `directory`: schema.json (LogSchema with vocab sizes), catalog.npz (item
+# features remapped, click/exposure counts over the "train" split), ids.npz (raw id of every dense
+# id and every feature vocabulary), stats.json. Raw ids are remapped to dense ids 1..n (0 = padding).
+# `history` is computed from the user's earlier clicks (by timestamp), newest last.
+# Every record goes through validation.RecordValidator(policy="error"); bad tables raise
+# logs.LogFormatError (a ValueError) naming the table, row/request_id, column and what was expected.
+
+schema = logs.declared_schema(user_features=("age", "gender"), stages=("prerank", "rank"),
+                              has_recall_log=True)
+# A LogSchema with the right field names (vocab sizes are placeholders): what a builder's `_info`
+# passes to `schema_lib.tfds_features(schema)`. The real sizes land in schema.json at build time.
+```
+
+Without a `recalled` column (exposure-only logs like KuaiRand) the writer sets recalled = exposed and
+`LogSchema.has_recall_log = False` (there is no space B). With `recalled_stage`, records carry an extra
+field `recalled_stage` (int64[], aligned with `recalled`, values 1..len(stages), 0 = unknown), the
+schema has `LogSchema.stages`, and `schema_lib.RECALLED_STAGE == "recalled_stage"`; `parse_requests`
+parses it as a ragged int64 list.
+
+TFDS builders live in `uma2_tf/data/<name>.py`; `uma2_tf/data/datasets.py` registers them by
+importing the modules `uma2_tf.data.recflow` and `uma2_tf.data.kuairand` (already wired by the lead).
+Builders read the user's files from TFDS `manual_dir`
+(`tfds.download.DownloadConfig(manual_dir=...)`); `python -m pipelines.prepare --dataset=recflow/tiny
+--manual_dir=DIR --data_dir=DIR` (being written by the lead) builds any of them. Look at
+`uma2_tf/data/movielens_builder.py` for how this repo writes a TFDS builder whose vocab sizes are
+only known at build time, and at `tests/conftest.py` / `tests/test_movielens.py` for test style.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from uma2_tf.data import datasets, validation
+from uma2_tf.data import schema as schema_lib
+
+REQUEST_COLUMNS = ("request_id", "timestamp", "date", "user_id", "exposed", "clicked")
+RECALLED = "recalled"
+RECALLED_STAGE = "recalled_stage"
+ITEM_ID = "item_id"
+IDS_FILE = "ids.npz"
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class LogFormatError(ValueError):
+  """A log table breaks the canonical layout; the message names the table, row and column."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LogTables:
+  """A real log in the canonical layout (see the module docstring); ids are raw.
+
+  Attributes:
+    requests: one row per request.
+    items: the corpus: `item_id` and one column per item feature.
+    user_features: the requests' user feature columns.
+    item_features: the items' feature columns.
+    stages: stage names in pipeline order, when `requests` has `recalled_stage`.
+  """
+
+  requests: "pandas.DataFrame"  # noqa: F821
+  items: "pandas.DataFrame"  # noqa: F821
+  user_features: tuple[str, ...] = ()
+  item_features: tuple[str, ...] = ()
+  stages: tuple[str, ...] = ()
+
+  @property
+  def has_recall_log(self) -> bool:
+    return RECALLED in self.requests.columns
+
+
+def declared_schema(user_features: Sequence[str], stages: Sequence[str] = (),
+                    has_recall_log: bool = True, item_features: Sequence[str] = ()) -> schema_lib.LogSchema:
+  """A `LogSchema` with the fields of such a log and placeholder vocabulary sizes (for `_info`)."""
+  return schema_lib.LogSchema(num_users=2, num_items=2, user_features={f: 2 for f in user_features},
+                              item_features={f: 2 for f in item_features}, stages=tuple(stages),
+                              has_recall_log=has_recall_log)
+
+
+def check_tables(tables: LogTables, source: str = "log") -> None:
+  """Raises `LogFormatError` on the first thing in `tables` that breaks the canonical layout."""
+  import pandas as pd
+
+  requests, items = tables.requests, tables.items
+  for name, frame, needed in (("requests", requests, (*REQUEST_COLUMNS, *tables.user_features)),
+                              ("items", items, (ITEM_ID, *tables.item_features))):
+    if not isinstance(frame, pd.DataFrame):
+      raise LogFormatError(f"{source}: the {name} table must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+      raise LogFormatError(f"{source}: {name} table: missing column(s) {missing}; it has {list(frame.columns)}")
+  if RECALLED_STAGE in requests.columns and RECALLED not in requests.columns:
+    raise LogFormatError(f"{source}: requests table: '{RECALLED_STAGE}' needs a '{RECALLED}' column")
+  if (RECALLED_STAGE in requests.columns) != bool(tables.stages):
+    raise LogFormatError(f"{source}: requests table: '{RECALLED_STAGE}' and LogTables.stages go together "
+                         f"(stages={tables.stages}, columns={list(requests.columns)})")
+  for column in ("request_id", "timestamp"):
+    if not pd.api.types.is_integer_dtype(requests[column]):
+      raise LogFormatError(f"{source}: requests table: column '{column}' must hold integers, "
+                           f"got dtype {requests[column].dtype}")
+  duplicated = requests["request_id"][requests["request_id"].duplicated()]
+  if len(duplicated):
+    raise LogFormatError(f"{source}: requests table: request_id {duplicated.iloc[0]} appears more than once")
+  if items[ITEM_ID].duplicated().any():
+    raise LogFormatError(f"{source}: items table: item_id {items[ITEM_ID][items[ITEM_ID].duplicated()].iloc[0]!r} "
+                         "appears more than once")
+  if requests["user_id"].isna().any():
+    row = requests[requests["user_id"].isna()].iloc[0]
+    raise LogFormatError(f"{source}: requests table: request {row['request_id']}: user_id is missing")
+  known_items = set(items[ITEM_ID].tolist())
+  stage_names = set(tables.stages)
+  for row in requests.itertuples(index=False):
+    rid = row.request_id
+    if not isinstance(row.date, str) or not _DATE.match(row.date):
+      raise LogFormatError(f"{source}: requests table: request {rid}: 'date' must be a YYYY-MM-DD string, "
+                           f"got {row.date!r}")
+    exposed, clicked = _list(row.exposed, "exposed", rid, source), _list(row.clicked, "clicked", rid, source)
+    if len(clicked) != len(exposed):
+      raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' has {len(clicked)} values "
+                           f"for {len(exposed)} exposed items")
+    if any(c not in (0, 1) for c in clicked):
+      raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' must hold 0/1, got {clicked}")
+    unknown = [i for i in exposed if i not in known_items]
+    if tables.has_recall_log:
+      recalled = _list(getattr(row, RECALLED), RECALLED, rid, source)
+      unknown += [i for i in recalled if i not in known_items]
+      missing = [i for i in exposed if i not in set(recalled)]
+      if missing:
+        raise LogFormatError(f"{source}: requests table: request {rid}: exposed item {missing[0]!r} is not "
+                             f"in '{RECALLED}' (the recall set contains every exposed item)")
+      if tables.stages:
+        stages = _list(getattr(row, RECALLED_STAGE), RECALLED_STAGE, rid, source)
+        if len(stages) != len(recalled):
+          raise LogFormatError(f"{source}: requests table: request {rid}: '{RECALLED_STAGE}' has "
+                               f"{len(stages)} values for {len(recalled)} recalled items")
+        bad = [s for s in stages if s not in stage_names]
+        if bad:
+          raise LogFormatError(f"{source}: requests table: request {rid}: unknown stage {bad[0]!r}; "
+                               f"stages are {list(tables.stages)}")
+    if unknown:
+      raise LogFormatError(f"{source}: requests table: request {rid}: item {unknown[0]!r} is not in the "
+                           "items table")
+
+
+def _list(value, column: str, rid, source: str) -> list:
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, (list, tuple)):
+    return list(value)
+  raise LogFormatError(f"{source}: requests table: request {rid}: '{column}' must be a list, got {value!r}")
+
+
+def _vocabulary(values) -> dict:
+  """Raw value -> dense id 1..n, in sorted order of the values (by type name for mixed types)."""
+  distinct = {v for v in values if not _is_missing(v)}
+  ordered = sorted(distinct, key=lambda v: (type(v).__name__, v))
+  return {v: i + 1 for i, v in enumerate(ordered)}
+
+
+def _is_missing(value) -> bool:
+  return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]], *, source: str,
+          max_history: int = 100) -> dict[str, Iterator[tuple[int, dict]]]:
+  """Remaps, validates and writes the side files of `tables`; returns the splits' record generators.
+
+  Args:
+    directory: the dataset directory being prepared (a builder's `self.data_dir`).
+    tables: the log.
+    splits: split name -> the dates (YYYY-MM-DD) it holds; must include "train" (the catalog's
+      popularity counts are the train split's). Requests on other dates are left out and counted
+      in stats.json (`requests_outside_splits`).
+    source: named in every error and in stats.json (e.g. "recflow/default").
+    max_history: clicks kept per record's `history` (the newest).
+  """
+  if "train" not in splits:
+    raise ValueError(f"{source}: splits must include 'train', got {sorted(splits)}")
+  check_tables(tables, source)
+  requests, items = tables.requests, tables.items
+  split_of_date = {}
+  for split, dates in splits.items():
+    for date in dates:
+      if date in split_of_date:
+        raise ValueError(f"{source}: date {date} is in splits {split_of_date[date]!r} and {split!r}")
+      split_of_date[date] = split
+  in_splits = requests["date"].isin(list(split_of_date))
+  kept = requests[in_splits].sort_values(["timestamp", "request_id"], kind="stable")
+  if not len(kept):
+    raise LogFormatError(f"{source}: no request falls on the split dates {sorted(split_of_date)}")
+  empty = [s for s in splits if not (kept["date"].map(split_of_date) == s).any()]
+  if empty:
+    raise LogFormatError(f"{source}: split(s) {empty} hold no request (their dates: "
+                         f"{ {s: list(splits[s]) for s in empty} })")
+  day_of_date = {d: i + 1 for i, d in enumerate(sorted(set(kept["date"])))}
+
+  users = _vocabulary(kept["user_id"].tolist())
+  item_ids = _vocabulary(items[ITEM_ID].tolist())
+  user_vocab = {f: _vocabulary(kept[f].tolist()) for f in tables.user_features}
+  item_vocab = {f: _vocabulary(items[f].tolist()) for f in tables.item_features}
+  stage_index = {name: i + 1 for i, name in enumerate(tables.stages)}
+  schema = schema_lib.LogSchema(
+      num_users=len(users) + 1, num_items=len(item_ids) + 1,
+      user_features={f: max(2, len(v) + 1) for f, v in user_vocab.items()},
+      item_features={f: max(2, len(v) + 1) for f, v in item_vocab.items()},
+      stages=tables.stages, has_recall_log=tables.has_recall_log)
+
+  features = {f: np.zeros(schema.num_items, np.int64) for f in tables.item_features}
+  rows = items[ITEM_ID].map(item_ids).to_numpy(np.int64)
+  for f in tables.item_features:
+    features[f][rows] = [item_vocab[f].get(v, 0) if not _is_missing(v) else 0 for v in items[f].tolist()]
+  click_count = np.zeros(schema.num_items, np.int64)
+  exposure_count = np.zeros(schema.num_items, np.int64)
+
+  # Records in time order: a user's history is the clicks of their earlier requests, newest last.
+  records = {split: [] for split in splits}
+  clicks_so_far: dict = {}
+  stats = {split: dict(requests=0, exposures=0, clicks=0, recalled=0) for split in splits}
+  for row in kept.itertuples(index=False):
+    split = split_of_date[row.date]
+    exposed = np.array([item_ids[i] for i in _list(row.exposed, "exposed", row.request_id, source)], np.int64)
+    clicked = np.array(_list(row.clicked, "clicked", row.request_id, source), np.int64)
+    if tables.has_recall_log:
+      recalled = np.array([item_ids[i] for i in getattr(row, RECALLED)], np.int64)
+    else:
+      recalled = exposed.copy()
+    user = users[row.user_id]
+    history = clicks_so_far.get(user, [])
+    record = {
+        schema_lib.REQUEST_ID: np.int64(row.request_id), schema_lib.DAY: np.int64(day_of_date[row.date]),
+        schema_lib.USER_ID: np.int64(user),
+        **{f: np.int64(user_vocab[f].get(getattr(row, f), 0) if not _is_missing(getattr(row, f)) else 0)
+           for f in tables.user_features},
+        schema_lib.HISTORY: np.array(history[-max_history:], np.int64),
+        schema_lib.EXPOSED: exposed, schema_lib.CLICKED: clicked, schema_lib.RECALLED: recalled,
+    }
+    if tables.stages:
+      record[schema_lib.RECALLED_STAGE] = np.array([stage_index[s] for s in getattr(row, RECALLED_STAGE)],
+                                                   np.int64)
+    records[split].append(record)
+    clicks_so_far[user] = (history + exposed[clicked == 1].tolist())[-max_history:]
+    if split == "train":
+      np.add.at(exposure_count, exposed, 1)
+      np.add.at(click_count, exposed[clicked == 1], 1)
+    counts = stats[split]
+    counts["requests"] += 1
+    counts["exposures"] += int(exposed.size)
+    counts["clicks"] += int(clicked.sum())
+    counts["recalled"] += int(recalled.size)
+
+  os.makedirs(directory, exist_ok=True)
+  schema.save(directory)
+  schema_lib.ItemCatalog(features=features, click_count=click_count,
+                         exposure_count=exposure_count).save(directory)
+  schema_lib.atomic_savez(
+      os.path.join(directory, IDS_FILE),
+      user_raw_id=np.array([""] + [str(u) for u in users], dtype=str),
+      item_raw_id=np.array([""] + [str(i) for i in item_ids], dtype=str),
+      **{f"user_feature/{f}": np.array([""] + [str(v) for v in vocab], dtype=str)
+         for f, vocab in user_vocab.items()},
+      **{f"item_feature/{f}": np.array([""] + [str(v) for v in vocab], dtype=str)
+         for f, vocab in item_vocab.items()})
+  summary = {"source": source, "num_users": schema.num_users - 1, "num_items": schema.num_items - 1,
+             "num_days": len(day_of_date), "dates": {s: sorted(d) for s, d in splits.items()},
+             "has_recall_log": schema.has_recall_log, "stages": list(schema.stages),
+             "requests_outside_splits": int((~in_splits).sum())}
+  for split, counts in stats.items():
+    for key, value in counts.items():
+      summary[f"{split}_{key}"] = value
+  schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE), json.dumps(summary, indent=2))
+
+  def generate(split: str):
+    validator = validation.RecordValidator(schema, policy="error", source=source)
+    for record in records[split]:
+      validator.check(record)
+      yield int(record[schema_lib.REQUEST_ID]), record
+
+  # Validate everything now, before TFDS writes a shard: a bad record fails the whole preparation.
+  for split in splits:
+    for _ in generate(split):
+      pass
+  return {split: generate(split) for split in splits}
