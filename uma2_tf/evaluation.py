@@ -1,5 +1,9 @@
 """Evaluation of a trained tower on the test day (DESIGN.md §2, paper §4.1.3).
 
+The split evaluated is `test` by default; `Evaluator(dataset, split="test_random")` evaluates on a
+dataset's unbiased split of randomly exposed items (KuaiRand), the same way: the popularity
+retriever still ranks by the catalog's training clicks, and there is no oracle without a world.
+
 For each test user (a user who clicked at least once on the test day): the user tower embeds the
 user as of their first test request (features and history up to then), the top-K items of the
 entire corpus are retrieved by exact inner product, and the truth is every item the user clicked
@@ -24,12 +28,18 @@ from uma2_tf import metrics as metrics_lib
 from uma2_tf.data import datasets, sampling
 from uma2_tf.data import schema as schema_lib
 
+TEST_RANDOM = "test_random"
+
+
+class NoClicksError(ValueError):
+  """The split evaluated has no click, so no test user."""
+
 
 class Evaluator:
   """Holds the test users, their truth sets and the reference retrievers' results.
 
   Args:
-    dataset: a `datasets.BuiltDataset` with a `test` split.
+    dataset: a `datasets.BuiltDataset` with the split evaluated.
     ks: cut-offs K of the metrics.
     max_history: history length fed to the user tower (as in training).
     split: the split evaluated.
@@ -73,7 +83,7 @@ class Evaluator:
                          **{name: int(batch[name][i]) for name in schema.user_feature_names},
                          schema_lib.HISTORY: history + [schema_lib.PAD_ID] * (max_history - len(history))}
     if not truth:
-      raise ValueError(f"{self.dataset.name}: the {self.split} split has no click to evaluate on")
+      raise NoClicksError(f"{self.dataset.name}: the {self.split} split has no click to evaluate on")
     user_ids = np.array(sorted(truth), np.int64)
     users = {schema_lib.USER_ID: user_ids}
     for name in (*schema.user_feature_names, schema_lib.HISTORY):
@@ -117,10 +127,16 @@ class Evaluator:
 
   def propensity_auc(self, model) -> dict:
     """AUC of p1 on ER (recalled vs not) and of p2 on RE (exposed vs not, recalled slots only),
-    on test-day positives with SS-ABC(fixed) negatives whatever the training strategy."""
+    on test-day positives with SS-ABC(fixed) negatives whatever the training strategy.
+
+    A dataset without a recall log (`LogSchema.has_recall_log` False, e.g. KuaiRand) has no space B:
+    the negatives are then A and C only (1:0:24 over 25) and RE, which has no negative class there
+    (every recalled item is exposed), is left out: only `er` is returned."""
     if model.nsdn is None:
       return {}
-    config = sampling.SamplingConfig(seed=12345)
+    has_b = getattr(self.dataset.schema, "has_recall_log", True)
+    config = sampling.SamplingConfig(seed=12345) if has_b else sampling.SamplingConfig(
+        ratio=(1, 0, 24), seed=12345)
     ds = sampling.make_training_dataset(self.dataset, config, batch_size=1024, split=self.split,
                                         shuffle=False)
     er_scores, re_scores, recalled, exposed, mask = [], [], [], [], []
@@ -138,8 +154,10 @@ class Evaluator:
         break
     er_scores, re_scores, recalled, exposed, mask = map(np.concatenate, (er_scores, re_scores, recalled,
                                                                          exposed, mask))
-    return {"er": float(metrics_lib.binary_auc(recalled, er_scores, weights=mask)),
-            "re": float(metrics_lib.binary_auc(exposed, re_scores, weights=mask * recalled))}
+    auc = {"er": float(metrics_lib.binary_auc(recalled, er_scores, weights=mask))}
+    if has_b:
+      auc["re"] = float(metrics_lib.binary_auc(exposed, re_scores, weights=mask * recalled))
+    return auc
 
   def evaluate(self, model) -> dict:
     """All results: the model's, the references', and the propensity heads' AUC if it has them."""

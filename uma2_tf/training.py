@@ -13,8 +13,10 @@ What lands in `output_dir`:
 | checkpoints/      | weights after each epoch (`epoch-NN`) and the final ones (`final`) |
 | tensorboard/      | TensorBoard logs                                                  |
 | history.csv       | per-epoch training metrics and evaluation metrics                 |
-| metrics.json      | final evaluation: model, popularity, oracle, propensity AUC       |
-| metrics.md        | the same as a markdown table                                      |
+| metrics.json      | final evaluation: model, popularity, oracle, propensity AUC; and  |
+|                   | under `test_random` the same on that split when the dataset has   |
+|                   | one (KuaiRand: randomly exposed items, an unbiased test set)      |
+| metrics.md        | the same as markdown tables                                       |
 | per_user.npz      | the final model's metrics per test user (user_id, recall@K, ...): |
 |                   | what paired significance tests between runs compare               |
 | sampling.json     | how often A/B pools were too small or empty (fill events), summed |
@@ -217,6 +219,7 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
     raise ValueError(f"the evaluator given was built for {evaluator.dataset.directory}, ks "
                      f"{evaluator.ks}, history {evaluator.max_history}; this run needs "
                      f"{dataset.directory}, {tuple(sorted(config.eval_ks))}, {config.sampling.max_history}")
+  random_evaluator = _test_random_evaluator(dataset, config)
   out = config.output_dir
   if task.is_chief:
     os.makedirs(out, exist_ok=True)
@@ -276,6 +279,8 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
   _save_weights(model, os.path.join(out, "checkpoints", "final"), task)
 
   results = evaluator.evaluate(model)
+  if random_evaluator is not None:
+    results[evaluation.TEST_RANDOM] = random_evaluator.evaluate(model)
   results["run"] = {"train_seconds": round(train_seconds, 1), "train_positives": positives,
                     "epochs_run": history.epoch[-1] + 1 if history.epoch else 0,
                     "steps_per_epoch": steps_per_epoch, "strategy": config.strategy,
@@ -299,13 +304,39 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
   schema_lib.atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(results, indent=2))
   table = metrics_lib.metrics_table({k: v for k, v in results.items() if k in ("model", "popularity", "oracle")},
                                     config.eval_ks)
-  if "propensity_auc" in results:
-    auc = results["propensity_auc"]
-    table += f"\n\nPropensity heads, AUC on the test day: ER {auc['er']:.4f}, RE {auc['re']:.4f}\n"
+  table += _auc_line(results, "the test day")
+  if evaluation.TEST_RANDOM in results:
+    random_results = results[evaluation.TEST_RANDOM]
+    table += (f"\n\n## {evaluation.TEST_RANDOM}: randomly exposed items (unbiased)\n\n"
+              + metrics_lib.metrics_table({k: v for k, v in random_results.items()
+                                           if k in ("model", "popularity", "oracle")}, config.eval_ks))
+    table += _auc_line(random_results, evaluation.TEST_RANDOM)
   schema_lib.atomic_write_text(os.path.join(out, "metrics.md"), table)
   schema_lib.atomic_write_text(os.path.join(out, "sampling.json"), json.dumps(fill_events, indent=2))
   print(table)
   return results
+
+
+def _test_random_evaluator(dataset: datasets.BuiltDataset,
+                           config: TrainConfig) -> evaluation.Evaluator | None:
+  """An evaluator of the dataset's `test_random` split, if it has one with clicks (else None)."""
+  if evaluation.TEST_RANDOM not in dataset.split_files:
+    return None
+  try:
+    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history,
+                                split=evaluation.TEST_RANDOM)
+  except evaluation.NoClicksError as e:
+    logging.warning("%s: not evaluated on %s: %s", config.dataset, evaluation.TEST_RANDOM, e)
+    return None
+
+
+def _auc_line(results: dict, where: str) -> str:
+  """The propensity heads' AUC as a line of metrics.md ('' without NSDN); RE only where there is one."""
+  auc = results.get("propensity_auc")
+  if not auc:
+    return ""
+  parts = [f"ER {auc['er']:.4f}"] + ([f"RE {auc['re']:.4f}"] if "re" in auc else [])
+  return f"\n\nPropensity heads, AUC on {where}: {', '.join(parts)}\n"
 
 
 def _save_weights(model, path: str, task: distribute.Task) -> None:

@@ -72,6 +72,8 @@ REQUEST_COLUMNS = ("request_id", "timestamp", "date", "user_id", "exposed", "cli
 RECALLED = "recalled"
 RECALLED_STAGE = "recalled_stage"
 ITEM_ID = "item_id"
+SPLIT = "split"
+_KEPT_SPLIT = "uma2_assigned_split"  # the split each kept request goes to (by its `split`, else its date)
 IDS_FILE = "ids.npz"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -196,7 +198,7 @@ def _is_missing(value) -> bool:
 
 
 def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]], *, source: str,
-          max_history: int = 100) -> dict[str, Iterator[tuple[int, dict]]]:
+          max_history: int = 100, extra_stats: Mapping | None = None) -> dict[str, Iterator[tuple[int, dict]]]:
   """Remaps, validates and writes the side files of `tables`; returns the splits' record generators.
 
   Args:
@@ -207,6 +209,11 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
       in stats.json (`requests_outside_splits`).
     source: named in every error and in stats.json (e.g. "recflow/default").
     max_history: clicks kept per record's `history` (the newest).
+    extra_stats: more figures for stats.json (a builder's own, e.g. rows read per file).
+
+  A `split` column in the requests table, where set, puts a request in that split whatever its
+  date (KuaiRand's randomly exposed requests share their dates with `test`); the split must be a
+  key of `splits`, which may list no date for it.
   """
   if "train" not in splits:
     raise ValueError(f"{source}: splits must include 'train', got {sorted(splits)}")
@@ -218,11 +225,20 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
       if date in split_of_date:
         raise ValueError(f"{source}: date {date} is in splits {split_of_date[date]!r} and {split!r}")
       split_of_date[date] = split
-  in_splits = requests["date"].isin(list(split_of_date))
-  kept = requests[in_splits].sort_values(["timestamp", "request_id"], kind="stable")
+  split_of_request = requests["date"].map(split_of_date)
+  if SPLIT in requests.columns:
+    chosen = requests[SPLIT].notna()
+    unknown = sorted(set(requests.loc[chosen, SPLIT]) - set(splits))
+    if unknown:
+      raise LogFormatError(f"{source}: requests table: column '{SPLIT}' names split(s) {unknown}; "
+                           f"the splits are {sorted(splits)}")
+    split_of_request = split_of_request.where(~chosen, requests[SPLIT])
+  in_splits = split_of_request.notna()
+  kept = requests[in_splits].assign(**{_KEPT_SPLIT: split_of_request[in_splits]})
+  kept = kept.sort_values(["timestamp", "request_id"], kind="stable")
   if not len(kept):
     raise LogFormatError(f"{source}: no request falls on the split dates {sorted(split_of_date)}")
-  empty = [s for s in splits if not (kept["date"].map(split_of_date) == s).any()]
+  empty = [s for s in splits if not (kept[_KEPT_SPLIT] == s).any()]
   if empty:
     raise LogFormatError(f"{source}: split(s) {empty} hold no request (their dates: "
                          f"{ {s: list(splits[s]) for s in empty} })")
@@ -251,7 +267,7 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   clicks_so_far: dict = {}
   stats = {split: dict(requests=0, exposures=0, clicks=0, recalled=0) for split in splits}
   for row in kept.itertuples(index=False):
-    split = split_of_date[row.date]
+    split = getattr(row, _KEPT_SPLIT)
     exposed = np.array([item_ids[i] for i in _list(row.exposed, "exposed", row.request_id, source)], np.int64)
     clicked = np.array(_list(row.clicked, "clicked", row.request_id, source), np.int64)
     if tables.has_recall_log:
@@ -295,9 +311,9 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
       **{f"item_feature/{f}": np.array([""] + [str(v) for v in vocab], dtype=str)
          for f, vocab in item_vocab.items()})
   summary = {"source": source, "num_users": schema.num_users - 1, "num_items": schema.num_items - 1,
-             "num_days": len(day_of_date), "dates": {s: sorted(d) for s, d in splits.items()},
+             "num_days": len(day_of_date), "dates": {s: sorted(set(kept.loc[kept[_KEPT_SPLIT] == s, "date"])) for s in splits},
              "has_recall_log": schema.has_recall_log, "stages": list(schema.stages),
-             "requests_outside_splits": int((~in_splits).sum())}
+             "requests_outside_splits": int((~in_splits).sum()), **(extra_stats or {})}
   for split, counts in stats.items():
     for key, value in counts.items():
       summary[f"{split}_{key}"] = value
