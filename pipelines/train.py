@@ -4,6 +4,7 @@
     python -m pipelines.train --nsdn=false --strategy_name=ss_ab --output_dir=runs/gmm_ss_ab
     python -m pipelines.train --tower=dat --lambdas=1,1,1,0.5,0.5 --epochs=3
     python -m pipelines.train --nsdn=false --space_weights=1,1,0.25 --output_dir=runs/uma2_sos
+    python -m pipelines.train --dataset=recflow/default --b_stages=rank_neg   # B: ranking's negatives
 
     python -m pipelines.train --precision=mixed_bfloat16
     TF_CONFIG='{"cluster": ...}' python -m pipelines.train --strategy=multi_worker   # on each host
@@ -47,6 +48,9 @@ flags.DEFINE_string("strategy_name", "ss_abc_fixed",
 flags.DEFINE_list("ratio", ["1", "4", "20"], "A:B:C ratio of ss_abc_fixed.")
 flags.DEFINE_integer("num_negatives", 25, "Negatives per positive.")
 flags.DEFINE_string("c_distribution", "uniform", "Space C sampling: uniform or popularity.")
+flags.DEFINE_list("b_stages", [],
+                  "Comma list of pipeline stages whose recalled-unexposed items form space B (datasets "
+                  "with stages, e.g. recflow: --b_stages=rank_neg); empty: every recalled-unexposed item.")
 flags.DEFINE_integer("batch_size", 512, "Global batch size in positives.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_integer("epochs", 5, "Maximum epochs.")
@@ -74,9 +78,10 @@ def config_from_flags():
     except ValueError as e:
       raise ValueError(f"{flag_names}: {e}") from None
 
-  sampling_config = build("--strategy_name/--ratio/--num_negatives/--c_distribution", lambda: sampling.SamplingConfig(
+  sampling_config = build("--strategy_name/--ratio/--num_negatives/--c_distribution/--b_stages", lambda: sampling.SamplingConfig(
       strategy=FLAGS.strategy_name, num_negatives=FLAGS.num_negatives,
-      ratio=_numbers("ratio", FLAGS.ratio, int), c_distribution=FLAGS.c_distribution, seed=FLAGS.seed))
+      ratio=_numbers("ratio", FLAGS.ratio, int), c_distribution=FLAGS.c_distribution, seed=FLAGS.seed,
+      b_stages=tuple(s.strip() for s in FLAGS.b_stages if s.strip())))
   loss_config = build(
       "--lambdas/--propensity_floor/--weight_normalization/--space_weights/--nsdn",
       lambda: tasks.LossConfig(
@@ -125,7 +130,9 @@ def main(argv):
         return 0
     # Before any other TensorFlow op: multi_worker configures the runtime's collectives.
     strategy = distribute.build_strategy(config.strategy)
-    datasets.load(config.dataset, config.data_dir)
+    dataset = datasets.load(config.dataset, config.data_dir)
+    # B asked of logs without a recall log, unknown --b_stages: one line here, not a traceback later.
+    sampling.check_config_for_schema(config.sampling, dataset.schema, config.dataset)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -161,20 +161,23 @@ def _launch(args, train_args, **kwargs):
 def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_process(tiny_data_dir, tmp_path):
   """2 workers on loopback (pipelines.launch): killed during epoch 2, the same command resumes from
   the backup on both workers (epochs 1, 2, 3 each run once), both end with identical weights, and
-  the result is within tolerance of the same training in one process."""
+  the result is within tolerance of the same training in one process.
+
+  tiny has 1836 train positives: 29 steps of 64 per epoch, so a backup every 29 steps is one at the
+  end of each epoch and the resumed run starts exactly at epoch 2."""
   import csv
 
   from uma2_tf import training
 
   out = str(tmp_path / "mw")
   train_args = [f"--data_dir={tiny_data_dir}", "--dataset=uma2_simulated/tiny", f"--output_dir={out}",
-                "--epochs=3", "--batch_size=64", "--backup_every_steps=10", "--early_stopping_patience=0"]
+                "--epochs=3", "--batch_size=64", "--backup_every_steps=29", "--early_stopping_patience=0"]
   first = _launch(["--workers=2"], train_args)
   seen = []
   for line in first.stdout:
     seen.append(line)
-    if line.startswith("[worker 0]") and "epoch 1: hitrate@100" in line:
-      first.send_signal(signal.SIGTERM)  # preempted: the launcher stops both workers
+    if line.startswith("[worker 0] Epoch 2/3"):
+      first.send_signal(signal.SIGTERM)  # preempted during epoch 2: the launcher stops both workers
       break
   rest, _ = first.communicate(timeout=120)
   assert first.returncode not in (0, None), "".join(seen[-30:]) + rest[-3000:]
@@ -189,6 +192,8 @@ def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_pr
     if "final weights sha256" in line:
       fingerprints[line.split("]")[0] + "]"] = line.rsplit(" ", 1)[1]
   assert set(fingerprints) == {"[worker 0]", "[worker 1]"}
+  for worker in (0, 1):
+    assert f"worker {worker}: resumed from the backup at epoch 2" in log, log[-5000:]
   assert len(set(fingerprints.values())) == 1, fingerprints
   with open(os.path.join(out, "history.csv")) as f:
     assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]

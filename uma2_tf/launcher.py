@@ -74,10 +74,14 @@ class Job:
         print(f"[{label}] {line}", flush=True)
 
   def stop(self, grace_seconds: float) -> None:
-    """SIGTERM to every process still running (and its children), SIGKILL after the grace period."""
+    """SIGINT to every process still running (and its children), SIGKILL after the grace period.
+
+    Not SIGTERM: in a multi_worker process TensorFlow's coordination service takes SIGTERM as a
+    preemption notice and keeps training, so a SIGTERM'd worker runs on until it is killed.
+    """
     for _, process in self.processes:
       if process.poll() is None:
-        _signal_group(process, signal.SIGTERM)
+        _signal_group(process, signal.SIGINT)
     deadline = time.monotonic() + grace_seconds
     for _, process in self.processes:
       try:

@@ -185,6 +185,22 @@ class EvaluationCallback(keras.callbacks.Callback):
                            if k.endswith("@100")), time.perf_counter() - start)
 
 
+class ResumeLogger(keras.callbacks.Callback):
+  """Logs where training starts when BackupAndRestore resumed a killed run (not at epoch 1)."""
+
+  def __init__(self, task: distribute.Task):
+    super().__init__()
+    self.task = task
+    self.first_epoch = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.first_epoch is None:
+      self.first_epoch = epoch
+      if epoch > 0:
+        logging.info("%s %d: resumed from the backup at epoch %d", self.task.type, self.task.index,
+                     epoch + 1)
+
+
 def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator | None = None,
           strategy: tf.distribute.Strategy | None = None, task: distribute.Task | None = None) -> dict:
   """Trains, evaluates, writes every result file; returns the final metrics dict.
@@ -263,6 +279,7 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
       # Under multi_worker these three write the chief's files and a temporary copy elsewhere.
       keras.callbacks.BackupAndRestore(os.path.join(out, "backup"),
                                        save_freq="epoch" if asynchronous else config.backup_every_steps),
+      ResumeLogger(task),
       keras.callbacks.ModelCheckpoint(os.path.join(out, "checkpoints", "epoch-{epoch:02d}"),
                                       save_weights_only=True),
       keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=100),

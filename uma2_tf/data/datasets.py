@@ -74,20 +74,21 @@ def _register_builders() -> None:
 def builder(name: str, data_dir: str):
   """The TFDS builder for `name` (e.g. `uma2_simulated/tiny`) rooted at `data_dir`.
 
-  A config made for one user's files (`request_logs/<name>`, see `pipelines/prepare.py`) is not
-  registered: once built, its builder is read back from its directory.
+  A config made for one user's files (`request_logs/<name>`, see `pipelines/prepare.py`, or a
+  `recflow` config with other dates) is not registered: once built, its builder is read back from
+  its directory.
   """
   import tensorflow_datasets as tfds
 
   _register_builders()
-  prepared = _prepared_directory(name, data_dir)
   try:
-    if prepared is not None and name.split("/")[0] == "request_logs":
-      return tfds.builder_from_directory(prepared)
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"unknown dataset {name!r}: {e}") from None
   except ValueError as e:  # Unknown builder config.
+    prepared = _prepared_directory(name, data_dir)
+    if prepared is not None:
+      return tfds.builder_from_directory(prepared)
     if name.split("/")[0] == "request_logs":
       raise DatasetNotBuiltError(
           f"dataset {name} is not built under {data_dir}; build it with `python -m pipelines.prepare "

@@ -16,6 +16,19 @@ Strategies (paper Table 1), all with the same number of negatives per positive:
                  with the space it falls in, so the mix follows the spaces' sizes
   ss_abc_fixed   A:B:C in a fixed ratio, 1:4:20 by default (UMA²'s choice)
 
+B restricted by stage: on logs that say which pipeline stage each recalled item reached
+(`LogSchema.stages`, e.g. RecFlow's `prerank_neg` .. `rerank_pos`), `SamplingConfig.b_stages` keeps in
+the B pool only the recalled-unexposed items whose `recalled_stage` is one of the named stages
+(`b_stages=("rank_neg",)`: the "hard negatives from ranking" of two-tower practice). Items of the
+other stages are still recalled, so they are never drawn as C either; they are simply not used.
+`b_stages` shapes the pool that `ss_ab` and `ss_abc_fixed` draw B from; `ss_abc_random` labels its
+uniform draws with the unrestricted spaces. Empty `b_stages` (the default): every recalled-unexposed
+item is B.
+
+Logs without a recall log (`LogSchema.has_recall_log` False, e.g. exposure-only logs) have no space
+B: asking for B there (`ss_ab`, or `ss_abc_fixed` with a B part in `ratio`) is a ValueError from
+`make_training_dataset`, never silently padded.
+
 A pool smaller than asked is sampled with replacement; an empty pool leaves its slots padded (item
 0) and masked. Both cases are counted per example in `fill_events` (see `FILL_EVENTS`), so a
 report can say how often they happen; nothing is silently replaced by another space.
@@ -82,6 +95,8 @@ class SamplingConfig:
     max_history: history length kept per example (the newest clicks).
     requests_per_batch: requests sampled together in one vectorised step.
     seed: seed of every random choice of the pipeline.
+    b_stages: stage names (of the dataset's `LogSchema.stages`) whose recalled-unexposed items form
+      the B pool; empty: every recalled-unexposed item.
   """
 
   strategy: str = "ss_abc_fixed"
@@ -93,8 +108,15 @@ class SamplingConfig:
   max_history: int = 50
   requests_per_batch: int = 256
   seed: int = 0
+  b_stages: tuple[str, ...] = ()
 
   def __post_init__(self):
+    if isinstance(self.b_stages, str):
+      raise ValueError(f"b_stages must be a sequence of stage names, got the string {self.b_stages!r}")
+    object.__setattr__(self, "b_stages", tuple(self.b_stages))  # A list from JSON or flags.
+    if not all(isinstance(s, str) and s for s in self.b_stages) or \
+        len(set(self.b_stages)) != len(self.b_stages):
+      raise ValueError(f"b_stages must be distinct non-empty stage names, got {self.b_stages}")
     if self.strategy not in STRATEGIES:
       raise ValueError(f"sampling strategy must be one of {STRATEGIES}, got {self.strategy!r}")
     if self.c_distribution not in C_DISTRIBUTIONS:
@@ -120,6 +142,37 @@ class SamplingConfig:
     weights = self.ratio if self.strategy == "ss_abc_fixed" else (self.ratio[0], self.ratio[1], 0)
     return _largest_remainder(weights, n)
 
+  def asks_for_b(self) -> bool:
+    """Whether the strategy draws from space B (`ss_ab`, or `ss_abc_fixed` with a B part)."""
+    return self.strategy in ("ss_ab", "ss_abc_fixed") and self.ratio[1] > 0
+
+
+def check_config_for_schema(config: SamplingConfig, schema: schema_lib.LogSchema,
+                            dataset_name: str = "the dataset") -> tuple[int, ...]:
+  """Raises ValueError when `config` asks for something the dataset's logs do not have.
+
+  Returns the stage ids (1-based indices into `schema.stages`) of `config.b_stages`; () for all.
+  """
+  stages = tuple(schema.stages)
+  if not schema.has_recall_log and config.asks_for_b():
+    n = config.num_negatives
+    raise ValueError(
+        f"{dataset_name} has no space B (no recall log: its records' recall set is only the "
+        f"exposure), but strategy {config.strategy} with ratio {':'.join(map(str, config.ratio))} "
+        f"asks for B negatives; use A and C only, e.g. --strategy_name=ss_abc_fixed "
+        f"--ratio=1,0,{max(n - 1, 1)} (or ss_a / ss_abc_random)")
+  if not config.b_stages:
+    return ()
+  if not stages:
+    raise ValueError(
+        f"b_stages={list(config.b_stages)} needs a dataset that records the pipeline stage of each "
+        f"recalled item, but {dataset_name}'s schema has no stages (e.g. recflow has them)")
+  unknown = [s for s in config.b_stages if s not in stages]
+  if unknown:
+    raise ValueError(f"b_stages names unknown stage(s) {unknown}; {dataset_name} has the stages "
+                     f"{list(stages)}")
+  return tuple(stages.index(s) + 1 for s in config.b_stages)
+
 
 def _largest_remainder(weights: Sequence[int], total: int) -> tuple[int, ...]:
   quotas = [w * total / sum(weights) for w in weights]
@@ -138,15 +191,26 @@ class NegativeSampler:
     num_items: item-id vocabulary size (ids 1..num_items-1 are items, 0 is padding).
     user_features: names of the categorical user fields carried into each example.
     click_count: int[num_items] training clicks per item (needed for `popularity` C sampling).
+    stages: the dataset's `LogSchema.stages`; needed when `config.b_stages` is set (the records
+      then carry `recalled_stage`).
 
   Call it on the dict `schema.parse_requests` returns, with a stateless seed (int64[2]).
   """
 
   def __init__(self, config: SamplingConfig, num_items: int, user_features: Sequence[str] = (),
-               click_count: Optional[np.ndarray] = None):
+               click_count: Optional[np.ndarray] = None, stages: Sequence[str] = ()):
     import tensorflow as tf
 
     self.config = config
+    self.b_stage_ids = ()
+    if config.b_stages:
+      stages = tuple(stages)
+      if not stages:
+        raise ValueError(f"b_stages={list(config.b_stages)} needs the dataset's stages; it has none")
+      unknown = [s for s in config.b_stages if s not in stages]
+      if unknown:
+        raise ValueError(f"b_stages names unknown stage(s) {unknown}; the stages are {list(stages)}")
+      self.b_stage_ids = tuple(stages.index(s) + 1 for s in config.b_stages)
     self.num_items = int(num_items)
     self.user_features = tuple(user_features)
     self.counts = config.space_counts()
@@ -181,7 +245,15 @@ class NegativeSampler:
     is_click = tf.equal(requests[schema_lib.CLICKED], 1)
     positives = tf.ragged.boolean_mask(exposed, is_click)
     a_pool = tf.ragged.boolean_mask(exposed, tf.logical_not(is_click))
-    b_pool = tf.ragged.boolean_mask(recalled, tf.logical_not(_row_isin(recalled, exposed, self.num_items)))
+    unexposed = tf.logical_not(_row_isin(recalled, exposed, self.num_items))
+    if self.b_stage_ids:
+      stage = tf.cast(requests[schema_lib.RECALLED_STAGE].flat_values, tf.int64)
+      in_stages = tf.reduce_any(
+          tf.equal(stage[:, tf.newaxis], tf.constant(self.b_stage_ids, tf.int64)[tf.newaxis, :]), axis=1)
+      b_pool_mask = unexposed.with_flat_values(tf.logical_and(unexposed.flat_values, in_stages))
+    else:
+      b_pool_mask = unexposed
+    b_pool = tf.ragged.boolean_mask(recalled, b_pool_mask)
 
     row = positives.value_rowids()  # Request of each positive.
     pos_items = positives.flat_values
@@ -214,7 +286,9 @@ class NegativeSampler:
       c_pad = tf.cast(tf.reduce_any(tf.logical_not(mask), axis=1), tf.int32)
       if cfg.strategy == "ss_abc_random":
         in_a = _isin_rows(row, items, a_pool, self.num_items)
-        in_b = _isin_rows(row, items, b_pool, self.num_items)
+        # The unrestricted B (recalled, not exposed): b_stages only shapes the pool drawn from.
+        full_b = tf.ragged.boolean_mask(recalled, unexposed) if self.b_stage_ids else b_pool
+        in_b = _isin_rows(row, items, full_b, self.num_items)
         space = tf.where(in_a, SPACE_A, tf.where(in_b, SPACE_B, SPACE_C))
         neg_recalled = tf.cast(in_a | in_b, tf.float32)
         neg_exposed = tf.cast(in_a, tf.float32)
@@ -349,9 +423,10 @@ def make_training_dataset(dataset, config: SamplingConfig, batch_size: int, *, s
 
   if split not in dataset.split_files:
     raise ValueError(f"{dataset.name} has no split {split!r}; it has {sorted(dataset.split_files)}")
+  check_config_for_schema(config, dataset.schema, dataset.name)
   pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
   sampler = NegativeSampler(config, dataset.schema.num_items, dataset.schema.user_feature_names,
-                            dataset.catalog.click_count)
+                            dataset.catalog.click_count, stages=dataset.schema.stages)
   requests = datasets.read_requests(
       dataset.split_files[split], dataset.schema, config.requests_per_batch,
       shuffle_buffer=shuffle_buffer if shuffle else 0, seed=config.seed + 1000 * pipeline_id,
