@@ -153,7 +153,6 @@ def check_config_for_schema(config: SamplingConfig, schema: schema_lib.LogSchema
 
   Returns the stage ids (1-based indices into `schema.stages`) of `config.b_stages`; () for all.
   """
-  stages = tuple(schema.stages)
   if not schema.has_recall_log and config.asks_for_b():
     n = config.num_negatives
     raise ValueError(
@@ -161,17 +160,23 @@ def check_config_for_schema(config: SamplingConfig, schema: schema_lib.LogSchema
         f"exposure), but strategy {config.strategy} with ratio {':'.join(map(str, config.ratio))} "
         f"asks for B negatives; use A and C only, e.g. --strategy_name=ss_abc_fixed "
         f"--ratio=1,0,{max(n - 1, 1)} (or ss_a / ss_abc_random)")
-  if not config.b_stages:
+  return stage_ids(config.b_stages, schema.stages, dataset_name)
+
+
+def stage_ids(b_stages: Sequence[str], stages: Sequence[str], dataset_name: str = "the dataset") -> tuple[int, ...]:
+  """The `recalled_stage` values (1-based indices into `stages`) of the stage names `b_stages`."""
+  stages = tuple(stages)
+  if not b_stages:
     return ()
   if not stages:
     raise ValueError(
-        f"b_stages={list(config.b_stages)} needs a dataset that records the pipeline stage of each "
+        f"b_stages={list(b_stages)} needs a dataset that records the pipeline stage of each "
         f"recalled item, but {dataset_name}'s schema has no stages (e.g. recflow has them)")
-  unknown = [s for s in config.b_stages if s not in stages]
+  unknown = [s for s in b_stages if s not in stages]
   if unknown:
     raise ValueError(f"b_stages names unknown stage(s) {unknown}; {dataset_name} has the stages "
                      f"{list(stages)}")
-  return tuple(stages.index(s) + 1 for s in config.b_stages)
+  return tuple(stages.index(s) + 1 for s in b_stages)
 
 
 def _largest_remainder(weights: Sequence[int], total: int) -> tuple[int, ...]:
@@ -202,15 +207,7 @@ class NegativeSampler:
     import tensorflow as tf
 
     self.config = config
-    self.b_stage_ids = ()
-    if config.b_stages:
-      stages = tuple(stages)
-      if not stages:
-        raise ValueError(f"b_stages={list(config.b_stages)} needs the dataset's stages; it has none")
-      unknown = [s for s in config.b_stages if s not in stages]
-      if unknown:
-        raise ValueError(f"b_stages names unknown stage(s) {unknown}; the stages are {list(stages)}")
-      self.b_stage_ids = tuple(stages.index(s) + 1 for s in config.b_stages)
+    self.b_stage_ids = stage_ids(config.b_stages, stages)
     self.num_items = int(num_items)
     self.user_features = tuple(user_features)
     self.counts = config.space_counts()
