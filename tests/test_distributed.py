@@ -242,3 +242,19 @@ def test_a_parameter_server_job_shards_tables_and_exports_them_whole(tiny_data_d
   # The export (an unsharded model loaded from the run's checkpoint) holds the same embeddings.
   assert report["item_embedding_max_abs_diff"] <= 1e-6 * report["item_embedding_scale"]
   assert report["recall@100"] > 0
+
+
+def test_a_parameter_server_job_runs_from_the_launcher(tiny_data_dir, tmp_path):
+  """`make train-distributed STRATEGY=parameter_server`: the chief trains and writes the run, the
+  worker and ps processes serve the cluster and are stopped once the chief has finished."""
+  out = str(tmp_path / "ps")
+  job = _launch(["--strategy=parameter_server", "--workers=1", "--ps=2"],
+                [f"--data_dir={tiny_data_dir}", "--dataset=uma2_simulated/tiny", f"--output_dir={out}",
+                 "--epochs=1", "--batch_size=256", "--early_stopping_patience=0"])
+  log, _ = job.communicate(timeout=600)
+  assert job.returncode == 0, log[-5000:]
+  assert "serving the cluster as ps 1" in log and "serving the cluster as worker 0" in log
+  with open(os.path.join(out, "metrics.json")) as f:
+    run = json.load(f)["run"]
+  assert run["strategy"] == "parameter_server" and run["epochs_run"] == 1
+  assert sorted(run["sharded_variables"].values()) == [[301, 300], [501, 500]]

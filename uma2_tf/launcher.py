@@ -140,7 +140,9 @@ def launch(strategy: str, workers: int, ps: int, train_args: list[str], host: st
   previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
   try:
     job = Job(commands)
-    return job.wait(must_finish, grace_seconds)
+    # A parameter_server job's worker and ps processes only serve the chief's session and hold
+    # nothing to save; blocked in `Server.join`, they would sit out the grace period.
+    return job.wait(must_finish, 0.0 if strategy == "parameter_server" else grace_seconds)
   finally:
     signal.signal(signal.SIGTERM, previous)
 
