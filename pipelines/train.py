@@ -133,6 +133,9 @@ def main(argv):
     dataset = datasets.load(config.dataset, config.data_dir)
     # B asked of logs without a recall log, unknown --b_stages: one line here, not a traceback later.
     sampling.check_config_for_schema(config.sampling, dataset.schema, config.dataset)
+    if max(config.eval_ks) >= dataset.schema.num_items:
+      raise ValueError(f"--eval_ks: the largest K ({max(config.eval_ks)}) must be below the corpus size "
+                       f"of {config.dataset} ({dataset.schema.num_items - 1} items)")
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

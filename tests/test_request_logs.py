@@ -162,3 +162,11 @@ def test_a_malformed_file_stops_the_build_with_one_line(tmp_path, layout, table,
   assert result.returncode == 2, result.stderr[-3000:]
   assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
   assert not (tmp_path / "tfds" / "request_logs" / "broken" / "1.0.0").exists()
+
+
+def test_eval_ks_beyond_the_corpus_is_one_flag_error(built_logs, tmp_path):
+  result = subprocess.run([sys.executable, "-m", "pipelines.train", "--dataset=request_logs/one_row",
+                           f"--data_dir={built_logs}", f"--output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert "--eval_ks: the largest K (200) must be below the corpus size" in result.stderr
