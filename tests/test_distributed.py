@@ -77,6 +77,8 @@ def test_the_chief_is_the_chief_task_or_else_worker_0(monkeypatch):
   assert distribute.current_task() == distribute.Task("worker", 0, True, 2)
   _set_tf_config(monkeypatch, {"cluster": workers, "task": {"type": "worker", "index": 1}})
   assert not distribute.current_task().is_chief
+  _set_tf_config(monkeypatch, {"cluster": {"chief": ["h:0"], **workers}, "task": {"type": "worker", "index": 0}})
+  assert distribute.current_task() == distribute.Task("worker", 0, False, 3)  # the chief trains too
   cluster = {"chief": ["h:0"], "worker": ["h:1"], "ps": ["h:2", "h:3"]}
   _set_tf_config(monkeypatch, {"cluster": cluster, "task": {"type": "chief", "index": 0}})
   assert distribute.current_task() == distribute.Task("chief", 0, True, 1)

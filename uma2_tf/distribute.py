@@ -99,7 +99,9 @@ def current_task() -> Task:
   kind, index = task["type"], int(task["index"])
   has_chief = bool(cluster.get("chief"))
   is_chief = kind == "chief" or (not has_chief and kind == "worker" and index == 0)
-  return Task(type=kind, index=index, is_chief=is_chief, num_workers=len(cluster.get("worker", [])))
+  # A chief trains beside the workers under multi_worker; with parameter servers it coordinates.
+  trainers = len(cluster.get("worker", [])) + (0 if cluster.get("ps") else len(cluster.get("chief", [])))
+  return Task(type=kind, index=index, is_chief=is_chief, num_workers=trainers)
 
 
 def check_cluster(name: str) -> dict:
