@@ -332,6 +332,8 @@ def _read_all_stage(path: str) -> tuple[dict, dict]:
 
 
 def _read_request_id_dict(path: str) -> tuple[dict, dict]:
+  # RecFlow ships these as pickles, and unpickling runs code the file names: read only files from
+  # the dataset's own release (the manual dir is trusted input, like any TFDS manual download).
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such file (RecFlow layout: see uma2_tf/data/recflow.py)")
   try:
