@@ -282,17 +282,22 @@ def test_towers_are_registered():
 # --- Both towers in the UMA² model --------------------------------------------------------------
 
 
+
+def small_world(num_users: int, num_items: int, ages: int, categories: int):
+  """A schema and catalog with one user feature (age) and one item feature (category = id mod)."""
+  schema = schema_lib.LogSchema(num_users=num_users, num_items=num_items, user_features={"age": ages},
+                                item_features={"category": categories})
+  catalog = schema_lib.ItemCatalog(features={"category": np.arange(num_items) % categories},
+                                   click_count=np.zeros(num_items, np.int64),
+                                   exposure_count=np.zeros(num_items, np.int64))
+  return schema, catalog
+
 def uma2_model(tower, use_nsdn, share_embeddings=True):
   from uma2_tf.data import sampling
   from uma2_tf.models.tasks import LossConfig, UMA2Task
   from uma2_tf.models.uma2 import UMA2Model
 
-  n = 21
-  schema = schema_lib.LogSchema(num_users=6, num_items=n, user_features={"age": 4},
-                                item_features={"category": 5})
-  catalog = schema_lib.ItemCatalog(features={"category": np.arange(n) % 5},
-                                   click_count=np.zeros(n, np.int64),
-                                   exposure_count=np.zeros(n, np.int64))
+  schema, catalog = small_world(num_users=6, num_items=21, ages=4, categories=5)
   kwargs = {"factor_dim": 8} if tower == "fm" else {"hidden": (16,), "output_dim": 8}
   model = UMA2Model(towers.build_tower(tower, schema, catalog, **kwargs),
                     UMA2Task(LossConfig(use_nsdn=use_nsdn)), share_embeddings=share_embeddings)
@@ -400,12 +405,7 @@ def test_export_refuses_a_multi_interest_tower(tmp_path):
 def test_fm_exports_as_a_single_vector_tower(tmp_path):
   # The multi-interest check calls the tower once: a single-vector tower still exports, and its
   # query model answers like the tower. (ScaNN needs more than 3 items: a 60-item catalog.)
-  n = 60
-  schema = schema_lib.LogSchema(num_users=3, num_items=n, user_features={"age": 3},
-                                item_features={"category": 3})
-  catalog = schema_lib.ItemCatalog(features={"category": np.arange(n) % 3},
-                                   click_count=np.zeros(n, np.int64),
-                                   exposure_count=np.zeros(n, np.int64))
+  schema, catalog = small_world(num_users=3, num_items=60, ages=3, categories=3)
   tower = fm_lib.FM(schema, catalog, factor_dim=3)
   version_dir = export.write_version(export.ExportConfig(export_dir=str(tmp_path)), tower, schema,
                                      max_history=3)

@@ -134,7 +134,7 @@ class Evaluator:
     (every recalled item is exposed), is left out: only `er` is returned."""
     if model.nsdn is None:
       return {}
-    has_b = getattr(self.dataset.schema, "has_recall_log", True)
+    has_b = self.dataset.schema.has_recall_log
     config = sampling.SamplingConfig(seed=12345) if has_b else sampling.SamplingConfig(
         ratio=(1, 0, 24), seed=12345)
     ds = sampling.make_training_dataset(self.dataset, config, batch_size=1024, split=self.split,

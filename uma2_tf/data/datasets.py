@@ -96,6 +96,20 @@ def builder(name: str, data_dir: str):
     raise ValueError(f"dataset {name!r}: {e}") from None
 
 
+def manual_dir(dl_manager) -> str:
+  """The TFDS manual dir a builder was given, or "" when none was.
+
+  TFDS's own `dl_manager.manual_dir` raises an AssertionError holding the builder's whole download
+  instructions when the dir is missing; builders name the files they expect instead.
+  """
+  manual = getattr(dl_manager, "_manual_dir", None)
+  try:
+    manual = dl_manager.manual_dir
+  except AssertionError:
+    pass
+  return str(manual) if manual else ""
+
+
 def _prepared_directory(name: str, data_dir: str) -> str | None:
   """`data_dir/<builder>/<config>/<newest version>` if it holds a prepared dataset, else None."""
   if "/" not in name:

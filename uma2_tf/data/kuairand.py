@@ -98,7 +98,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from uma2_tf.data import logs
+from uma2_tf.data import datasets, logs
 from uma2_tf.data import schema as schema_lib
 
 HOMEPAGE = "https://kuairand.com"
@@ -228,14 +228,7 @@ class KuaiRandTables:
 
 def manual_directory(dl_manager, files: Files) -> str:
   """The manual dir, or one FileNotFoundError naming the files missing and where to get them."""
-  # TFDS's own check raises an AssertionError holding the whole instructions; the files expected
-  # are what a user needs, so they are named here.
-  manual = getattr(dl_manager, "_manual_dir", None)
-  try:
-    manual = dl_manager.manual_dir
-  except AssertionError:
-    pass
-  directory = str(manual) if manual else ""
+  directory = datasets.manual_dir(dl_manager)
   check_files(directory, files)
   return directory
 

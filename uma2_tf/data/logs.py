@@ -319,14 +319,15 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
       summary[f"{split}_{key}"] = value
   schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE), json.dumps(summary, indent=2))
 
-  def generate(split: str):
-    validator = validation.RecordValidator(schema, policy="error", source=source)
-    for record in records[split]:
+  # Every record is validated now, once, before TFDS writes a shard: a bad record fails the whole
+  # preparation instead of leaving some splits written.
+  validator = validation.RecordValidator(schema, policy="error", source=source)
+  for split_records in records.values():
+    for record in split_records:
       validator.check(record)
+
+  def generate(split: str):
+    for record in records[split]:
       yield int(record[schema_lib.REQUEST_ID]), record
 
-  # Validate everything now, before TFDS writes a shard: a bad record fails the whole preparation.
-  for split in splits:
-    for _ in generate(split):
-      pass
   return {split: generate(split) for split in splits}

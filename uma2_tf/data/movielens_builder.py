@@ -116,14 +116,8 @@ class Uma2Movielens(tfds.core.GeneratorBasedBuilder):
 
 def ratings_path(dl_manager, filename: str) -> str:
   """`<manual dir>/<filename>`, or one FileNotFoundError naming that path and where to get it."""
-  # TFDS's own manual_dir check raises an AssertionError with the whole instructions; the path
-  # expected is what a user needs, so it is named here (the manual dir passed, or TFDS's default).
-  manual = getattr(dl_manager, "_manual_dir", None)
-  try:
-    manual = dl_manager.manual_dir
-  except AssertionError:
-    pass
-  path = os.path.join(str(manual), filename) if manual else filename
+  manual = datasets.manual_dir(dl_manager)
+  path = os.path.join(manual, filename) if manual else filename
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"{path}: no MovieLens ratings file; download ml-100k from "

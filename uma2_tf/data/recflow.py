@@ -100,7 +100,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from uma2_tf.data import logs
+from uma2_tf.data import datasets, logs
 from uma2_tf.data import schema as schema_lib
 
 LABELS = ("effective_view", "long_view", "like")
@@ -231,18 +231,14 @@ class Recflow(tfds.core.GeneratorBasedBuilder):
 
 
 def _manual_dir(dl_manager) -> str:
-  manual = None
-  try:
-    manual = dl_manager.manual_dir
-  except AssertionError:  # TFDS's own "manual dir missing" check.
-    pass
-  if not manual or not os.path.isdir(str(manual)):
+  manual = datasets.manual_dir(dl_manager)
+  if not manual or not os.path.isdir(manual):
     raise FileNotFoundError(
-        f"recflow: the manual dir {str(manual) if manual else '(none given)'} does not exist; download "
+        f"recflow: the manual dir {manual or '(none given)'} does not exist; download "
         "RecFlow (https://github.com/RecFlow-ICLR/RecFlow, 'Download the data') and pass the directory "
         "holding realshow/ and all_stage/: python -m pipelines.prepare --dataset=recflow/<config> "
         "--manual_dir=<dir>")
-  return str(manual)
+  return manual
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from uma2_tf.data import logs
+from uma2_tf.data import datasets, logs
 from uma2_tf.data import schema as schema_lib
 
 FORMATS = (".csv", ".parquet")
@@ -83,7 +83,7 @@ class RequestLogs(tfds.core.GeneratorBasedBuilder):
             config.user_features, config.stages, config.has_recall_log)))
 
   def _split_generators(self, dl_manager):
-    directory = str(dl_manager.manual_dir)
+    directory = datasets.manual_dir(dl_manager)
     tables = read_tables(directory)
     config = self.builder_config
     declared = (config.user_features, config.stages, config.has_recall_log)
