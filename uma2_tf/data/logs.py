@@ -47,13 +47,14 @@ field `recalled_stage` (int64[], aligned with `recalled`, values 1..len(stages),
 schema has `LogSchema.stages`, and `schema_lib.RECALLED_STAGE == "recalled_stage"`; `parse_requests`
 parses it as a ragged int64 list.
 
-TFDS builders live in `uma2_tf/data/<name>.py`; `uma2_tf/data/datasets.py` registers them by
-importing the modules `uma2_tf.data.recflow` and `uma2_tf.data.kuairand` (already wired by the lead).
-Builders read the user's files from TFDS `manual_dir`
-(`tfds.download.DownloadConfig(manual_dir=...)`); `python -m pipelines.prepare --dataset=recflow/tiny
---manual_dir=DIR --data_dir=DIR` (being written by the lead) builds any of them. Look at
-`uma2_tf/data/movielens_builder.py` for how this repo writes a TFDS builder whose vocab sizes are
-only known at build time, and at `tests/conftest.py` / `tests/test_movielens.py` for test style.
+A `split` column in the requests table, where set, sends a request to that split whatever its date
+(KuaiRand's random-log requests share their dates with `test`).
+
+TFDS builders of real logs live in `uma2_tf/data/<name>.py` and are registered by
+`datasets.REAL_LOG_BUILDERS`. They read the user's files from TFDS's manual dir
+(`datasets.manual_dir(dl_manager)`); `python -m pipelines.prepare --dataset=<name>/<config>
+--manual_dir=DIR` builds any of them. Everything is held in memory on one machine: fine for a
+company's sample or KuaiRand-Pure, a large machine for RecFlow's 37 days.
 """
 from __future__ import annotations
 
