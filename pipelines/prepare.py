@@ -4,7 +4,12 @@
     python -m pipelines.prepare --dataset=recflow/default --manual_dir=/data/RecFlow
     python -m pipelines.prepare --dataset=kuairand/pure --manual_dir=/data/KuaiRand-Pure/data
 
-Then train on it with `python -m pipelines.train --dataset=<the same name>`. For `request_logs`
+RecFlow's 37 days can be prepared by an Apache Beam pipeline instead (`pip install -e '.[beam]'`):
+
+    python -m pipelines.prepare --dataset=recflow/default --manual_dir=/data/RecFlow \
+        --beam_pipeline_options=runner=DirectRunner,direct_num_workers=8,direct_running_mode=multi_processing
+
+(Dataflow, Flink and Spark: README, "Preparing RecFlow with Apache Beam".) Then train on it with `python -m pipelines.train --dataset=<the same name>`. For `request_logs`
 the config name is yours: its fields (user features, stages, whether there is a recall log) are
 read from the files. The build is TFDS's: into a temporary directory renamed when complete, so a
 failed build leaves nothing a trainer would read. A malformed file stops it with one line naming the
@@ -23,6 +28,32 @@ flags.DEFINE_string("dataset", None, "TFDS name with config: request_logs/<any n
                     "kuairand/<config>.")
 flags.DEFINE_string("manual_dir", None, "Directory holding the dataset's files.")
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
+flags.DEFINE_string("beam_pipeline_options", None,
+                    "Prepare with Apache Beam (recflow only; needs the [beam] extra): the pipeline's "
+                    "options as comma-separated key=value pairs, as `tfds build` takes them, e.g. "
+                    "runner=DirectRunner or runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp.")
+
+BEAM_BUILDERS = ("recflow",)
+
+
+def beam_options(text: str):
+  """`--beam_pipeline_options` -> PipelineOptions. Built from the flag alone: never from sys.argv,
+  which holds this program's own flags."""
+  pairs = [p.strip() for p in text.split(",") if p.strip()]
+  bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]
+  if not pairs or bad:
+    raise ValueError(f"--beam_pipeline_options must be comma-separated key=value pairs (e.g. "
+                     f"runner=DirectRunner), got {text!r}")
+  try:
+    from apache_beam.options.pipeline_options import PipelineOptions
+  except ImportError:
+    raise ValueError("--beam_pipeline_options needs Apache Beam: pip install -e '.[beam]'") from None
+  options = PipelineOptions(flags=[f"--{p}" for p in pairs])
+  # Beam only warns about an option it does not know; a misspelt runner would then run locally.
+  unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
+  if unknown:
+    raise ValueError(f"--beam_pipeline_options: Beam has no option(s) {unknown}")
+  return options
 
 
 def main(argv):
@@ -42,7 +73,24 @@ def main(argv):
     if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
       raise ValueError(f"--manual_dir must be the directory holding the files, got {manual_dir!r}")
     manual_dir = os.path.expanduser(manual_dir)
-    if name.split("/")[0] == "request_logs":
+    use_beam = FLAGS.beam_pipeline_options is not None
+    if use_beam and name.split("/")[0] not in BEAM_BUILDERS:
+      raise ValueError(f"--beam_pipeline_options: Beam preparation is written for {', '.join(BEAM_BUILDERS)}; "
+                       f"{name.split('/')[0]} is prepared in memory (leave the flag out)")
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=manual_dir, beam_options=beam_options(FLAGS.beam_pipeline_options) if use_beam else None)
+    if use_beam:
+      import logging
+
+      from uma2_tf.data import recflow
+
+      # Beam logs a failing step's traceback, then raises its exception here: a bad log is then
+      # reported once, below; any other exception still ends the program with its traceback.
+      logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+
+      datasets.builder(name, FLAGS.data_dir)  # An unknown config fails here, as without Beam.
+      builder = recflow.RecflowBeam(data_dir=FLAGS.data_dir, config=name.split("/")[1])
+    elif name.split("/")[0] == "request_logs":
       from uma2_tf.data import request_logs
 
       builder = request_logs.RequestLogs(data_dir=FLAGS.data_dir,
@@ -52,7 +100,7 @@ def main(argv):
     if builder.is_prepared():
       print(f"{name} is already built in {builder.data_dir}")
     else:
-      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      builder.download_and_prepare(download_config=download_config)
   except (ValueError, FileNotFoundError, logs.LogFormatError, validation.InvalidRecordError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -329,3 +329,24 @@ def test_configs():
     recflow.RecflowConfig(name="x", train_dates=("2024-01-13",), test_dates=("2024-01-13",))
   assert datasets.builder("recflow/default", "/nonexistent").builder_config.name == "default"
   assert schema_lib.RECALLED_STAGE in datasets.builder("recflow/tiny", "/nonexistent").info.features
+
+
+def test_reads_a_remote_copy_through_gfile_like_local_files():
+  """A path with a scheme (gs://, hdfs://; here TF's in-memory ram://) is read through tf.io.gfile:
+  what a Beam preparation on Dataflow reads the release from."""
+  import tensorflow as tf
+
+  remote = "ram://recflow_fixture"
+  for root, _, files in os.walk(FIXTURE):
+    target = remote + root[len(FIXTURE):]
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+  recflow.check_days(remote, TINY_DATES)
+  for date, stage_source in (("2024-01-14", "all_stage"), ("2024-01-14", "request_id_dict")):
+    local = recflow.read_day(FIXTURE, date, stage_source=stage_source)
+    got = recflow.read_day(remote, date, stage_source=stage_source)
+    pd.testing.assert_frame_equal(got[0], local[0])
+    pd.testing.assert_frame_equal(got[1], local[1])
+  with pytest.raises(FileNotFoundError, match="ram://recflow_fixture/realshow/2024-03-01.feather"):
+    recflow.check_days(remote, ("2024-03-01",))

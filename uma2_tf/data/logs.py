@@ -54,7 +54,9 @@ TFDS builders of real logs live in `uma2_tf/data/<name>.py` and are registered b
 `datasets.REAL_LOG_BUILDERS`. They read the user's files from TFDS's manual dir
 (`datasets.manual_dir(dl_manager)`); `python -m pipelines.prepare --dataset=<name>/<config>
 --manual_dir=DIR` builds any of them. Everything is held in memory on one machine: fine for a
-company's sample or KuaiRand-Pure, a large machine for RecFlow's 37 days.
+company's sample or KuaiRand-Pure, a large machine for RecFlow's 37 days. `logs_beam.write` is the
+same writer as an Apache Beam pipeline (the `[beam]` extra), with the same records and side files;
+`recflow.RecflowBeam` uses it.
 """
 from __future__ import annotations
 
@@ -145,38 +147,51 @@ def check_tables(tables: LogTables, source: str = "log") -> None:
     row = requests[requests["user_id"].isna()].iloc[0]
     raise LogFormatError(f"{source}: requests table: request {row['request_id']}: user_id is missing")
   known_items = set(items[ITEM_ID].tolist())
-  stage_names = set(tables.stages)
   for row in requests.itertuples(index=False):
-    rid = row.request_id
-    if not isinstance(row.date, str) or not _DATE.match(row.date):
-      raise LogFormatError(f"{source}: requests table: request {rid}: 'date' must be a YYYY-MM-DD string, "
-                           f"got {row.date!r}")
-    exposed, clicked = _list(row.exposed, "exposed", rid, source), _list(row.clicked, "clicked", rid, source)
-    if len(clicked) != len(exposed):
-      raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' has {len(clicked)} values "
-                           f"for {len(exposed)} exposed items")
-    if any(c not in (0, 1) for c in clicked):
-      raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' must hold 0/1, got {clicked}")
-    unknown = [i for i in exposed if i not in known_items]
-    if tables.has_recall_log:
-      recalled = _list(getattr(row, RECALLED), RECALLED, rid, source)
-      unknown += [i for i in recalled if i not in known_items]
-      missing = [i for i in exposed if i not in set(recalled)]
-      if missing:
-        raise LogFormatError(f"{source}: requests table: request {rid}: exposed item {missing[0]!r} is not "
-                             f"in '{RECALLED}' (the recall set contains every exposed item)")
-      if tables.stages:
-        stages = _list(getattr(row, RECALLED_STAGE), RECALLED_STAGE, rid, source)
-        if len(stages) != len(recalled):
-          raise LogFormatError(f"{source}: requests table: request {rid}: '{RECALLED_STAGE}' has "
-                               f"{len(stages)} values for {len(recalled)} recalled items")
-        bad = [s for s in stages if s not in stage_names]
-        if bad:
-          raise LogFormatError(f"{source}: requests table: request {rid}: unknown stage {bad[0]!r}; "
-                               f"stages are {list(tables.stages)}")
-    if unknown:
-      raise LogFormatError(f"{source}: requests table: request {rid}: item {unknown[0]!r} is not in the "
-                           "items table")
+    check_request(row.request_id, row.date, row.exposed, row.clicked,
+                  getattr(row, RECALLED) if tables.has_recall_log else None,
+                  getattr(row, RECALLED_STAGE) if tables.stages else None,
+                  known_item=known_items.__contains__, stages=tables.stages, source=source)
+
+
+def check_request(rid, date, exposed, clicked, recalled=None, recalled_stage=None, *, known_item,
+                  stages: Sequence[str] = (), source: str = "log") -> None:
+  """Raises `LogFormatError` when one request row breaks the canonical layout.
+
+  `recalled` is None for logs without a recall log, `recalled_stage` None for logs without stages;
+  `known_item(raw_id)` says whether an item is in the items table. `logs_beam` checks each request
+  with it too.
+  """
+  if not isinstance(date, str) or not _DATE.match(date):
+    raise LogFormatError(f"{source}: requests table: request {rid}: 'date' must be a YYYY-MM-DD string, "
+                         f"got {date!r}")
+  exposed, clicked = _list(exposed, "exposed", rid, source), _list(clicked, "clicked", rid, source)
+  if len(clicked) != len(exposed):
+    raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' has {len(clicked)} values "
+                         f"for {len(exposed)} exposed items")
+  if any(c not in (0, 1) for c in clicked):
+    raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' must hold 0/1, got {clicked}")
+  unknown = [i for i in exposed if not known_item(i)]
+  if recalled is not None:
+    recalled = _list(recalled, RECALLED, rid, source)
+    unknown += [i for i in recalled if not known_item(i)]
+    recall_set = set(recalled)
+    missing = [i for i in exposed if i not in recall_set]
+    if missing:
+      raise LogFormatError(f"{source}: requests table: request {rid}: exposed item {missing[0]!r} is not "
+                           f"in '{RECALLED}' (the recall set contains every exposed item)")
+    if recalled_stage is not None:
+      recalled_stage = _list(recalled_stage, RECALLED_STAGE, rid, source)
+      if len(recalled_stage) != len(recalled):
+        raise LogFormatError(f"{source}: requests table: request {rid}: '{RECALLED_STAGE}' has "
+                             f"{len(recalled_stage)} values for {len(recalled)} recalled items")
+      bad = [s for s in recalled_stage if s not in stages]
+      if bad:
+        raise LogFormatError(f"{source}: requests table: request {rid}: unknown stage {bad[0]!r}; "
+                             f"stages are {list(stages)}")
+  if unknown:
+    raise LogFormatError(f"{source}: requests table: request {rid}: item {unknown[0]!r} is not in the "
+                         "items table")
 
 
 def _list(value, column: str, rid, source: str) -> list:
@@ -196,6 +211,50 @@ def _vocabulary(values) -> dict:
 
 def _is_missing(value) -> bool:
   return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def make_record(*, request_id, day, user, user_features: Mapping[str, int], history: Sequence[int],
+                exposed: np.ndarray, clicked: np.ndarray, recalled: np.ndarray,
+                recalled_stage: Sequence[int] | None, max_history: int) -> dict:
+  """One request record of DESIGN.md §4 from dense ids (shared by `write` and `logs_beam`)."""
+  record = {
+      schema_lib.REQUEST_ID: np.int64(request_id), schema_lib.DAY: np.int64(day),
+      schema_lib.USER_ID: np.int64(user),
+      **{f: np.int64(v) for f, v in user_features.items()},
+      schema_lib.HISTORY: np.array(list(history)[-max_history:], np.int64),
+      schema_lib.EXPOSED: exposed, schema_lib.CLICKED: clicked, schema_lib.RECALLED: recalled,
+  }
+  if recalled_stage is not None:
+    record[schema_lib.RECALLED_STAGE] = np.array(recalled_stage, np.int64)
+  return record
+
+
+def next_history(history: Sequence[int], exposed: np.ndarray, clicked: np.ndarray, max_history: int) -> list:
+  """The user's history after this request: their clicks appended, newest last, the newest kept."""
+  return (list(history) + exposed[clicked == 1].tolist())[-max_history:]
+
+
+def raw_id_arrays(users: Sequence, items: Sequence, user_features: Mapping[str, Sequence],
+                  item_features: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+  """ids.npz's arrays: the raw value of every dense id (index = dense id; "" at the padding id 0)."""
+  def strings(values) -> np.ndarray:
+    return np.array([""] + [str(v) for v in values], dtype=str)
+
+  return {"user_raw_id": strings(users), "item_raw_id": strings(items),
+          **{f"user_feature/{f}": strings(v) for f, v in user_features.items()},
+          **{f"item_feature/{f}": strings(v) for f, v in item_features.items()}}
+
+
+def save_side_files(directory: str, schema: schema_lib.LogSchema, catalog: schema_lib.ItemCatalog, *,
+                    raw_ids: Mapping[str, np.ndarray], stats: Mapping) -> None:
+  """schema.json, catalog.npz, ids.npz and stats.json of a prepared log, each written atomically."""
+  import tensorflow as tf
+
+  tf.io.gfile.makedirs(directory)
+  schema.save(directory)
+  catalog.save(directory)
+  schema_lib.atomic_savez(os.path.join(directory, IDS_FILE), **raw_ids)
+  schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE), json.dumps(stats, indent=2))
 
 
 def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]], *, source: str,
@@ -277,19 +336,15 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
       recalled = exposed.copy()
     user = users[row.user_id]
     history = clicks_so_far.get(user, [])
-    record = {
-        schema_lib.REQUEST_ID: np.int64(row.request_id), schema_lib.DAY: np.int64(day_of_date[row.date]),
-        schema_lib.USER_ID: np.int64(user),
-        **{f: np.int64(user_vocab[f].get(getattr(row, f), 0) if not _is_missing(getattr(row, f)) else 0)
-           for f in tables.user_features},
-        schema_lib.HISTORY: np.array(history[-max_history:], np.int64),
-        schema_lib.EXPOSED: exposed, schema_lib.CLICKED: clicked, schema_lib.RECALLED: recalled,
-    }
-    if tables.stages:
-      record[schema_lib.RECALLED_STAGE] = np.array([stage_index[s] for s in getattr(row, RECALLED_STAGE)],
-                                                   np.int64)
+    record = make_record(
+        request_id=row.request_id, day=day_of_date[row.date], user=user,
+        user_features={f: user_vocab[f].get(getattr(row, f), 0) if not _is_missing(getattr(row, f)) else 0
+                       for f in tables.user_features},
+        history=history, exposed=exposed, clicked=clicked, recalled=recalled,
+        recalled_stage=([stage_index[s] for s in getattr(row, RECALLED_STAGE)] if tables.stages else None),
+        max_history=max_history)
     records[split].append(record)
-    clicks_so_far[user] = (history + exposed[clicked == 1].tolist())[-max_history:]
+    clicks_so_far[user] = next_history(history, exposed, clicked, max_history)
     if split == "train":
       np.add.at(exposure_count, exposed, 1)
       np.add.at(click_count, exposed[clicked == 1], 1)
@@ -299,18 +354,6 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
     counts["clicks"] += int(clicked.sum())
     counts["recalled"] += int(recalled.size)
 
-  os.makedirs(directory, exist_ok=True)
-  schema.save(directory)
-  schema_lib.ItemCatalog(features=features, click_count=click_count,
-                         exposure_count=exposure_count).save(directory)
-  schema_lib.atomic_savez(
-      os.path.join(directory, IDS_FILE),
-      user_raw_id=np.array([""] + [str(u) for u in users], dtype=str),
-      item_raw_id=np.array([""] + [str(i) for i in item_ids], dtype=str),
-      **{f"user_feature/{f}": np.array([""] + [str(v) for v in vocab], dtype=str)
-         for f, vocab in user_vocab.items()},
-      **{f"item_feature/{f}": np.array([""] + [str(v) for v in vocab], dtype=str)
-         for f, vocab in item_vocab.items()})
   summary = {"source": source, "num_users": schema.num_users - 1, "num_items": schema.num_items - 1,
              "num_days": len(day_of_date), "dates": {s: sorted(set(kept.loc[kept[_KEPT_SPLIT] == s, "date"])) for s in splits},
              "has_recall_log": schema.has_recall_log, "stages": list(schema.stages),
@@ -318,7 +361,13 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   for split, counts in stats.items():
     for key, value in counts.items():
       summary[f"{split}_{key}"] = value
-  schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE), json.dumps(summary, indent=2))
+  save_side_files(directory, schema,
+                  schema_lib.ItemCatalog(features=features, click_count=click_count,
+                                         exposure_count=exposure_count),
+                  raw_ids=raw_id_arrays(list(users), list(item_ids),
+                                        {f: list(v) for f, v in user_vocab.items()},
+                                        {f: list(v) for f, v in item_vocab.items()}),
+                  stats=summary)
 
   # Every record is validated now, once, before TFDS writes a shard: a bad record fails the whole
   # preparation instead of leaving some splits written.

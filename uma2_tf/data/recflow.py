@@ -79,14 +79,15 @@ out (nothing to train or test on) and counted.
 Every count (rows read, dropped, missing) and the files read go to `recflow_source.json` beside the
 dataset's `stats.json`; the records, side files and validation are `uma2_tf.data.logs`'.
 
-**Scale.** Each day is read with vectorised numpy (only the columns used), but the whole log is
-then held in memory by `logs.write`: the 1.9B stage samples of the 37 days are several tens of GB of
-item and stage arrays, before the records are built. When that is too much, build fewer days:
-`Recflow(config=RecflowConfig(name=..., train_dates=..., test_dates=...), data_dir=...)`.
-An Apache Beam version of the preparation (a `[beam]` extra) is not written: `read_day` is per day
-and pure, the unit a Beam `Map` would take, but the id remapping and histories of `logs.write` are
-global and in-memory, and apache-beam's pins clash with this project's (it would downgrade
-protobuf 7 -> 6 and pyarrow 26 -> 25).
+**Scale.** Each day is read with vectorised numpy (only the columns used). `Recflow` then holds the
+whole log in memory (`logs.write`): the 1.9B stage samples of the 37 days are several tens of GB of
+item and stage arrays before the records are built. `RecflowBeam` (the `[beam]` extra;
+`pipelines.prepare --beam_pipeline_options=...`) prepares the same dataset as an Apache Beam
+pipeline instead: one worker per day reads it (`read_day`), and `logs_beam.write` builds the
+vocabularies, the histories (per user) and the side files, so no machine holds the whole log.
+Files may sit on any file system TensorFlow reads (gs://, hdfs://: read through tf.io.gfile). Or
+build fewer days: `Recflow(config=RecflowConfig(name=..., train_dates=..., test_dates=...),
+data_dir=...)`.
 """
 from __future__ import annotations
 
@@ -220,10 +221,8 @@ class Recflow(tfds.core.GeneratorBasedBuilder):
     name = f"recflow/{config.name}"
     directory = str(self.data_dir)
     generators = logs.write(directory, tables, config.splits, source=name)
-    source.update(name=name, label=config.label, splits=config.splits,
-                  history="computed from the label's clicks in earlier requests of the days read "
-                          "(seq_effective_50_dict not read)")
-    schema_lib.atomic_write_text(os.path.join(directory, SOURCE_FILE), json.dumps(source, indent=2))
+    _write_source_file(source["days"], directory=directory, manual_dir=manual_dir, name=name,
+                       label=config.label, splits=config.splits)
     return {split: self._generate_examples(examples) for split, examples in generators.items()}
 
   def _generate_examples(self, examples):
@@ -232,7 +231,7 @@ class Recflow(tfds.core.GeneratorBasedBuilder):
 
 def _manual_dir(dl_manager) -> str:
   manual = datasets.manual_dir(dl_manager)
-  if not manual or not os.path.isdir(manual):
+  if not manual or not _isdir(manual):
     raise FileNotFoundError(
         f"recflow: the manual dir {manual or '(none given)'} does not exist; download "
         "RecFlow (https://github.com/RecFlow-ICLR/RecFlow, 'Download the data') and pass the directory "
@@ -245,19 +244,59 @@ def _manual_dir(dl_manager) -> str:
 # Reading the raw files.
 
 
-def _feather_schema(path: str):
+# Files are read from local disk (memory-mapped) or, for a path with a scheme (gs://, s3://, hdfs://),
+# through tf.io.gfile: a Beam preparation on Dataflow reads the release from a bucket.
+
+
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _isfile(path: str) -> bool:
+  if _is_remote(path):
+    import tensorflow as tf
+    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+  return os.path.isfile(path)
+
+
+def _isdir(path: str) -> bool:
+  if _is_remote(path):
+    import tensorflow as tf
+    return tf.io.gfile.isdir(path)
+  return os.path.isdir(path)
+
+
+def _source(path: str):
+  """What pyarrow reads `path` from: the path itself, or the remote file's bytes."""
+  if not _is_remote(path):
+    return path
+  import pyarrow as pa
+  import tensorflow as tf
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return pa.BufferReader(f.read())
+  except tf.errors.OpError as e:
+    raise logs.LogFormatError(f"{path}: cannot be read ({e.message})") from None
+
+
+def _feather_schema(path: str, source):
   import pyarrow as pa
   import pyarrow.feather as feather
 
   try:
-    with pa.OSFile(path, "rb") as f:
-      return pa.ipc.open_file(f).schema
+    if isinstance(source, str):
+      with pa.OSFile(source, "rb") as f:
+        return pa.ipc.open_file(f).schema
+    source.seek(0)
+    return pa.ipc.open_file(source).schema
   except pa.ArrowInvalid:
     pass  # Not Feather v2 (an Arrow IPC file): Feather v1, read whole below.
   except OSError as e:
     raise logs.LogFormatError(f"{path}: cannot be read ({e})") from None
   try:
-    return feather.read_table(path).schema
+    if not isinstance(source, str):
+      source.seek(0)
+    return feather.read_table(source).schema
   except Exception as e:  # pyarrow raises several types for files that are not Feather.
     raise logs.LogFormatError(f"{path}: not a Feather file ({e})") from None
 
@@ -271,9 +310,10 @@ def read_columns(path: str, required: Sequence[str], optional: Sequence[str] = (
   import pyarrow as pa
   import pyarrow.feather as feather
 
-  if not os.path.isfile(path):
+  if not _isfile(path):
     raise FileNotFoundError(f"{path}: no such file (RecFlow layout: see uma2_tf/data/recflow.py)")
-  schema = _feather_schema(path)
+  source = _source(path)
+  schema = _feather_schema(path, source)
   names = set(schema.names)
   missing = [c for c in required if c not in names]
   if missing:
@@ -286,7 +326,11 @@ def read_columns(path: str, required: Sequence[str], optional: Sequence[str] = (
       raise logs.LogFormatError(f"{path}: column '{c}' must hold integers (RecFlow's README: Integer), "
                                 f"got type {kind}")
   try:
-    table = feather.read_table(path, columns=columns, memory_map=True)
+    if isinstance(source, str):
+      table = feather.read_table(source, columns=columns, memory_map=True)
+    else:
+      source.seek(0)
+      table = feather.read_table(source, columns=columns)
   except Exception as e:
     raise logs.LogFormatError(f"{path}: cannot be read ({e})") from None
   out = {}
@@ -330,11 +374,10 @@ def _read_all_stage(path: str) -> tuple[dict, dict]:
 def _read_request_id_dict(path: str) -> tuple[dict, dict]:
   # RecFlow ships these as pickles, and unpickling runs code the file names: read only files from
   # the dataset's own release (the manual dir is trusted input, like any TFDS manual download).
-  if not os.path.isfile(path):
+  if not _isfile(path):
     raise FileNotFoundError(f"{path}: no such file (RecFlow layout: see uma2_tf/data/recflow.py)")
   try:
-    with open(path, "rb") as f:
-      data = pickle.load(f)
+    data = pickle.loads(_read_bytes(path))
   except Exception as e:  # Unpickling raises many types.
     raise logs.LogFormatError(f"{path}: cannot be unpickled ({e})") from None
   if not isinstance(data, Mapping):
@@ -376,9 +419,9 @@ def _read_request_id_dict(path: str) -> tuple[dict, dict]:
 def _stage_file(manual_dir: str, date: str, stage_source: str) -> tuple[str, str]:
   all_stage = os.path.join(manual_dir, "all_stage", f"{date}.feather")
   request_dict = os.path.join(manual_dir, "request_id_dict", f"{date}.pkl")
-  if stage_source == "all_stage" or (stage_source == "auto" and os.path.isfile(all_stage)):
+  if stage_source == "all_stage" or (stage_source == "auto" and _isfile(all_stage)):
     return "all_stage", all_stage
-  if stage_source == "request_id_dict" or os.path.isfile(request_dict):
+  if stage_source == "request_id_dict" or _isfile(request_dict):
     return "request_id_dict", request_dict
   raise FileNotFoundError(f"recflow {date}: neither {all_stage} nor {request_dict} exists; the stage "
                           "samples of a day are in one of them (RecFlow layout: see uma2_tf/data/recflow.py)")
@@ -499,6 +542,8 @@ def read_day(manual_dir: str, date: str, *, label: str = "effective_view",
   requests["recalled_stage"] = (list(np.split(stage_names[rec_code - 1], rec_starts[1:]))
                                 if rec_starts.size else [])
   info["requests"] = int(request_ids.size)
+  logging.info("recflow %s: %d requests, %d stage samples (%s)", date, info["requests"],
+               info["stage_rows"], info["stage_source"])
 
   # Videos: realshow rows first, then stage rows; the first row of a video gives its features.
   vids = np.concatenate([rs["video_id"], st["video_id"]])
@@ -521,14 +566,7 @@ def read_tables(manual_dir: str, dates: Sequence[str], *, label: str = "effectiv
   """The named days of RecFlow as `logs.LogTables`, with a dict describing what was read."""
   import pandas as pd
 
-  if not os.path.isdir(manual_dir):
-    raise FileNotFoundError(f"recflow: {manual_dir} is not a directory (the one holding realshow/ and "
-                            "all_stage/)")
-  missing = [d for d in dates if not os.path.isfile(os.path.join(manual_dir, "realshow", f"{d}.feather"))]
-  if missing:
-    raise FileNotFoundError(f"recflow: {os.path.join(manual_dir, 'realshow', missing[0] + '.feather')} "
-                            f"does not exist ({len(missing)} of the {len(dates)} days asked for are "
-                            f"missing: {missing[:5]}{' ...' if len(missing) > 5 else ''})")
+  check_days(manual_dir, dates)
   day_requests, day_items, days = [], [], []
   seen_rids = np.zeros(0, np.int64)  # Sorted request ids of the days read so far.
   for date in sorted(dates):
@@ -544,19 +582,111 @@ def read_tables(manual_dir: str, dates: Sequence[str], *, label: str = "effectiv
     day_requests.append(requests)
     day_items.append(items)
     days.append(info)
-    logging.info("recflow %s: %d requests, %d stage samples (%s)", date, info["requests"],
-                 info["stage_rows"], info["stage_source"])
   items = pd.concat(day_items, ignore_index=True).drop_duplicates("item_id", keep="first")
   tables = logs.LogTables(requests=pd.concat(day_requests, ignore_index=True),
                           items=items.reset_index(drop=True), user_features=tuple(user_features),
                           item_features=ITEM_FEATURES, stages=STAGES)
-  source = {"manual_dir": manual_dir, "stages": list(STAGES), "days": days}
+  return tables, source_description(manual_dir, days)
+
+
+def check_days(manual_dir: str, dates: Sequence[str]) -> None:
+  """Raises FileNotFoundError, naming the first missing file, unless every day has its realshow file."""
+  if not _isdir(manual_dir):
+    raise FileNotFoundError(f"recflow: {manual_dir} is not a directory (the one holding realshow/ and "
+                            "all_stage/)")
+  missing = [d for d in dates if not _isfile(os.path.join(manual_dir, "realshow", f"{d}.feather"))]
+  if missing:
+    raise FileNotFoundError(f"recflow: {os.path.join(manual_dir, 'realshow', missing[0] + '.feather')} "
+                            f"does not exist ({len(missing)} of the {len(dates)} days asked for are "
+                            f"missing: {missing[:5]}{' ...' if len(missing) > 5 else ''})")
+
+
+def _read_bytes(path: str) -> bytes:
+  if not _is_remote(path):
+    with open(path, "rb") as f:
+      return f.read()
+  import tensorflow as tf
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
+
+
+def source_description(manual_dir: str, days: Sequence[Mapping]) -> dict:
+  """recflow_source.json's description of what was read: the files and counts of each day."""
+  source = {"manual_dir": manual_dir, "stages": list(STAGES), "days": sorted(days, key=lambda d: d["date"])}
   id_cnt = os.path.join(manual_dir, "others", "id_cnt.pkl")
-  if os.path.isfile(id_cnt):
+  if _isfile(id_cnt):
     try:
-      with open(id_cnt, "rb") as f:
-        counts = pickle.load(f)
+      counts = pickle.loads(_read_bytes(id_cnt))
       source["id_cnt"] = {str(k): int(v) for k, v in counts.items()}
     except Exception as e:  # Informational only.
       logging.warning("%s: not read (%s)", id_cnt, e)
-  return tables, source
+  return source
+
+
+# ----------------------------------------------------------------------------------------------
+# The same preparation as an Apache Beam pipeline (the `[beam]` extra).
+
+
+class RecflowBeam(Recflow, skip_registration=True):
+  """`recflow` prepared by an Apache Beam pipeline: the same dataset, on as many workers as the runner has.
+
+      pip install -e '.[beam]'
+      python -m pipelines.prepare --dataset=recflow/default --manual_dir=/data/RecFlow \
+          --beam_pipeline_options=runner=DirectRunner,direct_num_workers=8,direct_running_mode=multi_processing
+
+  Each day is read by one worker (`read_day`: one day's files, vectorised); ids, histories,
+  popularity and the side files are `logs_beam.write`'s. It writes the same directory
+  (`<data_dir>/recflow/<config>/<version>`) with the same records and side files as `Recflow`,
+  which reads it back (`datasets.load("recflow/<config>", data_dir)`). The README's "Preparing
+  RecFlow with Apache Beam" names the Dataflow, Flink and Spark options.
+  """
+
+  name = "recflow"
+
+  def _split_generators(self, dl_manager, pipeline):
+    import apache_beam as beam
+
+    from uma2_tf.data import logs_beam
+
+    config = self.builder_config
+    manual_dir = _manual_dir(dl_manager)
+    dates = sorted({*config.train_dates, *config.test_dates})
+    check_days(manual_dir, dates)  # Before any worker starts: a missing day is a usage error.
+    name = f"recflow/{config.name}"
+    directory = str(self.data_dir)
+    days = (pipeline
+            | "Days" >> beam.Create(dates)
+            | "ReadDay" >> beam.FlatMap(_day_elements, manual_dir=manual_dir, label=config.label,
+                                        user_features=config.user_features,
+                                        stage_source=config.stage_source).with_outputs(
+                                            "items", "info", main="requests"))
+    generators = logs_beam.write(pipeline, directory, days.requests, days.items, splits=config.splits,
+                                 source=name, user_features=config.user_features, item_features=ITEM_FEATURES,
+                                 stages=STAGES, has_recall_log=True)
+    _ = (days.info
+         | "ListDays" >> beam.combiners.ToList()
+         | "WriteSourceFile" >> beam.Map(_write_source_file, directory=directory, manual_dir=manual_dir,
+                                         name=name, label=config.label, splits=config.splits))
+    return generators
+
+
+def _write_source_file(days, *, directory: str, manual_dir: str, name: str, label: str, splits) -> None:
+  source = source_description(manual_dir, days)
+  source.update(name=name, label=label, splits=splits,
+                history="computed from the label's clicks in earlier requests of the days read "
+                        "(seq_effective_50_dict not read)")
+  schema_lib.atomic_write_text(os.path.join(directory, SOURCE_FILE), json.dumps(source, indent=2))
+
+
+def _day_elements(date: str, *, manual_dir: str, label: str, user_features: Sequence[str], stage_source: str):
+  """A date -> its requests (canonical dicts), its videos (tagged "items") and its counts ("info")."""
+  from apache_beam import pvalue
+
+  requests, items, info = read_day(manual_dir, date, label=label, user_features=user_features,
+                                   stage_source=stage_source)
+  yield pvalue.TaggedOutput("info", info)
+  for index, row in enumerate(items.itertuples(index=False)):
+    item = row._asdict()
+    yield pvalue.TaggedOutput("items", (int(item.pop(logs.ITEM_ID)), ((date, index), {
+        f: int(v) for f, v in item.items()})))
+  yield from requests.to_dict("records")

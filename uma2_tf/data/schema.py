@@ -35,6 +35,7 @@ validator checks. Example:
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Mapping
@@ -120,10 +121,12 @@ class LogSchema:
 
   @classmethod
   def load(cls, directory: str) -> "LogSchema":
+    import tensorflow as tf
+
     path = os.path.join(directory, SCHEMA_FILE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f"{path}: no {SCHEMA_FILE}; is {directory} a built uma2_tf dataset?")
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
       return cls.from_json(f.read())
 
 
@@ -195,23 +198,36 @@ class ItemCatalog:
 
   @classmethod
   def load(cls, directory: str) -> "ItemCatalog":
+    import tensorflow as tf
+
     path = os.path.join(directory, CATALOG_FILE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f"{path}: no {CATALOG_FILE}; is {directory} a built uma2_tf dataset?")
-    with np.load(path) as z:
+    with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as z:
       features = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("feature/")}
       return cls(features=features, click_count=z["click_count"], exposure_count=z["exposure_count"])
 
 
-def atomic_write_text(path: str, text: str) -> None:
+# Side files go through tf.io.gfile, so a dataset can be built into (and read from) any file system
+# TensorFlow knows, gs:// included (a Beam preparation on Dataflow writes to a bucket).
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to a temporary file beside `path`, then renames it: never a half-written `path`."""
+  import tensorflow as tf
+
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  with tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(data)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_savez(path: str, **arrays: np.ndarray) -> None:
   """`np.savez` that never leaves a half-written file at `path`."""
-  tmp = path + ".tmp.npz"  # np.savez appends .npz to names without it.
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  atomic_write_bytes(path, buffer.getvalue())
