@@ -19,12 +19,14 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("dataset", "uma2_simulated/default", "Dataset the input benchmarks read.")
-flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training, retrieval, serving.")
+flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training, retrieval, serving, "
+                  "prepare.")
 flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
 flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
 flags.DEFINE_integer("retrieval_queries", 500, "Queries timed per retriever and corpus size.")
 flags.DEFINE_integer("serve_concurrency", 8, "Concurrent clients of the serving benchmark.")
 flags.DEFINE_float("min_seconds", 20.0, "Each throughput measurement runs at least this long.")
+flags.DEFINE_integer("prepare_days", 4, "Days of the synthetic RecFlow release the `prepare` part builds.")
 
 
 def bench_sampling() -> dict:
@@ -240,8 +242,99 @@ def bench_serving() -> dict:
   return results
 
 
+def write_synthetic_recflow(directory: str, *, days: int, requests_per_day: int, exposed: int = 6,
+                            stage_samples: int = 120, num_users: int = 2000, num_videos: int = 200_000,
+                            seed: int = 0) -> tuple:
+  """A RecFlow release in the real layout (realshow/ and all_stage/ Feather files) drawn at random,
+  for timing the preparation at a chosen size. Returns its dates."""
+  import datetime
+
+  import numpy as np
+  import pandas as pd
+
+  from uma2_tf.data import recflow
+
+  rng = np.random.default_rng(seed)
+  first = datetime.date(2024, 1, 13)
+  dates = tuple((first + datetime.timedelta(days=d)).isoformat() for d in range(days))
+  video_features = {c: rng.integers(0, n, num_videos) for c, n in (
+      ("author_id", num_videos // 20), ("category_level_one", 40), ("category_level_two", 400),
+      ("upload_type", 8), ("duration", 600_000))}
+  for sub in ("realshow", "all_stage"):
+    os.makedirs(os.path.join(directory, sub), exist_ok=True)
+  for d, date in enumerate(dates):
+    rids = np.arange(requests_per_day, dtype=np.int64) + d * requests_per_day
+    users = rng.integers(0, num_users, requests_per_day)
+    timestamps = (int(datetime.datetime.fromisoformat(date).timestamp()) * 1000
+                  + np.sort(rng.integers(0, 86_400_000, requests_per_day)))
+    n = requests_per_day * exposed
+    shown = rng.integers(0, num_videos, n)
+    realshow = pd.DataFrame({
+        "request_id": np.repeat(rids, exposed), "request_timestamp": np.repeat(timestamps, exposed),
+        "user_id": np.repeat(users, exposed), "age": np.repeat(users % 7, exposed),
+        "gender": np.repeat(users % 2, exposed), "province": np.repeat(users % 30, exposed),
+        "video_id": shown, **{c: v[shown] for c, v in video_features.items()},
+        "realshow": np.ones(n, np.int64), "rerank_index": np.tile(np.arange(exposed), requests_per_day),
+        "effective_view": (rng.random(n) < 0.3).astype(np.int64),
+        "long_view": np.zeros(n, np.int64), "like": np.zeros(n, np.int64)})
+    realshow.to_feather(os.path.join(directory, "realshow", f"{date}.feather"))
+    m = requests_per_day * stage_samples
+    sampled = rng.integers(0, num_videos, m)
+    stage = rng.integers(0, len(recflow.STAGES) - 1, m)  # One flag per row, realshow excluded.
+    all_stage = pd.DataFrame({
+        "request_id": np.repeat(rids, stage_samples), "video_id": sampled,
+        **{c: v[sampled] for c, v in video_features.items()},
+        **{s: (stage == i).astype(np.int64) for i, s in enumerate(recflow.STAGES)}})
+    all_stage.to_feather(os.path.join(directory, "all_stage", f"{date}.feather"))
+  return dates
+
+
+def bench_prepare() -> dict:
+  """Preparing RecFlow's layout in memory (`Recflow`) and as a Beam pipeline (`RecflowBeam` on the
+  DirectRunner, in one process and in one process per core): stage samples per second on a
+  synthetic release of `--prepare_days` days (2,000 requests, 12,000 exposures and 240,000 stage
+  samples a day). Skipped (no keys) without the [beam] extra."""
+  import shutil
+  import tempfile
+
+  import tensorflow_datasets as tfds
+
+  from uma2_tf.data import recflow
+
+  requests_per_day, stage_samples = 2000, 120
+  root = tempfile.mkdtemp(prefix="bench_prepare_")
+  try:
+    manual = os.path.join(root, "RecFlow")
+    dates = write_synthetic_recflow(manual, days=FLAGS.prepare_days, requests_per_day=requests_per_day,
+                                    stage_samples=stage_samples)
+    config = recflow.RecflowConfig(name="bench", train_dates=dates[:-1], test_dates=dates[-1:])
+    samples = len(dates) * requests_per_day * stage_samples
+    results = {"prepare_days": len(dates), "prepare_stage_samples": samples,
+               "prepare_requests": len(dates) * requests_per_day}
+    runs = [("in_memory", recflow.Recflow, None)]
+    try:
+      from apache_beam.options.pipeline_options import PipelineOptions
+      runs += [("beam_direct_1", recflow.RecflowBeam, PipelineOptions(flags=["--runner=DirectRunner"])),
+               ("beam_direct_multi", recflow.RecflowBeam, PipelineOptions(flags=[
+                   "--runner=DirectRunner", f"--direct_num_workers={os.cpu_count()}",
+                   "--direct_running_mode=multi_processing"]))]
+    except ImportError:
+      logging.warning("bench prepare: apache-beam is not installed; only the in-memory build is timed")
+    for name, cls, options in runs:
+      builder = cls(config=config, data_dir=os.path.join(root, name))
+      start = time.perf_counter()
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=manual, beam_options=options))
+      elapsed = time.perf_counter() - start
+      results[f"prepare_{name}_s"] = round(elapsed, 1)
+      results[f"prepare_{name}_stage_samples_per_s"] = round(samples / elapsed)
+    return results
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+
+
 PARTS = {"sampling": bench_sampling, "training": bench_training, "retrieval": bench_retrieval,
-         "serving": bench_serving}
+         "serving": bench_serving, "prepare": bench_prepare}
 
 
 def environment() -> dict:

@@ -108,38 +108,51 @@ class Vocabularies:
   schema: schema_lib.LogSchema
 
 
-class _StackRows(beam.CombineFn):
-  """Integer rows -> one int64 matrix [n, width], in no particular order."""
-
-  _CHUNK = 65536
+class _Concatenate(beam.CombineFn):
+  """int64 matrices [n_i, width] -> one [sum n_i, width], in no particular order."""
 
   def __init__(self, width: int):
     self._width = width
 
   def create_accumulator(self):
-    return [], []  # (stacked chunks, rows not stacked yet)
+    return []
 
-  def add_input(self, accumulator, row):
-    chunks, pending = accumulator
-    pending.append(row)
-    if len(pending) >= self._CHUNK:
-      chunks.append(self._stack(pending))
-      pending.clear()
+  def add_input(self, accumulator, rows):
+    accumulator.append(rows)
     return accumulator
 
   def merge_accumulators(self, accumulators):
-    chunks, pending = [], []
-    for c, p in accumulators:
-      chunks.extend(c)
-      pending.extend(p)
-    return chunks, pending
+    return [rows for accumulator in accumulators for rows in accumulator]
 
   def extract_output(self, accumulator):
-    chunks, pending = accumulator
-    return np.concatenate([*chunks, self._stack(pending)])
+    return np.concatenate([np.zeros((0, self._width), np.int64), *accumulator])
 
-  def _stack(self, rows) -> np.ndarray:
-    return np.asarray(rows, np.int64).reshape(-1, self._width)
+
+class _DistinctValues(beam.CombineFn):
+  """Rows -> {column: [distinct non-missing values]} (combined where the rows are, then merged)."""
+
+  def __init__(self, columns: Sequence[str], row_of):
+    self._columns, self._row_of = tuple(columns), row_of
+
+  def create_accumulator(self):
+    return {c: set() for c in self._columns}
+
+  def add_input(self, accumulator, element):
+    row = self._row_of(element)
+    for c in self._columns:
+      if not logs._is_missing(row[c]):
+        accumulator[c].add(row[c])
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    merged = self.create_accumulator()
+    for accumulator in accumulators:
+      for c in self._columns:
+        merged[c] |= accumulator[c]
+    return merged
+
+  def extract_output(self, accumulator):
+    return {c: list(values) for c, values in accumulator.items()}
 
 
 def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Sequence[str]], source: str,
@@ -170,11 +183,11 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
                    user_features=tuple(user_features), item_features=tuple(item_features),
                    stages=tuple(stages), has_recall_log=has_recall_log, max_history=max_history)
 
-  _ = (requests
+  assigned = requests | "AssignSplit" >> beam.Map(_assign_split, layout=layout)
+  _ = (assigned
        | "RequestIdAndDate" >> beam.Map(lambda r: (r["request_id"], r["date"]))
        | "GroupByRequestId" >> beam.GroupByKey()
        | "CheckRequestIdsUnique" >> beam.Map(_check_unique_request, source=source))
-  assigned = requests | "AssignSplit" >> beam.Map(_assign_split, layout=layout)
   kept = assigned | "KeepSplitRequests" >> beam.Filter(lambda r: r[logs._KEPT_SPLIT] is not None)
   outside = (assigned
              | "OutsideSplits" >> beam.Filter(lambda r: r[logs._KEPT_SPLIT] is None)
@@ -192,8 +205,10 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
   item_ids = (first_items
               | "ItemIds" >> beam.Keys()
               | "ListItems" >> beam.combiners.ToList())
-  user_values = _feature_values(kept, layout.user_features, lambda r: r, "User")
-  item_values = _feature_values(first_items, layout.item_features, lambda kv: kv[1][1], "Item")
+  user_values = kept | "UserFeatureValues" >> beam.CombineGlobally(
+      _DistinctValues(layout.user_features, _request_row))
+  item_values = first_items | "ItemFeatureValues" >> beam.CombineGlobally(
+      _DistinctValues(layout.item_features, _item_row))
 
   vocabularies = (
       pipeline
@@ -214,10 +229,11 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
   counts = (built[_COUNTS]
             | "SumCounts" >> beam.CombinePerKey(sum)
             | "ListCounts" >> beam.combiners.ToList())
-  popularity = built[_POPULARITY] | "StackPopularity" >> beam.CombineGlobally(_StackRows(3))
+  popularity = built[_POPULARITY] | "StackPopularity" >> beam.CombineGlobally(_Concatenate(3))
   catalog_rows = (first_items
-                  | "CatalogRow" >> beam.Map(_catalog_row, layout=layout, vocab=vocab)
-                  | "StackCatalog" >> beam.CombineGlobally(_StackRows(1 + len(layout.item_features))))
+                  | "BatchItems" >> beam.BatchElements(min_batch_size=1024, max_batch_size=65536)
+                  | "CatalogRows" >> beam.Map(_catalog_rows, layout=layout, vocab=vocab)
+                  | "StackCatalog" >> beam.CombineGlobally(_Concatenate(1 + len(layout.item_features))))
   _ = (pipeline
        | "SideFilesSeed" >> beam.Create([None])
        | "WriteSideFiles" >> beam.Map(
@@ -272,6 +288,9 @@ def _assign_split(request: dict, layout: _Layout) -> dict:
                                 f"integers, got {value!r}")
   if logs._is_missing(request["user_id"]):
     raise logs.LogFormatError(f"{source}: requests table: request {rid}: user_id is missing")
+  # Grouping keys must encode deterministically: numpy scalars become Python ones.
+  request = {**request, **{c: request[c].item() for c in ("request_id", "timestamp", "user_id")
+                           if isinstance(request[c], np.generic)}}
   split = request.get(logs.SPLIT)
   if logs._is_missing(split):
     split = layout.split_of_date.get(request["date"])
@@ -281,16 +300,12 @@ def _assign_split(request: dict, layout: _Layout) -> dict:
   return {**request, logs._KEPT_SPLIT: split}
 
 
-def _feature_values(pcoll, features: tuple, row_of, label: str):
-  """{feature: [distinct values]} of `pcoll`'s rows, as a one-element PCollection."""
-  return (pcoll
-          | f"{label}FeatureValues" >> beam.FlatMap(
-              lambda element: [(f, row_of(element)[f]) for f in features
-                               if not logs._is_missing(row_of(element)[f])])
-          | f"Distinct{label}FeatureValues" >> beam.Distinct()
-          | f"List{label}FeatureValues" >> beam.combiners.ToList()
-          | f"{label}FeatureValuesByName" >> beam.Map(
-              lambda pairs: {f: [v for g, v in pairs if g == f] for f in features}))
+def _request_row(request: dict) -> dict:
+  return request
+
+
+def _item_row(keyed) -> dict:
+  return keyed[1][1]  # (item_id, (order, features)) -> features
 
 
 def _vocabularies(_, layout: _Layout, split_dates, user_ids, item_ids, user_values, item_values) -> Vocabularies:
@@ -364,13 +379,17 @@ class _UserRecords(beam.DoFn):
     for key, value in counts.items():
       if value:
         yield beam.pvalue.TaggedOutput(_COUNTS, (key, value))
-    for item, (clicks, exposures) in popularity.items():
-      yield beam.pvalue.TaggedOutput(_POPULARITY, (item, clicks, exposures))
+    if popularity:
+      yield beam.pvalue.TaggedOutput(_POPULARITY, np.array(
+          [(item, clicks, exposures) for item, (clicks, exposures) in popularity.items()], np.int64))
 
 
-def _catalog_row(keyed, layout: _Layout, vocab: Vocabularies) -> tuple:
-  item_id, (_, features) = keyed
-  return (vocab.items.id(item_id), *(vocab.item_features[f].id(features[f]) for f in layout.item_features))
+def _catalog_rows(batch, layout: _Layout, vocab: Vocabularies) -> np.ndarray:
+  """[n, 1 + features]: each item's dense id and its features' dense ids."""
+  columns = [vocab.items.ids([item_id for item_id, _ in batch])]
+  for f in layout.item_features:
+    columns.append(vocab.item_features[f].ids([features[f] for _, (_, features) in batch]))
+  return np.stack(columns, axis=1).reshape(len(batch), 1 + len(layout.item_features))
 
 
 def _write_side_files(_, directory: str, layout: _Layout, vocab: Vocabularies, split_dates, counts,

@@ -685,8 +685,8 @@ def _day_elements(date: str, *, manual_dir: str, label: str, user_features: Sequ
   requests, items, info = read_day(manual_dir, date, label=label, user_features=user_features,
                                    stage_source=stage_source)
   yield pvalue.TaggedOutput("info", info)
-  for index, row in enumerate(items.itertuples(index=False)):
-    item = row._asdict()
-    yield pvalue.TaggedOutput("items", (int(item.pop(logs.ITEM_ID)), ((date, index), {
-        f: int(v) for f, v in item.items()})))
+  features = [c for c in items.columns if c != logs.ITEM_ID]
+  rows = zip(items[logs.ITEM_ID].tolist(), *(items[c].tolist() for c in features))
+  for index, (item_id, *values) in enumerate(rows):
+    yield pvalue.TaggedOutput("items", (item_id, ((date, index), dict(zip(features, values)))))
   yield from requests.to_dict("records")
