@@ -142,9 +142,11 @@ def _run_beam_writer(tables: logs.LogTables, directory: str, check_records=None)
 
   with beam.Pipeline(options=_options()) as pipeline:
     requests = pipeline | "Requests" >> beam.Create(tables.requests.to_dict("records"))
-    item_rows = [(row["item_id"], ((0, i), {f: row[f] for f in tables.item_features}))
-                 for i, row in enumerate(tables.items.to_dict("records"))]
-    items = pipeline | "Items" >> beam.Create(item_rows)
+    # Two batches that share item "c": the earlier batch's row wins, as `logs.write` keeps the first.
+    later = pd.concat([pd.DataFrame({"item_id": ["c"], "genre": ["late"]}), tables.items.iloc[2:]])
+    items = pipeline | "Items" >> beam.Create([
+        (1, {c: later[c].to_numpy() for c in later.columns}),
+        (0, {c: tables.items[c].to_numpy()[:3] for c in tables.items.columns})])
     out = logs_beam.write(pipeline, directory, requests, items, splits=SPLITS, source="hand",
                           user_features=tables.user_features, item_features=tables.item_features,
                           stages=tables.stages, has_recall_log=tables.has_recall_log, max_history=3)

@@ -12,9 +12,10 @@ def _split_generators(self, dl_manager, pipeline):
   requests = ...  # PCollection of dicts, one per request: the canonical requests table's columns
                   # (request_id, timestamp, date, user_id, <user features>, exposed, clicked,
                   #  [recalled, [recalled_stage]], [split]), lists as lists or numpy arrays
-  items = ...     # PCollection of (item_id, (order, {feature: value})); an item may come several
-                  # times (once per file read): the smallest `order` gives its features, as the
-                  # in-memory path keeps an item's first row
+  items = ...     # PCollection of (order, {column: numpy array}): batches of the canonical items
+                  # table (item_id + feature columns), e.g. one per file read. An item may be in several
+                  # batches: its first row in the batch of the smallest `order` (distinct per batch)
+                  # gives its features, as the in-memory path keeps an item's first row
   return logs_beam.write(pipeline, str(self.data_dir), requests, items,
                          splits={"train": [...], "test": [...]}, source="recflow/default",
                          user_features=("age",), item_features=("author_id",),
@@ -25,6 +26,9 @@ def _split_generators(self, dl_manager, pipeline):
 
 The records and side files equal `logs.write`'s on the same log (tests/test_logs_beam.py builds
 RecFlow's fixture both ways and compares). How the work is spread over workers:
+- Item batches are cut into `ITEM_BUCKETS` buckets by item id and each bucket deduplicated where it
+  is grouped (pandas, vectorised): elements are batches, not items. (Batches travel as dicts of
+  numpy columns: Beam's coder would encode a DataFrame as the list of its column names.)
 - Vocabularies (users, items, feature values, days) are gathered once and broadcast as one side
   input; integer ids are held as sorted numpy arrays (80 MB for 10M item ids), looked up with
   `searchsorted`.
@@ -43,6 +47,7 @@ from typing import Iterable, Mapping, Sequence
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 
 from uma2_tf.data import logs, validation
 from uma2_tf.data import schema as schema_lib
@@ -56,6 +61,9 @@ class Vocabulary:
   """
 
   def __init__(self, values: Iterable):
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+      self._sorted, self._ids = np.unique(values).astype(np.int64), None
+      return
     distinct = {v for v in values if not logs._is_missing(v)}
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in distinct):
       self._sorted = np.array(sorted(int(v) for v in distinct), np.int64)
@@ -193,7 +201,10 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
              | "OutsideSplits" >> beam.Filter(lambda r: r[logs._KEPT_SPLIT] is None)
              | "CountOutside" >> beam.combiners.Count.Globally())
 
-  first_items = items | "FirstRowOfEachItem" >> beam.CombinePerKey(lambda rows: min(rows, key=lambda r: r[0]))
+  first_items = (items
+                 | "BucketItems" >> beam.FlatMap(_bucket_items, source=source)
+                 | "GroupItemBuckets" >> beam.GroupByKey()
+                 | "FirstRowOfEachItem" >> beam.MapTuple(_first_rows))
   split_dates = (kept
                  | "SplitAndDate" >> beam.Map(lambda r: (r[logs._KEPT_SPLIT], r["date"]))
                  | "DistinctSplitDates" >> beam.Distinct()
@@ -203,12 +214,14 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
               | "DistinctUsers" >> beam.Distinct()
               | "ListUsers" >> beam.combiners.ToList())
   item_ids = (first_items
-              | "ItemIds" >> beam.Keys()
-              | "ListItems" >> beam.combiners.ToList())
+              | "ItemIds" >> beam.Map(lambda table: table[logs.ITEM_ID])
+              | "ListItems" >> beam.CombineGlobally(_ConcatenateIds()))
   user_values = kept | "UserFeatureValues" >> beam.CombineGlobally(
       _DistinctValues(layout.user_features, _request_row))
-  item_values = first_items | "ItemFeatureValues" >> beam.CombineGlobally(
-      _DistinctValues(layout.item_features, _item_row))
+  item_values = (first_items
+                 | "ItemFeatureValues" >> beam.Map(lambda table: {
+                     f: pd.Series(table[f]).dropna().unique().tolist() for f in layout.item_features})
+                 | "MergeItemFeatureValues" >> beam.CombineGlobally(_MergeValueSets(layout.item_features)))
 
   vocabularies = (
       pipeline
@@ -231,7 +244,6 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
             | "ListCounts" >> beam.combiners.ToList())
   popularity = built[_POPULARITY] | "StackPopularity" >> beam.CombineGlobally(_Concatenate(3))
   catalog_rows = (first_items
-                  | "BatchItems" >> beam.BatchElements(min_batch_size=1024, max_batch_size=65536)
                   | "CatalogRows" >> beam.Map(_catalog_rows, layout=layout, vocab=vocab)
                   | "StackCatalog" >> beam.CombineGlobally(_Concatenate(1 + len(layout.item_features))))
   _ = (pipeline
@@ -304,8 +316,65 @@ def _request_row(request: dict) -> dict:
   return request
 
 
-def _item_row(keyed) -> dict:
-  return keyed[1][1]  # (item_id, (order, features)) -> features
+ITEM_BUCKETS = 64
+
+
+def _bucket_items(batch, source: str):
+  """(order, items columns) -> (bucket, (order, the rows of that bucket)) per bucket it has."""
+  order, table = batch
+  if not isinstance(table, Mapping) or logs.ITEM_ID not in table:
+    raise logs.LogFormatError(f"{source}: items batch {order!r}: expected {{column: array}} with an "
+                              f"'{logs.ITEM_ID}' column, got {type(table).__name__}")
+  table = {c: np.asarray(v) for c, v in table.items()}
+  ids = table[logs.ITEM_ID]
+  if ids.dtype.kind in "iu":
+    bucket = np.mod(ids.astype(np.int64), ITEM_BUCKETS)
+  else:  # Strings (or mixed): the same value hashes the same in every batch and process.
+    bucket = pd.util.hash_array(ids.astype(str).astype(object)) % ITEM_BUCKETS
+  for b in np.unique(bucket):
+    yield int(b), (order, {c: v[bucket == b] for c, v in table.items()})
+
+
+def _first_rows(_, batches):
+  """The bucket's rows of every batch -> its items once each, from the earliest batch's first row."""
+  tables = [pd.DataFrame(table) for _, table in sorted(batches, key=lambda batch: batch[0])]
+  first = pd.concat(tables, ignore_index=True).drop_duplicates(logs.ITEM_ID, keep="first")
+  return {c: first[c].to_numpy() for c in first.columns}
+
+
+class _ConcatenateIds(_Concatenate):
+  """Arrays of item ids -> one array (an object array when the ids are not integers)."""
+
+  def __init__(self):
+    super().__init__(width=1)
+
+  def extract_output(self, accumulator):
+    return np.concatenate(accumulator) if accumulator else np.zeros(0, np.int64)
+
+
+class _MergeValueSets(beam.CombineFn):
+  """{column: values} dicts -> {column: [distinct values]}."""
+
+  def __init__(self, columns: Sequence[str]):
+    self._columns = tuple(columns)
+
+  def create_accumulator(self):
+    return {c: set() for c in self._columns}
+
+  def add_input(self, accumulator, values):
+    for c in self._columns:
+      accumulator[c].update(values[c])
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    merged = self.create_accumulator()
+    for accumulator in accumulators:
+      for c in self._columns:
+        merged[c] |= accumulator[c]
+    return merged
+
+  def extract_output(self, accumulator):
+    return {c: list(values) for c, values in accumulator.items()}
 
 
 def _vocabularies(_, layout: _Layout, split_dates, user_ids, item_ids, user_values, item_values) -> Vocabularies:
@@ -384,12 +453,19 @@ class _UserRecords(beam.DoFn):
           [(item, clicks, exposures) for item, (clicks, exposures) in popularity.items()], np.int64))
 
 
-def _catalog_rows(batch, layout: _Layout, vocab: Vocabularies) -> np.ndarray:
+def _catalog_rows(table, layout: _Layout, vocab: Vocabularies) -> np.ndarray:
   """[n, 1 + features]: each item's dense id and its features' dense ids."""
-  columns = [vocab.items.ids([item_id for item_id, _ in batch])]
+  columns = [vocab.items.ids(_values(table[logs.ITEM_ID]))]
   for f in layout.item_features:
-    columns.append(vocab.item_features[f].ids([features[f] for _, (_, features) in batch]))
-  return np.stack(columns, axis=1).reshape(len(batch), 1 + len(layout.item_features))
+    columns.append(vocab.item_features[f].ids(_values(table[f])))
+  return np.stack(columns, axis=1).reshape(len(table[logs.ITEM_ID]), 1 + len(layout.item_features))
+
+
+def _values(column: np.ndarray):
+  """A table column for `Vocabulary.ids`: int64 when it holds only integers, else Python values."""
+  if column.dtype.kind in "iu":
+    return column.astype(np.int64)
+  return [None if logs._is_missing(v) else v for v in column.tolist()]
 
 
 def _write_side_files(_, directory: str, layout: _Layout, vocab: Vocabularies, split_dates, counts,

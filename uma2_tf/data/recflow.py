@@ -679,14 +679,12 @@ def _write_source_file(days, *, directory: str, manual_dir: str, name: str, labe
 
 
 def _day_elements(date: str, *, manual_dir: str, label: str, user_features: Sequence[str], stage_source: str):
-  """A date -> its requests (canonical dicts), its videos (tagged "items") and its counts ("info")."""
+  """A date -> its requests (canonical dicts), its videos table (tagged "items") and its counts ("info")."""
   from apache_beam import pvalue
 
   requests, items, info = read_day(manual_dir, date, label=label, user_features=user_features,
                                    stage_source=stage_source)
   yield pvalue.TaggedOutput("info", info)
-  features = [c for c in items.columns if c != logs.ITEM_ID]
-  rows = zip(items[logs.ITEM_ID].tolist(), *(items[c].tolist() for c in features))
-  for index, (item_id, *values) in enumerate(rows):
-    yield pvalue.TaggedOutput("items", (item_id, ((date, index), dict(zip(features, values)))))
+  # Earlier days' rows win, as in read_tables.
+  yield pvalue.TaggedOutput("items", (date, {c: items[c].to_numpy() for c in items.columns}))
   yield from requests.to_dict("records")
