@@ -136,20 +136,18 @@ class _Concatenate(beam.CombineFn):
     return np.concatenate([np.zeros((0, self._width), np.int64), *accumulator])
 
 
-class _DistinctValues(beam.CombineFn):
-  """Rows -> {column: [distinct non-missing values]} (combined where the rows are, then merged)."""
+class _MergeValueSets(beam.CombineFn):
+  """{column: values} dicts -> {column: [distinct values]}."""
 
-  def __init__(self, columns: Sequence[str], row_of):
-    self._columns, self._row_of = tuple(columns), row_of
+  def __init__(self, columns: Sequence[str]):
+    self._columns = tuple(columns)
 
   def create_accumulator(self):
     return {c: set() for c in self._columns}
 
-  def add_input(self, accumulator, element):
-    row = self._row_of(element)
+  def add_input(self, accumulator, values):
     for c in self._columns:
-      if not logs._is_missing(row[c]):
-        accumulator[c].add(row[c])
+      accumulator[c].update(values[c])
     return accumulator
 
   def merge_accumulators(self, accumulators):
@@ -216,8 +214,10 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
   item_ids = (first_items
               | "ItemIds" >> beam.Map(lambda table: table[logs.ITEM_ID])
               | "ListItems" >> beam.CombineGlobally(_ConcatenateIds()))
-  user_values = kept | "UserFeatureValues" >> beam.CombineGlobally(
-      _DistinctValues(layout.user_features, _request_row))
+  user_values = (kept
+                 | "UserFeatureValues" >> beam.Map(lambda r: {
+                     f: [] if logs._is_missing(r[f]) else [r[f]] for f in layout.user_features})
+                 | "MergeUserFeatureValues" >> beam.CombineGlobally(_MergeValueSets(layout.user_features)))
   item_values = (first_items
                  | "ItemFeatureValues" >> beam.Map(lambda table: {
                      f: pd.Series(table[f]).dropna().unique().tolist() for f in layout.item_features})
@@ -312,10 +312,6 @@ def _assign_split(request: dict, layout: _Layout) -> dict:
   return {**request, logs._KEPT_SPLIT: split}
 
 
-def _request_row(request: dict) -> dict:
-  return request
-
-
 ITEM_BUCKETS = 64
 
 
@@ -350,31 +346,6 @@ class _ConcatenateIds(_Concatenate):
 
   def extract_output(self, accumulator):
     return np.concatenate(accumulator) if accumulator else np.zeros(0, np.int64)
-
-
-class _MergeValueSets(beam.CombineFn):
-  """{column: values} dicts -> {column: [distinct values]}."""
-
-  def __init__(self, columns: Sequence[str]):
-    self._columns = tuple(columns)
-
-  def create_accumulator(self):
-    return {c: set() for c in self._columns}
-
-  def add_input(self, accumulator, values):
-    for c in self._columns:
-      accumulator[c].update(values[c])
-    return accumulator
-
-  def merge_accumulators(self, accumulators):
-    merged = self.create_accumulator()
-    for accumulator in accumulators:
-      for c in self._columns:
-        merged[c] |= accumulator[c]
-    return merged
-
-  def extract_output(self, accumulator):
-    return {c: list(values) for c, values in accumulator.items()}
 
 
 def _vocabularies(_, layout: _Layout, split_dates, user_ids, item_ids, user_values, item_values) -> Vocabularies:
