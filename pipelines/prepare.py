@@ -9,8 +9,10 @@ RecFlow's 37 days can be prepared by an Apache Beam pipeline instead (`pip insta
     python -m pipelines.prepare --dataset=recflow/default --manual_dir=/data/RecFlow \
         --beam_pipeline_options=runner=DirectRunner,direct_num_workers=8,direct_running_mode=multi_processing
 
-(Dataflow, Flink and Spark: README, "Preparing RecFlow with Apache Beam".) Then train on it with `python -m pipelines.train --dataset=<the same name>`. For `request_logs`
-the config name is yours: its fields (user features, stages, whether there is a recall log) are
+(Dataflow, Flink and Spark: README, "Preparing RecFlow with Apache Beam".)
+
+Then train on it with `python -m pipelines.train --dataset=<the same name>`. For `request_logs` the
+config name is yours: its fields (user features, stages, whether there is a recall log) are
 read from the files. The build is TFDS's: into a temporary directory renamed when complete, so a
 failed build leaves nothing a trainer would read. A malformed file stops it with one line naming the
 file, the request or row, and the column.
@@ -36,29 +38,10 @@ flags.DEFINE_string("beam_pipeline_options", None,
 BEAM_BUILDERS = ("recflow",)
 
 
-def beam_options(text: str):
-  """`--beam_pipeline_options` -> PipelineOptions. Built from the flag alone: never from sys.argv,
-  which holds this program's own flags."""
-  pairs = [p.strip() for p in text.split(",") if p.strip()]
-  bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]
-  if not pairs or bad:
-    raise ValueError(f"--beam_pipeline_options must be comma-separated key=value pairs (e.g. "
-                     f"runner=DirectRunner), got {text!r}")
-  try:
-    from apache_beam.options.pipeline_options import PipelineOptions
-  except ImportError:
-    raise ValueError("--beam_pipeline_options needs Apache Beam: pip install -e '.[beam]'") from None
-  options = PipelineOptions(flags=[f"--{p}" for p in pairs])
-  # Beam only warns about an option it does not know; a misspelt runner would then run locally.
-  unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
-  if unknown:
-    raise ValueError(f"--beam_pipeline_options: Beam has no option(s) {unknown}")
-  return options
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  import tensorflow as tf
   import tensorflow_datasets as tfds
 
   from uma2_tf.data import datasets, logs, validation
@@ -70,15 +53,26 @@ def main(argv):
     if name.split("/")[0] not in datasets.REAL_LOG_BUILDERS:
       raise ValueError(f"--dataset: {name.split('/')[0]!r} is not a real-log builder "
                        f"({', '.join(datasets.REAL_LOG_BUILDERS)}); simulated data: make data")
-    if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
+    manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
+    # tf.io.gfile: the manual and data dirs of a Beam preparation may be buckets (gs://...).
+    try:
+      is_dir = bool(manual_dir) and tf.io.gfile.isdir(manual_dir)
+    except tf.errors.OpError as e:  # A file system TensorFlow cannot open (no such scheme, no access).
+      raise ValueError(f"--manual_dir {manual_dir!r} cannot be read: {e.message}") from None
+    if not is_dir:
       raise ValueError(f"--manual_dir must be the directory holding the files, got {manual_dir!r}")
-    manual_dir = os.path.expanduser(manual_dir)
     use_beam = FLAGS.beam_pipeline_options is not None
     if use_beam and name.split("/")[0] not in BEAM_BUILDERS:
       raise ValueError(f"--beam_pipeline_options: Beam preparation is written for {', '.join(BEAM_BUILDERS)}; "
                        f"{name.split('/')[0]} is prepared in memory (leave the flag out)")
-    download_config = tfds.download.DownloadConfig(
-        manual_dir=manual_dir, beam_options=beam_options(FLAGS.beam_pipeline_options) if use_beam else None)
+    beam_options = None
+    if use_beam:
+      try:
+        from uma2_tf.data import logs_beam
+      except ImportError:
+        raise ValueError("--beam_pipeline_options needs Apache Beam: pip install -e '.[beam]'") from None
+      beam_options = logs_beam.pipeline_options(FLAGS.beam_pipeline_options, flag="--beam_pipeline_options")
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, beam_options=beam_options)
     if use_beam:
       import logging
 
@@ -104,7 +98,7 @@ def main(argv):
   except (ValueError, FileNotFoundError, logs.LogFormatError, validation.InvalidRecordError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  with open(os.path.join(str(builder.data_dir), datasets.STATS_FILE)) as f:
+  with tf.io.gfile.GFile(os.path.join(str(builder.data_dir), datasets.STATS_FILE)) as f:
     print(json.dumps(json.load(f), indent=2))
   return 0
 

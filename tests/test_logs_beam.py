@@ -16,9 +16,6 @@ import pytest
 
 beam = pytest.importorskip("apache_beam")
 
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-
-from pipelines import prepare  # noqa: E402
 from uma2_tf.data import logs, logs_beam, recflow  # noqa: E402
 from uma2_tf.data import schema as schema_lib  # noqa: E402
 
@@ -29,7 +26,7 @@ SIDE_NPZ = (schema_lib.CATALOG_FILE, logs.IDS_FILE)
 
 
 def _options():
-  return PipelineOptions(flags=["--runner=DirectRunner"])
+  return logs_beam.pipeline_options("runner=DirectRunner")
 
 
 def _comparable(record: dict) -> tuple:
@@ -211,13 +208,13 @@ def test_vocabulary_orders_and_looks_up_like_logs():
 # The CLI.
 
 
-def test_beam_pipeline_options_flag():
-  options = prepare.beam_options("runner=DirectRunner,direct_num_workers=2").get_all_options()
+def test_pipeline_options_of_the_flag():
+  options = logs_beam.pipeline_options("runner=DirectRunner,direct_num_workers=2").get_all_options()
   assert options["runner"] == "DirectRunner" and options["direct_num_workers"] == 2
-  with pytest.raises(ValueError, match=r"Beam has no option\(s\) \['runer'\]"):
-    prepare.beam_options("runer=DirectRunner")
+  with pytest.raises(ValueError, match=r"--flag: Beam has no option\(s\) \['runer'\]"):
+    logs_beam.pipeline_options("runer=DirectRunner", flag="--flag")
   with pytest.raises(ValueError, match="key=value"):
-    prepare.beam_options("DirectRunner")
+    logs_beam.pipeline_options("DirectRunner")
 
 
 def test_cli_beam_build_of_a_malformed_file_fails_in_one_line_and_leaves_nothing(tmp_path):

@@ -47,7 +47,9 @@ class BuiltDataset:
 
   def stats(self) -> dict:
     path = os.path.join(self.directory, STATS_FILE)
-    with open(path) as f:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as f:
       return json.load(f)
 
   def num_records(self, split: str) -> int:

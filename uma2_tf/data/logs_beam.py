@@ -53,6 +53,24 @@ from uma2_tf.data import logs, validation
 from uma2_tf.data import schema as schema_lib
 
 
+def pipeline_options(text: str, flag: str = "pipeline options"):
+  """"runner=DirectRunner,direct_num_workers=2" (as `tfds build --beam_pipeline_options` takes them)
+  -> PipelineOptions. Built from `text` alone, never from sys.argv (which holds the program's own
+  flags); an option Beam does not know is refused (Beam only warns, and a misspelt runner would then
+  run locally)."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  pairs = [p.strip() for p in text.split(",") if p.strip()]
+  bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]
+  if not pairs or bad:
+    raise ValueError(f"{flag} must be comma-separated key=value pairs (e.g. runner=DirectRunner), got {text!r}")
+  options = PipelineOptions(flags=[f"--{p}" for p in pairs])
+  unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
+  if unknown:
+    raise ValueError(f"{flag}: Beam has no option(s) {unknown}")
+  return options
+
+
 class Vocabulary:
   """Raw value -> dense id 1..n, in `logs._vocabulary`'s order; 0 for a missing or unknown value.
 
