@@ -3,7 +3,7 @@
 #                     (RUN_DIR=runs/uma2_default, TRAIN_ARGS='--nsdn=false --epochs=3' ...)
 #   make train-distributed  the same on a local multi-worker job: WORKERS processes on 127.0.0.1
 #                     (STRATEGY=parameter_server PS=2 for parameter servers; see pipelines/launch.py)
-#   make test         the test suite (tiny data)
+#   make test         the test suite (tiny data), on TEST_WORKERS pytest processes (2; 0 = one process)
 #   make data         build the simulated dataset DATASET (default: default)
 #   make export       SavedModels of RUN_DIR -> EXPORT_DIR/<version>/ (query, ScaNN, brute force)
 #   make serve        REST server (TF Serving's API) for EXPORT_DIR on 127.0.0.1:8501
@@ -21,6 +21,7 @@ EXPORT_DIR ?= exports/uma2_$(DATASET)
 MODEL_NAME ?= uma2
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 EXPERIMENT_ARGS ?=
 WORKERS ?= 2
 PS ?= 2
@@ -55,7 +56,7 @@ serve: install
 	$(PY) -m pipelines.serve --export_dir=$(EXPORT_DIR) --model_name=$(MODEL_NAME)
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m pipelines.bench --data_dir=$(DATA_DIR) $(if $(ONLY),--only=$(ONLY))
