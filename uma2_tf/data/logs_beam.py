@@ -12,10 +12,11 @@ def _split_generators(self, dl_manager, pipeline):
   requests = ...  # PCollection of dicts, one per request: the canonical requests table's columns
                   # (request_id, timestamp, date, user_id, <user features>, exposed, clicked,
                   #  [recalled, [recalled_stage]], [split]), lists as lists or numpy arrays
-  items = ...     # PCollection of (order, {column: numpy array}): batches of the canonical items
-                  # table (item_id + feature columns), e.g. one per file read. An item may be in several
-                  # batches: its first row in the batch of the smallest `order` (distinct per batch)
-                  # gives its features, as the in-memory path keeps an item's first row
+  items = ...     # PCollection of (order, {column: numpy array}): batches of the canonical
+                  # items table (item_id + feature columns), e.g. one per file read. An item may
+                  # be in several batches: its first row in the batch of the smallest `order`
+                  # (distinct per batch) gives its features, as the in-memory path keeps an
+                  # item's first row
   return logs_beam.write(pipeline, str(self.data_dir), requests, items,
                          splits={"train": [...], "test": [...]}, source="recflow/default",
                          user_features=("age",), item_features=("author_id",),
@@ -54,8 +55,8 @@ from uma2_tf.data import schema as schema_lib
 
 
 def pipeline_options(text: str, flag: str = "pipeline options"):
-  """"runner=DirectRunner,direct_num_workers=2" (as `tfds build --beam_pipeline_options` takes them)
-  -> PipelineOptions. Built from `text` alone, never from sys.argv (which holds the program's own
+  """Text like `runner=DirectRunner,direct_num_workers=2` (as `tfds build --beam_pipeline_options`
+  takes it) -> PipelineOptions. Built from `text` alone, never from sys.argv (which holds the program's own
   flags); an option Beam does not know is refused (Beam only warns, and a misspelt runner would then
   run locally)."""
   from apache_beam.options.pipeline_options import PipelineOptions
