@@ -313,11 +313,11 @@ def bench_prepare() -> dict:
                "prepare_requests": len(dates) * requests_per_day}
     runs = [("in_memory", recflow.Recflow, None)]
     try:
-      from apache_beam.options.pipeline_options import PipelineOptions
-      runs += [("beam_direct_1", recflow.RecflowBeam, PipelineOptions(flags=["--runner=DirectRunner"])),
-               ("beam_direct_multi", recflow.RecflowBeam, PipelineOptions(flags=[
-                   "--runner=DirectRunner", f"--direct_num_workers={os.cpu_count()}",
-                   "--direct_running_mode=multi_processing"]))]
+      from uma2_tf.data import logs_beam
+      runs += [("beam_direct_1", recflow.RecflowBeam, logs_beam.pipeline_options("runner=DirectRunner")),
+               ("beam_direct_multi", recflow.RecflowBeam, logs_beam.pipeline_options(
+                   f"runner=DirectRunner,direct_num_workers={os.cpu_count()},"
+                   "direct_running_mode=multi_processing"))]
     except ImportError:
       logging.warning("bench prepare: apache-beam is not installed; only the in-memory build is timed")
     for name, cls, options in runs:

@@ -82,7 +82,6 @@ def main(argv):
       # reported once, below; any other exception still ends the program with its traceback.
       logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
-      datasets.builder(name, FLAGS.data_dir)  # An unknown config fails here, as without Beam.
       builder = recflow.RecflowBeam(data_dir=FLAGS.data_dir, config=name.split("/")[1])
     elif name.split("/")[0] == "request_logs":
       from uma2_tf.data import request_logs

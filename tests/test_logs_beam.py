@@ -6,6 +6,7 @@ import uma2_tf  # noqa: F401
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,15 +181,10 @@ def test_generic_writer_matches_logs_write(tmp_path):
 def test_generic_writer_rejects_a_bad_log_like_logs_write(tmp_path, change, message):
   tables = _hand_log()
   tables = logs.LogTables(**{**tables.__dict__, "requests": change(tables.requests)})
-  with pytest.raises(logs.LogFormatError, match=f"^hand: .*{_escape(message)}"):
+  with pytest.raises(logs.LogFormatError, match=f"^hand: .*{re.escape(message)}"):
     logs.write(str(tmp_path / "memory"), tables, SPLITS, source="hand")
-  with pytest.raises(logs.LogFormatError, match=f"^hand: .*{_escape(message)}"):
+  with pytest.raises(logs.LogFormatError, match=f"^hand: .*{re.escape(message)}"):
     _run_beam_writer(tables, str(tmp_path / "beam"))
-
-
-def _escape(text: str) -> str:
-  import re
-  return re.escape(text)
 
 
 def test_vocabulary_orders_and_looks_up_like_logs():

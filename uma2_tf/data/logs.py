@@ -257,6 +257,45 @@ def save_side_files(directory: str, schema: schema_lib.LogSchema, catalog: schem
   schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE), json.dumps(stats, indent=2))
 
 
+def split_of_dates(splits: Mapping[str, Sequence[str]], source: str) -> dict:
+  """date -> its split; `splits` must include "train" and name each date once."""
+  if "train" not in splits:
+    raise ValueError(f"{source}: splits must include 'train', got {sorted(splits)}")
+  split_of_date = {}
+  for split, dates in splits.items():
+    for date in dates:
+      if date in split_of_date:
+        raise ValueError(f"{source}: date {date} is in splits {split_of_date[date]!r} and {split!r}")
+      split_of_date[date] = split
+  return split_of_date
+
+
+def vocabulary_schema(users, items, user_vocab: Mapping, item_vocab: Mapping, *, stages: Sequence[str],
+                      has_recall_log: bool) -> schema_lib.LogSchema:
+  """The schema of a log whose id and feature vocabularies are these (anything with a len)."""
+  return schema_lib.LogSchema(
+      num_users=len(users) + 1, num_items=len(items) + 1,
+      user_features={f: max(2, len(v) + 1) for f, v in user_vocab.items()},
+      item_features={f: max(2, len(v) + 1) for f, v in item_vocab.items()},
+      stages=tuple(stages), has_recall_log=has_recall_log)
+
+
+COUNT_KEYS = ("requests", "exposures", "clicks", "recalled")
+
+
+def stats_summary(source: str, schema: schema_lib.LogSchema, *, num_days: int, dates: Mapping[str, list],
+                  outside_splits: int, counts: Mapping[str, Mapping[str, int]],
+                  extra: Mapping | None = None) -> dict:
+  """stats.json: sizes, dates and, per split, `<split>_<count>` for each of COUNT_KEYS."""
+  summary = {"source": source, "num_users": schema.num_users - 1, "num_items": schema.num_items - 1,
+             "num_days": num_days, "dates": dict(dates), "has_recall_log": schema.has_recall_log,
+             "stages": list(schema.stages), "requests_outside_splits": outside_splits, **(extra or {})}
+  for split, by_key in counts.items():
+    for key in COUNT_KEYS:
+      summary[f"{split}_{key}"] = int(by_key.get(key, 0))
+  return summary
+
+
 def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]], *, source: str,
           max_history: int = 100, extra_stats: Mapping | None = None) -> dict[str, Iterator[tuple[int, dict]]]:
   """Remaps, validates and writes the side files of `tables`; returns the splits' record generators.
@@ -275,16 +314,9 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   date (KuaiRand's randomly exposed requests share their dates with `test`); the split must be a
   key of `splits`, which may list no date for it.
   """
-  if "train" not in splits:
-    raise ValueError(f"{source}: splits must include 'train', got {sorted(splits)}")
+  split_of_date = split_of_dates(splits, source)
   check_tables(tables, source)
   requests, items = tables.requests, tables.items
-  split_of_date = {}
-  for split, dates in splits.items():
-    for date in dates:
-      if date in split_of_date:
-        raise ValueError(f"{source}: date {date} is in splits {split_of_date[date]!r} and {split!r}")
-      split_of_date[date] = split
   split_of_request = requests["date"].map(split_of_date)
   if SPLIT in requests.columns:
     chosen = requests[SPLIT].notna()
@@ -309,11 +341,8 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   user_vocab = {f: _vocabulary(kept[f].tolist()) for f in tables.user_features}
   item_vocab = {f: _vocabulary(items[f].tolist()) for f in tables.item_features}
   stage_index = {name: i + 1 for i, name in enumerate(tables.stages)}
-  schema = schema_lib.LogSchema(
-      num_users=len(users) + 1, num_items=len(item_ids) + 1,
-      user_features={f: max(2, len(v) + 1) for f, v in user_vocab.items()},
-      item_features={f: max(2, len(v) + 1) for f, v in item_vocab.items()},
-      stages=tables.stages, has_recall_log=tables.has_recall_log)
+  schema = vocabulary_schema(users, item_ids, user_vocab, item_vocab, stages=tables.stages,
+                             has_recall_log=tables.has_recall_log)
 
   features = {f: np.zeros(schema.num_items, np.int64) for f in tables.item_features}
   rows = items[ITEM_ID].map(item_ids).to_numpy(np.int64)
@@ -325,7 +354,7 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   # Records in time order: a user's history is the clicks of their earlier requests, newest last.
   records = {split: [] for split in splits}
   clicks_so_far: dict = {}
-  stats = {split: dict(requests=0, exposures=0, clicks=0, recalled=0) for split in splits}
+  stats = {split: dict.fromkeys(COUNT_KEYS, 0) for split in splits}
   for row in kept.itertuples(index=False):
     split = getattr(row, _KEPT_SPLIT)
     exposed = np.array([item_ids[i] for i in _list(row.exposed, "exposed", row.request_id, source)], np.int64)
@@ -354,13 +383,9 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
     counts["clicks"] += int(clicked.sum())
     counts["recalled"] += int(recalled.size)
 
-  summary = {"source": source, "num_users": schema.num_users - 1, "num_items": schema.num_items - 1,
-             "num_days": len(day_of_date), "dates": {s: sorted(set(kept.loc[kept[_KEPT_SPLIT] == s, "date"])) for s in splits},
-             "has_recall_log": schema.has_recall_log, "stages": list(schema.stages),
-             "requests_outside_splits": int((~in_splits).sum()), **(extra_stats or {})}
-  for split, counts in stats.items():
-    for key, value in counts.items():
-      summary[f"{split}_{key}"] = value
+  summary = stats_summary(source, schema, num_days=len(day_of_date),
+                          dates={s: sorted(set(kept.loc[kept[_KEPT_SPLIT] == s, "date"])) for s in splits},
+                          outside_splits=int((~in_splits).sum()), counts=stats, extra=extra_stats)
   save_side_files(directory, schema,
                   schema_lib.ItemCatalog(features=features, click_count=click_count,
                                          exposure_count=exposure_count),

@@ -196,15 +196,7 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
   Returns:
     {split: PCollection of (request_id, record)}.
   """
-  if "train" not in splits:
-    raise ValueError(f"{source}: splits must include 'train', got {sorted(splits)}")
-  split_of_date = {}
-  for split, dates in splits.items():
-    for date in dates:
-      if date in split_of_date:
-        raise ValueError(f"{source}: date {date} is in splits {split_of_date[date]!r} and {split!r}")
-      split_of_date[date] = split
-  layout = _Layout(source=source, splits=tuple(splits), split_of_date=split_of_date,
+  layout = _Layout(source=source, splits=tuple(splits), split_of_date=logs.split_of_dates(splits, source),
                    user_features=tuple(user_features), item_features=tuple(item_features),
                    stages=tuple(stages), has_recall_log=has_recall_log, max_history=max_history)
 
@@ -279,7 +271,6 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
 
 
 _RECORDS, _COUNTS, _POPULARITY = "records", "counts", "popularity"
-_COUNT_KEYS = ("requests", "exposures", "clicks", "recalled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,11 +369,8 @@ def _vocabularies(_, layout: _Layout, split_dates, user_ids, item_ids, user_valu
   users, items = Vocabulary(user_ids), Vocabulary(item_ids)
   user_vocab = {f: Vocabulary(user_values[f]) for f in layout.user_features}
   item_vocab = {f: Vocabulary(item_values[f]) for f in layout.item_features}
-  schema = schema_lib.LogSchema(
-      num_users=len(users) + 1, num_items=len(items) + 1,
-      user_features={f: max(2, len(v) + 1) for f, v in user_vocab.items()},
-      item_features={f: max(2, len(v) + 1) for f, v in item_vocab.items()},
-      stages=layout.stages, has_recall_log=layout.has_recall_log)
+  schema = logs.vocabulary_schema(users, items, user_vocab, item_vocab, stages=layout.stages,
+                                  has_recall_log=layout.has_recall_log)
   day_of_date = {d: i + 1 for i, d in enumerate(sorted({d for _, d in split_dates}))}
   return Vocabularies(users=users, items=items, user_features=user_vocab, item_features=item_vocab,
                       day_of_date=day_of_date, schema=schema)
@@ -401,7 +389,7 @@ class _UserRecords(beam.DoFn):
       self._validator = validation.RecordValidator(vocab.schema, policy="error", source=source)
     _, requests = keyed
     stage_index = {name: i + 1 for i, name in enumerate(layout.stages)}
-    counts = {(split, key): 0 for split in layout.splits for key in _COUNT_KEYS}
+    counts = {(split, key): 0 for split in layout.splits for key in logs.COUNT_KEYS}
     popularity: dict = {}
     history: list = []
     for request in sorted(requests, key=lambda r: (r["timestamp"], r["request_id"])):
@@ -432,7 +420,7 @@ class _UserRecords(beam.DoFn):
           seen = popularity.setdefault(item, [0, 0])
           seen[0] += click
           seen[1] += 1
-      for key, value in zip(_COUNT_KEYS, (1, exposed.size, int(clicked.sum()), recalled.size)):
+      for key, value in zip(logs.COUNT_KEYS, (1, exposed.size, int(clicked.sum()), recalled.size)):
         counts[(split, key)] += int(value)
       yield split, (int(rid), record)
     for key, value in counts.items():
@@ -468,15 +456,11 @@ def _write_side_files(_, directory: str, layout: _Layout, vocab: Vocabularies, s
   exposure_count = np.zeros(schema.num_items, np.int64)
   np.add.at(click_count, popularity[:, 0], popularity[:, 1])
   np.add.at(exposure_count, popularity[:, 0], popularity[:, 2])
-  summary = {"source": layout.source, "num_users": schema.num_users - 1, "num_items": schema.num_items - 1,
-             "num_days": len(vocab.day_of_date),
-             "dates": {s: sorted(d for t, d in split_dates if t == s) for s in layout.splits},
-             "has_recall_log": schema.has_recall_log, "stages": list(schema.stages),
-             "requests_outside_splits": int(outside)}
   totals = dict(counts)
-  for split in layout.splits:
-    for key in _COUNT_KEYS:
-      summary[f"{split}_{key}"] = int(totals.get((split, key), 0))
+  summary = logs.stats_summary(
+      layout.source, schema, num_days=len(vocab.day_of_date),
+      dates={s: sorted(d for t, d in split_dates if t == s) for s in layout.splits}, outside_splits=int(outside),
+      counts={s: {k: totals.get((s, k), 0) for k in logs.COUNT_KEYS} for s in layout.splits})
   logs.save_side_files(
       directory, schema,
       schema_lib.ItemCatalog(features=features, click_count=click_count, exposure_count=exposure_count),

@@ -244,31 +244,29 @@ def _manual_dir(dl_manager) -> str:
 # Reading the raw files.
 
 
-# Files are read from local disk (memory-mapped) or, for a path with a scheme (gs://, s3://, hdfs://),
-# through tf.io.gfile: a Beam preparation on Dataflow reads the release from a bucket.
-
-
-def _is_remote(path: str) -> bool:
-  return "://" in path
+# Files go through tf.io.gfile, so the release may sit in a bucket (gs://, hdfs://) that a Beam
+# preparation on Dataflow reads; local Feather files are memory-mapped instead of read whole.
 
 
 def _isfile(path: str) -> bool:
-  if _is_remote(path):
-    import tensorflow as tf
-    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
-  return os.path.isfile(path)
+  import tensorflow as tf
+  return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
 
 
 def _isdir(path: str) -> bool:
-  if _is_remote(path):
-    import tensorflow as tf
-    return tf.io.gfile.isdir(path)
-  return os.path.isdir(path)
+  import tensorflow as tf
+  return tf.io.gfile.isdir(path)
+
+
+def _read_bytes(path: str) -> bytes:
+  import tensorflow as tf
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
 
 
 def _source(path: str):
-  """What pyarrow reads `path` from: the path itself, or the remote file's bytes."""
-  if not _is_remote(path):
+  """What pyarrow reads `path` from: the local path itself, or the remote file's bytes."""
+  if "://" not in path:
     return path
   import pyarrow as pa
   import tensorflow as tf
@@ -599,15 +597,6 @@ def check_days(manual_dir: str, dates: Sequence[str]) -> None:
     raise FileNotFoundError(f"recflow: {os.path.join(manual_dir, 'realshow', missing[0] + '.feather')} "
                             f"does not exist ({len(missing)} of the {len(dates)} days asked for are "
                             f"missing: {missing[:5]}{' ...' if len(missing) > 5 else ''})")
-
-
-def _read_bytes(path: str) -> bytes:
-  if not _is_remote(path):
-    with open(path, "rb") as f:
-      return f.read()
-  import tensorflow as tf
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return f.read()
 
 
 def source_description(manual_dir: str, days: Sequence[Mapping]) -> dict:

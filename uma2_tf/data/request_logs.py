@@ -58,11 +58,14 @@ EXPOSURE_COLUMNS = ("request_id", "timestamp", "date", "user_id", "item_id", "po
 class RequestLogsConfig(tfds.core.BuilderConfig):
   """The field names of one company's logs (vocabulary sizes come from the files at build time)."""
 
-  def __init__(self, *, user_features=(), stages=(), has_recall_log=True, **kwargs):
+  def __init__(self, *, user_features=(), stages=(), has_recall_log=True, read_from=None, **kwargs):
     super().__init__(**kwargs)
     self.user_features = tuple(user_features)
     self.stages = tuple(stages)
     self.has_recall_log = has_recall_log
+    # (directory, LogTables) the fields were read from (`config_for`): the build reuses the tables
+    # instead of reading the whole log a second time.
+    self.read_from = read_from
 
 
 class RequestLogs(tfds.core.GeneratorBasedBuilder):
@@ -84,8 +87,10 @@ class RequestLogs(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     directory = datasets.manual_dir(dl_manager)
-    tables = read_tables(directory)
     config = self.builder_config
+    read_dir, tables = config.read_from or (None, None)
+    if read_dir is None or os.path.realpath(read_dir) != os.path.realpath(directory):
+      tables = read_tables(directory)
     declared = (config.user_features, config.stages, config.has_recall_log)
     if declared != (tables.user_features, tables.stages, tables.has_recall_log):
       raise logs.LogFormatError(
@@ -105,7 +110,7 @@ def config_for(name: str, directory: str) -> RequestLogsConfig:
   tables = read_tables(directory)
   return RequestLogsConfig(name=name, description=f"Request logs from {directory}",
                            user_features=tables.user_features, stages=tables.stages,
-                           has_recall_log=tables.has_recall_log)
+                           has_recall_log=tables.has_recall_log, read_from=(directory, tables))
 
 
 def _find(directory: str, stem: str, required: bool = True) -> str | None:
