@@ -3,8 +3,10 @@
 #                     (RUN_DIR=runs/uma2_default, TRAIN_ARGS='--nsdn=false --epochs=3' ...)
 #   make train-distributed  the same on a local multi-worker job: WORKERS processes on 127.0.0.1
 #                     (STRATEGY=parameter_server PS=2 for parameter servers; see pipelines/launch.py)
-#   make test         the test suite (tiny data), on TEST_WORKERS pytest processes (2; 0 = one process)
-#   make data         build the simulated dataset DATASET (default: default)
+#   make test         the linter (ruff), then the test suite (tiny data) on TEST_WORKERS pytest
+#                     processes (2; 0 = one process)
+#   make data         build the simulated dataset DATASET (default: default); a world of your own:
+#                     make data DATASET=noisy SIM_ARGS="--base=default --simulator.ranking_noise=2"
 #   make export       SavedModels of RUN_DIR -> EXPORT_DIR/<version>/ (query, ScaNN, brute force)
 #   make serve        REST server (TF Serving's API) for EXPORT_DIR on 127.0.0.1:8501
 #   make bench        benchmarks -> reports/bench.json (ONLY=sampling runs one part)
@@ -23,6 +25,7 @@ TRAIN_ARGS ?=
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 EXPERIMENT_ARGS ?=
+SIM_ARGS ?=
 WORKERS ?= 2
 PS ?= 2
 STRATEGY ?= multi_worker
@@ -38,7 +41,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 data: install
-	$(PY) -m pipelines.simulate --config=$(DATASET) --data_dir=$(DATA_DIR)
+	$(PY) -m pipelines.simulate --config=$(DATASET) --data_dir=$(DATA_DIR) $(SIM_ARGS)
 
 train: data
 	$(PY) -m pipelines.train --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
@@ -56,6 +59,7 @@ serve: install
 	$(PY) -m pipelines.serve --export_dir=$(EXPORT_DIR) --model_name=$(MODEL_NAME)
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install

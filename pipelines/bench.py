@@ -8,6 +8,9 @@ part run alone updates only its own keys. The machine's CPU count and the versio
 with them.
 """
 import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
+from uma2_tf.data import batch_keys
+from uma2_tf.sources import registry
+from uma2_tf.data import samplers
 
 import json
 import os
@@ -19,29 +22,32 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("dataset", "uma2_simulated/default", "Dataset the input benchmarks read.")
-flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training, retrieval, serving, "
-                  "prepare.")
+flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training, retrieval, "
+                  "serving, prepare.")
 flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
 flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
 flags.DEFINE_integer("retrieval_queries", 500, "Queries timed per retriever and corpus size.")
 flags.DEFINE_integer("serve_concurrency", 8, "Concurrent clients of the serving benchmark.")
 flags.DEFINE_float("min_seconds", 20.0, "Each throughput measurement runs at least this long.")
-flags.DEFINE_integer("prepare_days", 4, "Days of the synthetic RecFlow release the `prepare` part builds.")
+flags.DEFINE_integer("prepare_days", 4,
+                     "Days of the synthetic RecFlow release the `prepare` part builds.")
 
 
 def bench_sampling() -> dict:
   """Throughput of the A/B/C sampling pipeline (ss_abc_fixed, 25 negatives) in positives/s."""
-  from uma2_tf.data import datasets, sampling
+  from uma2_tf.data import batch_keys
+  from uma2_tf.sources import registry
+  from uma2_tf.data import samplers
 
-  dataset = datasets.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
-  config = sampling.SamplingConfig()
-  ds = sampling.make_training_dataset(dataset, config, batch_size=FLAGS.batch_size).repeat()
+  dataset = registry.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
+  config = samplers.SamplingConfig()
+  ds = samplers.make_training_dataset(dataset, config, batch_size=FLAGS.batch_size).repeat()
   it = iter(ds)
   for _ in range(20):  # Warm-up: tracing, autotuning, file cache.
     next(it)
   positives, start = 0, time.perf_counter()
   while time.perf_counter() - start < FLAGS.min_seconds:
-    positives += int(next(it)[sampling.POS_ITEM].shape[0])
+    positives += int(next(it)[batch_keys.POS_ITEM].shape[0])
   elapsed = time.perf_counter() - start
   return {"sampling_positives_per_s": round(positives / elapsed, 1),
           "sampling_negatives_per_positive": config.num_negatives,
@@ -62,11 +68,10 @@ def bench_training() -> dict:
   import tf_keras as keras
 
   from uma2_tf import profiling, training
-  from uma2_tf.data import datasets, sampling
-  from uma2_tf.models.tasks import LossConfig
+  from uma2_tf.tasks import LossConfig
 
-  dataset = datasets.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
-  sampling_config = sampling.SamplingConfig()
+  dataset = registry.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
+  sampling_config = samplers.SamplingConfig()
   batches = profiling.fixed_batches(dataset, sampling_config, FLAGS.batch_size, count=16)
   steps = {}
   for name, use_nsdn in (("gmm", False), ("uma2", True)):
@@ -98,9 +103,11 @@ def bench_training() -> dict:
       flops = step.flops(batches[0])
       results[f"train_step_gflop_{name}"] = round(flops / 1e9, 3)
       results[f"train_gflops_{name}"] = round(flops / seconds[name] / 1e9, 2)
-  slots = [np.concatenate([np.asarray(b[sampling.POS_ITEM])[:, None], np.asarray(b[sampling.NEG_ITEMS])], 1)
+  slots = [np.concatenate([np.asarray(b[batch_keys.POS_ITEM])[:, None],
+                           np.asarray(b[batch_keys.NEG_ITEMS])], 1)
            for b in batches]
-  results["train_distinct_item_share"] = round(float(np.mean([len(np.unique(x)) / x.size for x in slots])), 4)
+  distinct_share = np.mean([len(np.unique(x)) / x.size for x in slots])
+  results["train_distinct_item_share"] = round(float(distinct_share), 4)
   peak = profiling.matmul_peak_gflops()
   for suffix in ("", "_dense"):
     results[f"uma2_cost_ratio{suffix}"] = round(results[f"train_positives_per_s_gmm{suffix}"] /
@@ -151,7 +158,8 @@ def bench_retrieval() -> dict:
       found[name], start = [], time.perf_counter()
       for i in range(len(queries)):
         found[name].append(search(queries[i:i + 1]).numpy()[0])
-      results[f"{name}_queries_per_s_{label}"] = round(len(queries) / (time.perf_counter() - start), 1)
+      elapsed = time.perf_counter() - start
+      results[f"{name}_queries_per_s_{label}"] = round(len(queries) / elapsed, 1)
     results[f"scann_recall@100_{label}"] = round(float(np.mean(
         [len(set(a) & set(b)) / 100 for a, b in zip(found["scann"], found["brute"])])), 4)
     results[f"scann_speedup_{label}"] = round(results[f"scann_queries_per_s_{label}"] /
@@ -206,16 +214,18 @@ def bench_serving() -> dict:
   num_users, num_items = 10_000, 1_000_000
   schema = schema_lib.LogSchema(num_users=num_users + 1, num_items=num_items + 1,
                                 user_features={"age": 8}, item_features={"category": 2})
-  tower = _table_tower(_clustered(rng, num_users + 1, centres), _clustered(rng, num_items + 1, centres))
+  tower = _table_tower(_clustered(rng, num_users + 1, centres),
+                       _clustered(rng, num_items + 1, centres))
   results = {}
   with tempfile.TemporaryDirectory() as export_dir:
     start = time.perf_counter()
-    export.write_version(export.ExportConfig(export_dir=export_dir, model_name="bench"), tower, schema,
-                         max_history=50)
+    export.write_version(export.ExportConfig(export_dir=export_dir, model_name="bench"), tower,
+                         schema, max_history=50)
     results["serve_export_s_1m"] = round(time.perf_counter() - start, 1)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pipelines.serve", f"--export_dir={export_dir}",
-                               "--model_name=bench", f"--port={port}"],
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.serve",
+                               f"--export_dir={export_dir}", "--model_name=bench",
+                               f"--port={port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
       deadline = time.time() + 180
@@ -243,8 +253,8 @@ def bench_serving() -> dict:
 
 
 def write_synthetic_recflow(directory: str, *, days: int, requests_per_day: int, exposed: int = 6,
-                            stage_samples: int = 120, num_users: int = 2000, num_videos: int = 200_000,
-                            seed: int = 0) -> tuple:
+                            stage_samples: int = 120, num_users: int = 2000,
+                            num_videos: int = 200_000, seed: int = 0) -> tuple:
   """A RecFlow release in the real layout (realshow/ and all_stage/ Feather files) drawn at random,
   for timing the preparation at a chosen size. Returns its dates."""
   import datetime
@@ -252,7 +262,7 @@ def write_synthetic_recflow(directory: str, *, days: int, requests_per_day: int,
   import numpy as np
   import pandas as pd
 
-  from uma2_tf.data import recflow
+  from uma2_tf.sources import recflow_files
 
   rng = np.random.default_rng(seed)
   first = datetime.date(2024, 1, 13)
@@ -274,17 +284,19 @@ def write_synthetic_recflow(directory: str, *, days: int, requests_per_day: int,
         "user_id": np.repeat(users, exposed), "age": np.repeat(users % 7, exposed),
         "gender": np.repeat(users % 2, exposed), "province": np.repeat(users % 30, exposed),
         "video_id": shown, **{c: v[shown] for c, v in video_features.items()},
-        "realshow": np.ones(n, np.int64), "rerank_index": np.tile(np.arange(exposed), requests_per_day),
+        "realshow": np.ones(n, np.int64),
+        "rerank_index": np.tile(np.arange(exposed), requests_per_day),
         "effective_view": (rng.random(n) < 0.3).astype(np.int64),
         "long_view": np.zeros(n, np.int64), "like": np.zeros(n, np.int64)})
     realshow.to_feather(os.path.join(directory, "realshow", f"{date}.feather"))
     m = requests_per_day * stage_samples
     sampled = rng.integers(0, num_videos, m)
-    stage = rng.integers(0, len(recflow.STAGES) - 1, m)  # One flag per row, realshow excluded.
+    # One flag per row, realshow excluded.
+    stage = rng.integers(0, len(recflow_files.STAGES) - 1, m)
     all_stage = pd.DataFrame({
         "request_id": np.repeat(rids, stage_samples), "video_id": sampled,
         **{c: v[sampled] for c, v in video_features.items()},
-        **{s: (stage == i).astype(np.int64) for i, s in enumerate(recflow.STAGES)}})
+        **{s: (stage == i).astype(np.int64) for i, s in enumerate(recflow_files.STAGES)}})
     all_stage.to_feather(os.path.join(directory, "all_stage", f"{date}.feather"))
   return dates
 
@@ -299,27 +311,30 @@ def bench_prepare() -> dict:
 
   import tensorflow_datasets as tfds
 
-  from uma2_tf.data import recflow
+  from uma2_tf.sources import recflow
 
   requests_per_day, stage_samples = 2000, 120
   root = tempfile.mkdtemp(prefix="bench_prepare_")
   try:
     manual = os.path.join(root, "RecFlow")
-    dates = write_synthetic_recflow(manual, days=FLAGS.prepare_days, requests_per_day=requests_per_day,
-                                    stage_samples=stage_samples)
+    dates = write_synthetic_recflow(manual, days=FLAGS.prepare_days,
+                                    requests_per_day=requests_per_day, stage_samples=stage_samples)
     config = recflow.RecflowConfig(name="bench", train_dates=dates[:-1], test_dates=dates[-1:])
     samples = len(dates) * requests_per_day * stage_samples
     results = {"prepare_days": len(dates), "prepare_stage_samples": samples,
                "prepare_requests": len(dates) * requests_per_day}
     runs = [("in_memory", recflow.Recflow, None)]
     try:
-      from uma2_tf.data import logs_beam
-      runs += [("beam_direct_1", recflow.RecflowBeam, logs_beam.pipeline_options("runner=DirectRunner")),
-               ("beam_direct_multi", recflow.RecflowBeam, logs_beam.pipeline_options(
+      from uma2_tf.sources import logs_beam
+      from uma2_tf.sources import recflow_beam
+      runs += [("beam_direct_1", recflow_beam.RecflowBeam,
+                logs_beam.pipeline_options("runner=DirectRunner")),
+               ("beam_direct_multi", recflow_beam.RecflowBeam, logs_beam.pipeline_options(
                    f"runner=DirectRunner,direct_num_workers={os.cpu_count()},"
                    "direct_running_mode=multi_processing"))]
     except ImportError:
-      logging.warning("bench prepare: apache-beam is not installed; only the in-memory build is timed")
+      logging.warning("bench prepare: apache-beam is not installed; only the in-memory build is "
+                      "timed")
     for name, cls, options in runs:
       builder = cls(config=config, data_dir=os.path.join(root, name))
       start = time.perf_counter()

@@ -11,34 +11,25 @@ import sys
 
 from absl import app, flags
 
+from uma2_tf import config_flags, export
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", "runs/uma2_default", "Training output dir to export.")
-flags.DEFINE_string("export_dir", "exports/uma2_default", "Base dir of the model's versions.")
-flags.DEFINE_integer("version", 0, "Version to write (0: one more than the highest present).")
-flags.DEFINE_string("model_name", "uma2", "Name the model is served under.")
-flags.DEFINE_integer("max_k", 0, "Largest k the retrieval models answer (0: min(1000, corpus)).")
-flags.DEFINE_integer("scann_leaves", 0, "ScaNN partitions (0: about sqrt(corpus)).")
-flags.DEFINE_integer("scann_leaves_to_search", 0,
-                     "Partitions searched per query (0: a tenth, at least 25K items).")
-flags.DEFINE_integer("scann_reorder", 0, "Candidates re-scored exactly (0: max(400, max_k)).")
+# Every field of `ExportConfig` is a flag, with the dataclass's default and docstring.
+config_flags.define(export.ExportConfig)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  from uma2_tf import export
-
   try:
-    config = export.ExportConfig(
-        run_dir=FLAGS.run_dir, export_dir=FLAGS.export_dir, version=FLAGS.version,
-        model_name=FLAGS.model_name, max_k=FLAGS.max_k, scann_leaves=FLAGS.scann_leaves,
-        scann_leaves_to_search=FLAGS.scann_leaves_to_search, scann_reorder=FLAGS.scann_reorder)
+    config = config_flags.resolve(export.ExportConfig)
     version_dir = export.export_run(config)
   except (ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   metadata = export.read_metadata(version_dir)
-  print(f"exported {config.run_dir} as {metadata['model_name']} version {metadata['version']}: {version_dir}")
+  print(f"exported {config.run_dir} as {metadata['model_name']} version {metadata['version']}: "
+        f"{version_dir}")
   for name, what in metadata["models"].items():
     print(f"  {name:<18} {what}")
   print(f"  ScaNN: {metadata['scann']}")

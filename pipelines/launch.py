@@ -1,4 +1,5 @@
-"""Starts a local distributed training job: one process per task on 127.0.0.1 (`make train-distributed`).
+"""Starts a local distributed training job: one process per task on 127.0.0.1
+(`make train-distributed`).
 
     python -m pipelines.launch --workers=2 -- --dataset=uma2_simulated/tiny --output_dir=runs/mw
     python -m pipelines.launch --strategy=parameter_server --workers=2 --ps=2 -- --epochs=3

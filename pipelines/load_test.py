@@ -57,8 +57,9 @@ def main(argv):
   measure_from = now + FLAGS.warmup_seconds
   deadline = measure_from + FLAGS.seconds
   latencies, errors = [], []
-  threads = [threading.Thread(target=client, args=(FLAGS.url, deadline, measure_from, FLAGS.k,
-                                                   FLAGS.num_users, FLAGS.seed + i, latencies, errors))
+  threads = [threading.Thread(target=client,
+                              args=(FLAGS.url, deadline, measure_from, FLAGS.k, FLAGS.num_users,
+                                    FLAGS.seed + i, latencies, errors))
              for i in range(FLAGS.concurrency)]
   for t in threads:
     t.start()
@@ -68,7 +69,8 @@ def main(argv):
   report = {"requests": len(ms), "errors": len(errors), "qps": round(len(ms) / FLAGS.seconds, 1),
             "concurrency": FLAGS.concurrency, "k": FLAGS.k}
   if ms:
-    report.update({"p50_ms": round(percentile(ms, 0.50), 2), "p90_ms": round(percentile(ms, 0.90), 2),
+    report.update({"p50_ms": round(percentile(ms, 0.50), 2),
+                   "p90_ms": round(percentile(ms, 0.90), 2),
                    "p99_ms": round(percentile(ms, 0.99), 2), "max_ms": round(ms[-1], 2)})
   print(json.dumps(report))
 

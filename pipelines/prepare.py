@@ -26,14 +26,16 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", None, "TFDS name with config: request_logs/<any name>, recflow/<config>, "
+flags.DEFINE_string("dataset", None,
+                    "TFDS name with config: request_logs/<any name>, recflow/<config>, "
                     "kuairand/<config>.")
 flags.DEFINE_string("manual_dir", None, "Directory holding the dataset's files.")
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("beam_pipeline_options", None,
-                    "Prepare with Apache Beam (recflow only; needs the [beam] extra): the pipeline's "
-                    "options as comma-separated key=value pairs, as `tfds build` takes them, e.g. "
-                    "runner=DirectRunner or runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp.")
+                    "Prepare with Apache Beam (recflow only; needs the [beam] extra): the "
+                    "pipeline's options as comma-separated key=value pairs, as `tfds build` takes "
+                    "them, e.g. runner=DirectRunner or "
+                    "runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp.")
 
 BEAM_BUILDERS = ("recflow",)
 
@@ -44,52 +46,59 @@ def main(argv):
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
-  from uma2_tf.data import datasets, logs, validation
+  from uma2_tf.data import validation
+  from uma2_tf.sources import logs
+  from uma2_tf.data import reading
+  from uma2_tf.sources import registry
 
   name, manual_dir = FLAGS.dataset, FLAGS.manual_dir
   try:
     if not name or "/" not in name:
       raise ValueError(f"--dataset must be <builder>/<config>, got {name!r}")
-    if name.split("/")[0] not in datasets.REAL_LOG_BUILDERS:
+    if name.split("/")[0] not in registry.REAL_LOG_BUILDERS:
       raise ValueError(f"--dataset: {name.split('/')[0]!r} is not a real-log builder "
-                       f"({', '.join(datasets.REAL_LOG_BUILDERS)}); simulated data: make data")
+                       f"({', '.join(registry.REAL_LOG_BUILDERS)}); simulated data: make data")
     manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
     # tf.io.gfile: the manual and data dirs of a Beam preparation may be buckets (gs://...).
     try:
       is_dir = bool(manual_dir) and tf.io.gfile.isdir(manual_dir)
-    except tf.errors.OpError as e:  # A file system TensorFlow cannot open (no such scheme, no access).
+    except tf.errors.OpError as e:
+      # A file system TensorFlow cannot open (no such scheme, no access).
       raise ValueError(f"--manual_dir {manual_dir!r} cannot be read: {e.message}") from None
     if not is_dir:
       raise ValueError(f"--manual_dir must be the directory holding the files, got {manual_dir!r}")
     use_beam = FLAGS.beam_pipeline_options is not None
     if use_beam and name.split("/")[0] not in BEAM_BUILDERS:
-      raise ValueError(f"--beam_pipeline_options: Beam preparation is written for {', '.join(BEAM_BUILDERS)}; "
+      raise ValueError(f"--beam_pipeline_options: Beam preparation is written for "
+                       f"{', '.join(BEAM_BUILDERS)}; "
                        f"{name.split('/')[0]} is prepared in memory (leave the flag out)")
     beam_options = None
     if use_beam:
       try:
-        from uma2_tf.data import logs_beam
+        from uma2_tf.sources import logs_beam
       except ImportError:
-        raise ValueError("--beam_pipeline_options needs Apache Beam: pip install -e '.[beam]'") from None
-      beam_options = logs_beam.pipeline_options(FLAGS.beam_pipeline_options, flag="--beam_pipeline_options")
+        raise ValueError("--beam_pipeline_options needs Apache Beam: "
+                         "pip install -e '.[beam]'") from None
+      beam_options = logs_beam.pipeline_options(FLAGS.beam_pipeline_options,
+                                                flag="--beam_pipeline_options")
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, beam_options=beam_options)
     if use_beam:
       import logging
 
-      from uma2_tf.data import recflow
+      from uma2_tf.sources import recflow_beam
 
       # Beam logs a failing step's traceback, then raises its exception here: a bad log is then
       # reported once, below; any other exception still ends the program with its traceback.
       logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
-      builder = recflow.RecflowBeam(data_dir=FLAGS.data_dir, config=name.split("/")[1])
+      builder = recflow_beam.RecflowBeam(data_dir=FLAGS.data_dir, config=name.split("/")[1])
     elif name.split("/")[0] == "request_logs":
-      from uma2_tf.data import request_logs
+      from uma2_tf.sources import request_logs
 
-      builder = request_logs.RequestLogs(data_dir=FLAGS.data_dir,
-                                         config=request_logs.config_for(name.split("/")[1], manual_dir))
+      builder = request_logs.RequestLogs(
+          data_dir=FLAGS.data_dir, config=request_logs.config_for(name.split("/")[1], manual_dir))
     else:
-      builder = datasets.builder(name, FLAGS.data_dir)
+      builder = registry.builder(name, FLAGS.data_dir)
     if builder.is_prepared():
       print(f"{name} is already built in {builder.data_dir}")
     else:
@@ -97,7 +106,7 @@ def main(argv):
   except (ValueError, FileNotFoundError, logs.LogFormatError, validation.InvalidRecordError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  with tf.io.gfile.GFile(os.path.join(str(builder.data_dir), datasets.STATS_FILE)) as f:
+  with tf.io.gfile.GFile(os.path.join(str(builder.data_dir), reading.STATS_FILE)) as f:
     print(json.dumps(json.load(f), indent=2))
   return 0
 

@@ -1,10 +1,17 @@
 """Trains and evaluates a model (`make train`); only wires flags onto `training.TrainConfig`.
 
+Every field of `TrainConfig` is a flag (`--helpfull` lists them with the dataclass's defaults),
+nested configs as `--sampling.<field>` and `--loss.<field>`; `--config=<run>/config.json` starts
+from a run's own config, and flags given beside it override it.
+
     python -m pipelines.train --dataset=uma2_simulated/default --output_dir=runs/uma2_default
+    python -m pipelines.train --config=runs/uma2_default/config.json --output_dir=runs/again
+    python -m pipelines.train --loss.propensity_floor=0.1 --sampling.max_history=20
     python -m pipelines.train --nsdn=false --strategy_name=ss_ab --output_dir=runs/gmm_ss_ab
     python -m pipelines.train --tower=dat --lambdas=1,1,1,0.5,0.5 --epochs=3
     python -m pipelines.train --nsdn=false --space_weights=1,1,0.25 --output_dir=runs/uma2_sos
-    python -m pipelines.train --dataset=recflow/default --b_stages=rank_neg   # B: ranking's negatives
+    # B: ranking's negatives
+    python -m pipelines.train --dataset=recflow/default --b_stages=rank_neg
 
     python -m pipelines.train --precision=mixed_bfloat16
     TF_CONFIG='{"cluster": ...}' python -m pipelines.train --strategy=multi_worker   # on each host
@@ -16,90 +23,49 @@ What the run writes is listed in `uma2_tf.training`.
 """
 import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
 
+import dataclasses
 import os
 import sys
 
 from absl import app, flags, logging
 
-from uma2_tf.data import sampling
-from uma2_tf.models import tasks
+from uma2_tf import config_flags, training
+from uma2_tf.data import samplers
+from uma2_tf.sources import registry
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "uma2_simulated/default", "TFDS dataset name with config.")
-flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
-flags.DEFINE_string("output_dir", "runs/uma2_default", "Where the run writes its results.")
-flags.DEFINE_string("strategy", "auto", "tf.distribute strategy: auto, default, one_device, mirrored, "
-                    "multi_worker or parameter_server (the last two read TF_CONFIG; see "
-                    "uma2_tf.distribute and pipelines.launch).")
-flags.DEFINE_string("precision", "float32", "float32, mixed_float16 or mixed_bfloat16 (the loss stays "
-                    "float32).")
-flags.DEFINE_string("tower", "youtube_dnn", "GMM tower: youtube_dnn, dat, fm, mind, esam_youtube_dnn or "
-                    "esam_dat.")
-flags.DEFINE_boolean("nsdn", True, "UMA2 (propensity heads and weights); false trains the plain GMM.")
-flags.DEFINE_boolean("share_embeddings", True, "NSDN heads share the tower's embedding tables.")
-flags.DEFINE_list("lambdas", ["1", "1", "1", "1", "1"], "λ1..λ5 of the loss (A, B, C, ER, RE).")
-flags.DEFINE_float("propensity_floor", 0.05, "Propensities are clipped below at this value.")
-flags.DEFINE_string("weight_normalization", "none", "none or self_normalized.")
-flags.DEFINE_list("space_weights", ["1", "1", "1"],
-                  "Static weights of A, B, C negatives without NSDN (--nsdn=false); "
-                  "UMA2_SOS is 1,1,0.25 (tasks.SOS_RANDOM_WEIGHT).")
-flags.DEFINE_string("strategy_name", "ss_abc_fixed",
-                    f"Negative sampling strategy: {', '.join(sampling.STRATEGIES)}.")
-flags.DEFINE_list("ratio", ["1", "4", "20"], "A:B:C ratio of ss_abc_fixed.")
-flags.DEFINE_integer("num_negatives", 25, "Negatives per positive.")
-flags.DEFINE_string("c_distribution", "uniform", "Space C sampling: uniform or popularity.")
-flags.DEFINE_list("b_stages", [],
-                  "Comma list of pipeline stages whose recalled-unexposed items form space B (datasets "
-                  "with stages, e.g. recflow: --b_stages=rank_neg); empty: every recalled-unexposed item.")
-flags.DEFINE_integer("batch_size", 512, "Global batch size in positives.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-flags.DEFINE_integer("epochs", 5, "Maximum epochs.")
-flags.DEFINE_integer("early_stopping_patience", 2, "Epochs without improvement before stopping (0: off).")
-flags.DEFINE_string("monitor", "recall@100", "Evaluation metric for early stopping and best weights.")
-flags.DEFINE_list("eval_ks", ["50", "100", "200"], "K's of the retrieval metrics.")
-flags.DEFINE_integer("backup_every_steps", 50, "BackupAndRestore frequency in steps.")
-flags.DEFINE_integer("seed", 0, "Seed of the model and the sampler.")
+# Every field of `TrainConfig` is a flag: --dataset, --epochs, --sampling.ratio, --loss.lambdas, ...
+config_flags.define(training.TrainConfig)
+config_flags.define_config_file_flag()
+# The names the CLI had before the configs were nested.
+ALIASES = {
+    "strategy_name": "sampling.strategy", "ratio": "sampling.ratio",
+    "num_negatives": "sampling.num_negatives", "c_distribution": "sampling.c_distribution",
+    "b_stages": "sampling.b_stages", "popularity_alpha": "sampling.popularity_alpha",
+    "max_history": "sampling.max_history", "lambdas": "loss.lambdas",
+    "propensity_floor": "loss.propensity_floor",
+    "weight_normalization": "loss.weight_normalization",
+    "space_weights": "loss.space_weights", "nsdn": "loss.use_nsdn",
+}
+config_flags.define_aliases(ALIASES)
 
 
-def _numbers(flag: str, values, kind=float) -> tuple:
-  try:
-    return tuple(kind(v) for v in values)
-  except ValueError:
-    raise ValueError(f"--{flag}: expected comma-separated numbers, got {','.join(values)!r}") from None
+def config_from_flags() -> training.TrainConfig:
+  """The `TrainConfig` the flags describe (over `--config`'s file when given); ValueError naming
+  the flag on bad values.
 
-
-def config_from_flags():
-  """The `TrainConfig` the flags describe; raises ValueError naming the flag on bad values."""
-  from uma2_tf import training
-
-  def build(flag_names, make):
-    try:
-      return make()
-    except ValueError as e:
-      raise ValueError(f"{flag_names}: {e}") from None
-
-  sampling_config = build("--strategy_name/--ratio/--num_negatives/--c_distribution/--b_stages", lambda: sampling.SamplingConfig(
-      strategy=FLAGS.strategy_name, num_negatives=FLAGS.num_negatives,
-      ratio=_numbers("ratio", FLAGS.ratio, int), c_distribution=FLAGS.c_distribution, seed=FLAGS.seed,
-      b_stages=tuple(s.strip() for s in FLAGS.b_stages if s.strip())))
-  loss_config = build(
-      "--lambdas/--propensity_floor/--weight_normalization/--space_weights/--nsdn",
-      lambda: tasks.LossConfig(
-          lambdas=_numbers("lambdas", FLAGS.lambdas), propensity_floor=FLAGS.propensity_floor,
-          weight_normalization=FLAGS.weight_normalization, use_nsdn=FLAGS.nsdn,
-          space_weights=_numbers("space_weights", FLAGS.space_weights)))
-  return build("flags", lambda: training.TrainConfig(
-      dataset=FLAGS.dataset, data_dir=os.path.expanduser(FLAGS.data_dir), output_dir=FLAGS.output_dir,
-      strategy=FLAGS.strategy, precision=FLAGS.precision, tower=FLAGS.tower, share_embeddings=FLAGS.share_embeddings,
-      sampling=sampling_config, loss=loss_config, batch_size=FLAGS.batch_size,
-      learning_rate=FLAGS.learning_rate, epochs=FLAGS.epochs,
-      early_stopping_patience=FLAGS.early_stopping_patience, monitor=FLAGS.monitor,
-      eval_ks=_numbers("eval_ks", FLAGS.eval_ks, int), backup_every_steps=FLAGS.backup_every_steps,
-      seed=FLAGS.seed))
+  `--seed` seeds the sampler too unless `--sampling.seed` is given, as it always has.
+  """
+  config = config_flags.resolve(training.TrainConfig)
+  if config_flags.present("seed") and not config_flags.present("sampling.seed"):
+    config = dataclasses.replace(
+        config, sampling=dataclasses.replace(config.sampling, seed=config.seed))
+  return config
 
 
 def serve_cluster(task) -> None:
-  """Runs this process as a parameter_server job's worker or ps: serves the cluster until stopped."""
+  """Runs this process as a parameter_server job's worker or ps: serves the cluster until
+  stopped."""
   import tensorflow as tf
 
   from uma2_tf import distribute
@@ -115,8 +81,7 @@ def serve_cluster(task) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  from uma2_tf import distribute, training
-  from uma2_tf.data import datasets
+  from uma2_tf import distribute
 
   # Everything a user can get wrong is checked before training starts, as one line; an error
   # after that is a bug and keeps its traceback.
@@ -130,12 +95,13 @@ def main(argv):
         return 0
     # Before any other TensorFlow op: multi_worker configures the runtime's collectives.
     strategy = distribute.build_strategy(config.strategy)
-    dataset = datasets.load(config.dataset, config.data_dir)
-    # B asked of logs without a recall log, unknown --b_stages: one line here, not a traceback later.
-    sampling.check_config_for_schema(config.sampling, dataset.schema, config.dataset)
+    dataset = registry.load(config.dataset, config.data_dir)
+    # B asked of logs without a recall log, unknown --b_stages: one line here, not a traceback
+    # later.
+    samplers.check_config_for_schema(config.sampling, dataset.schema, config.dataset)
     if max(config.eval_ks) >= dataset.schema.num_items:
-      raise ValueError(f"--eval_ks: the largest K ({max(config.eval_ks)}) must be below the corpus size "
-                       f"of {config.dataset} ({dataset.schema.num_items - 1} items)")
+      raise ValueError(f"--eval_ks: the largest K ({max(config.eval_ks)}) must be below the "
+                       f"corpus size of {config.dataset} ({dataset.schema.num_items - 1} items)")
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -17,8 +17,10 @@ import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from uma2_tf import distribute, training  # noqa: E402
-from uma2_tf.data import datasets, sampling  # noqa: E402
-from uma2_tf.models.tasks import LossConfig  # noqa: E402
+from uma2_tf.data import batch_keys
+from uma2_tf.sources import registry
+from uma2_tf.data import samplers
+from uma2_tf.tasks import LossConfig  # noqa: E402
 
 
 def one_sgd_step(strategy, config, dataset, batch, weights):
@@ -36,7 +38,7 @@ def one_sgd_step(strategy, config, dataset, batch, weights):
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
   before = [v.numpy() for v in model.trainable_variables]
-  size = int(batch[sampling.POS_ITEM].shape[0])
+  size = int(batch[batch_keys.POS_ITEM].shape[0])
   global_batch = tf.data.Dataset.from_tensor_slices(batch).batch(size)
   for replica_batch in strategy.experimental_distribute_dataset(global_batch):
     strategy.run(tf.function(step), args=(replica_batch,))
@@ -44,14 +46,14 @@ def one_sgd_step(strategy, config, dataset, batch, weights):
 
 
 def main(data_dir, output_dir):
-  dataset = datasets.load("uma2_simulated/tiny", data_dir)
+  dataset = registry.load("uma2_simulated/tiny", data_dir)
   report = {}
   mirrored = distribute.build_strategy("mirrored")
   report["replicas"] = mirrored.num_replicas_in_sync
   for name, use_nsdn in (("gmm", False), ("uma2", True)):
     config = training.TrainConfig(dataset="uma2_simulated/tiny", data_dir=data_dir,
                                   loss=LossConfig(use_nsdn=use_nsdn))
-    batch = next(iter(sampling.make_training_dataset(dataset, config.sampling, 64, shuffle=False)))
+    batch = next(iter(samplers.make_training_dataset(dataset, config.sampling, 64, shuffle=False)))
     keras.utils.set_random_seed(0)
     reference = training.build_model(config, dataset)
     reference(batch)

@@ -20,14 +20,16 @@ with np.load(queries_path) as z:
 out = {}
 query = tf.saved_model.load(os.path.join(version_dir, "query_model")).signatures["serving_default"]
 out["user_embedding"] = query(**features)["user_embedding"].numpy()
-brute = tf.saved_model.load(os.path.join(version_dir, "brute_force_model")).signatures["serving_default"]
+brute = tf.saved_model.load(
+    os.path.join(version_dir, "brute_force_model")).signatures["serving_default"]
 result = brute(k=k, **features)
 out["brute_ids"], out["brute_scores"] = result["item_ids"].numpy(), result["scores"].numpy()
 assert "scann" not in sys.modules, "a stock-op model pulled in scann"
 
 import scann  # noqa: E402,F401  (registers the Scann>... ops the retrieval model uses)
 
-retrieval = tf.saved_model.load(os.path.join(version_dir, "retrieval_model")).signatures["serving_default"]
+retrieval = tf.saved_model.load(
+    os.path.join(version_dir, "retrieval_model")).signatures["serving_default"]
 result = retrieval(k=k, **features)
 out["scann_ids"], out["scann_scores"] = result["item_ids"].numpy(), result["scores"].numpy()
 np.savez(out_path, **out)

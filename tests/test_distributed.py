@@ -125,13 +125,16 @@ def test_each_worker_reads_its_own_requests_and_together_all(tiny_dataset, pipel
   no request (so no positive) is trained on by two workers in an epoch, and none is left out."""
   import tensorflow as tf
 
-  from uma2_tf.data import datasets, sampling, schema as schema_lib
+  from uma2_tf.data import schema as schema_lib
+  from uma2_tf.data import batch_keys
+  from uma2_tf.data import reading
+  from uma2_tf.data import samplers
 
   files = tiny_dataset.split_files["train"]
 
   def request_ids(ctx):
     ids = []
-    for batch in datasets.read_requests(files, tiny_dataset.schema, 64, shuffle_buffer=64, seed=3,
+    for batch in reading.read_requests(files, tiny_dataset.schema, 64, shuffle_buffer=64, seed=3,
                                         input_context=ctx):
       ids.extend(batch[schema_lib.REQUEST_ID].numpy().tolist())
     return ids
@@ -144,12 +147,12 @@ def test_each_worker_reads_its_own_requests_and_together_all(tiny_dataset, pipel
       assert not set(parts[i]) & set(parts[j])
   assert sorted(sum(parts, [])) == sorted(everything)
 
-  config = sampling.SamplingConfig()
-  positives = [sum(int(b[sampling.POS_ITEM].shape[0]) for b in sampling.make_training_dataset(
+  config = samplers.SamplingConfig()
+  positives = [sum(int(b[batch_keys.POS_ITEM].shape[0]) for b in samplers.make_training_dataset(
       tiny_dataset, config, 32, input_context=tf.distribute.InputContext(pipelines, i, pipelines)))
       for i in range(pipelines)]
-  total = sum(int(b[sampling.POS_ITEM].shape[0])
-              for b in sampling.make_training_dataset(tiny_dataset, config, 32))
+  total = sum(int(b[batch_keys.POS_ITEM].shape[0])
+              for b in samplers.make_training_dataset(tiny_dataset, config, 32))
   assert sum(positives) == total and min(positives) > 0
 
 

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from uma2_tf.data.sampling import SPACE_A, SPACE_B, SPACE_C
-from uma2_tf.models import esam, tasks, towers
-from uma2_tf.models.tasks import LossConfig, UMA2Task
+from uma2_tf.data.batch_keys import SPACE_A, SPACE_B, SPACE_C
+from uma2_tf.models import towers
+from uma2_tf.models.towers import esam
+from uma2_tf import tasks
+from uma2_tf.tasks import LossConfig, UMA2Task
 
 A, B, C = SPACE_A, SPACE_B, SPACE_C
 

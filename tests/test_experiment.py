@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from uma2_tf import experiment, training
+from uma2_tf import run_dir, training
 from uma2_tf.data import schema as schema_lib
-from uma2_tf.experiment import RunSpec
+from uma2_tf.experiment import grid as grid_lib
+from uma2_tf.experiment import report as report_lib
+from uma2_tf.experiment.grid import RunSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,13 +22,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_run_specs_map_to_train_configs():
   base = training.TrainConfig(dataset="uma2_simulated/tiny", epochs=3)
   want = {  # row -> (sampling strategy, use_nsdn, weight normalisation)
-      experiment.SS_A: ("ss_a", False, "none"),
-      experiment.SS_AB: ("ss_ab", False, "none"),
-      experiment.SS_ABC_RANDOM: ("ss_abc_random", False, "none"),
-      experiment.SS_ABC_FIXED: ("ss_abc_fixed", False, "none"),
-      experiment.UMA2: ("ss_abc_fixed", True, "none"),
-      experiment.UMA2_SOS: ("ss_abc_fixed", False, "none"),
-      experiment.UMA2_SELF_NORM: ("ss_abc_fixed", True, "self_normalized"),
+      grid_lib.SS_A: ("ss_a", False, "none"),
+      grid_lib.SS_AB: ("ss_ab", False, "none"),
+      grid_lib.SS_ABC_RANDOM: ("ss_abc_random", False, "none"),
+      grid_lib.SS_ABC_FIXED: ("ss_abc_fixed", False, "none"),
+      grid_lib.UMA2: ("ss_abc_fixed", True, "none"),
+      grid_lib.UMA2_SOS: ("ss_abc_fixed", False, "none"),
+      grid_lib.UMA2_SELF_NORM: ("ss_abc_fixed", True, "self_normalized"),
   }
   for row, (strategy, nsdn, normalization) in want.items():
     config = RunSpec(row, "dat", 7).train_config(base, "/tmp/report")
@@ -36,25 +38,25 @@ def test_run_specs_map_to_train_configs():
     assert config.tower == "dat" and config.seed == 7 and config.sampling.seed == 7
     assert config.epochs == 3 and config.dataset == base.dataset
     assert config.output_dir == os.path.join("/tmp/report", "runs", RunSpec(row, "dat", 7).run_id)
-  from uma2_tf.models import tasks
-  sos = RunSpec(experiment.UMA2_SOS, "youtube_dnn", 0).train_config(base, "r").loss
+  from uma2_tf import tasks
+  sos = RunSpec(grid_lib.UMA2_SOS, "youtube_dnn", 0).train_config(base, "r").loss
   assert sos.space_weights == (1.0, 1.0, tasks.SOS_RANDOM_WEIGHT)
-  assert RunSpec(experiment.UMA2, "youtube_dnn", 0).train_config(base, "r").loss.space_weights == (1, 1, 1)
+  assert RunSpec(grid_lib.UMA2, "youtube_dnn", 0).train_config(base, "r").loss.space_weights == (1, 1, 1)
 
 
 def test_baselines_form_the_papers_chain():
-  chain = {experiment.SS_AB: experiment.SS_A, experiment.SS_ABC_RANDOM: experiment.SS_AB,
-           experiment.SS_ABC_FIXED: experiment.SS_ABC_RANDOM, experiment.UMA2: experiment.SS_ABC_FIXED,
-           experiment.UMA2_SOS: experiment.SS_ABC_FIXED, experiment.UMA2_SELF_NORM: experiment.UMA2}
+  chain = {grid_lib.SS_AB: grid_lib.SS_A, grid_lib.SS_ABC_RANDOM: grid_lib.SS_AB,
+           grid_lib.SS_ABC_FIXED: grid_lib.SS_ABC_RANDOM, grid_lib.UMA2: grid_lib.SS_ABC_FIXED,
+           grid_lib.UMA2_SOS: grid_lib.SS_ABC_FIXED, grid_lib.UMA2_SELF_NORM: grid_lib.UMA2}
   for row, baseline in chain.items():
     assert RunSpec(row, "dat", 2).baseline == RunSpec(baseline, "dat", 2)
-  assert RunSpec(experiment.SS_A, "dat", 0).baseline is None
-  assert RunSpec(experiment.SS_ABC_FIXED, "esam_dat", 1).baseline == RunSpec(
-      experiment.SS_ABC_FIXED, "dat", 1)
-  ids = [s.run_id for s in experiment.full_grid((0, 1, 2))]
+  assert RunSpec(grid_lib.SS_A, "dat", 0).baseline is None
+  assert RunSpec(grid_lib.SS_ABC_FIXED, "esam_dat", 1).baseline == RunSpec(
+      grid_lib.SS_ABC_FIXED, "dat", 1)
+  ids = [s.run_id for s in grid_lib.full_grid((0, 1, 2))]
   assert len(ids) == len(set(ids)) == 3 * (16 + 2 + 6)
-  assert RunSpec(experiment.UMA2, "youtube_dnn", 0).label == "UMA²_YTB"
-  assert RunSpec(experiment.SS_AB, "mind", 0).label_row == "MIND [SS-AB]"
+  assert RunSpec(grid_lib.UMA2, "youtube_dnn", 0).label == "UMA²_YTB"
+  assert RunSpec(grid_lib.SS_AB, "mind", 0).label_row == "MIND [SS-AB]"
   with pytest.raises(ValueError, match="unknown row"):
     RunSpec("SS-X", "dat", 0)
 
@@ -62,19 +64,19 @@ def test_baselines_form_the_papers_chain():
 def _result(row, seed, recall, users=(1, 2, 3, 4)):
   recall = np.asarray(recall, np.float64)
   metrics = {f"{m}@{k}": float(np.mean(recall)) * (1 + 0.1 * i)
-             for i, m in enumerate(experiment.TABLE_METRICS) for k in experiment.TABLE_KS}
+             for i, m in enumerate(report_lib.TABLE_METRICS) for k in report_lib.TABLE_KS}
   metrics["recall@100"] = float(np.mean(recall))
   per_user = {schema_lib.USER_ID: np.asarray(users, np.int64), "recall@100": recall}
-  return experiment.RunResult(RunSpec(row, "youtube_dnn", seed), metrics, per_user, 1.0)
+  return report_lib.RunResult(RunSpec(row, "youtube_dnn", seed), metrics, per_user, 1.0)
 
 
 def test_compare_by_hand():
-  base = [_result(experiment.SS_ABC_FIXED, 0, [0.0, 0.5, 0.5, 1.0]),
-          _result(experiment.SS_ABC_FIXED, 1, [0.0, 0.5, 0.0, 1.0])]
-  uma2 = [_result(experiment.UMA2, 0, [0.5, 0.5, 1.0, 1.0]),
-          _result(experiment.UMA2, 1, [0.0, 1.0, 0.5, 1.0]),
-          _result(experiment.UMA2, 2, [1.0, 1.0, 1.0, 1.0])]  # No baseline for seed 2: left out.
-  c = experiment.compare(uma2, base)
+  base = [_result(grid_lib.SS_ABC_FIXED, 0, [0.0, 0.5, 0.5, 1.0]),
+          _result(grid_lib.SS_ABC_FIXED, 1, [0.0, 0.5, 0.0, 1.0])]
+  uma2 = [_result(grid_lib.UMA2, 0, [0.5, 0.5, 1.0, 1.0]),
+          _result(grid_lib.UMA2, 1, [0.0, 1.0, 0.5, 1.0]),
+          _result(grid_lib.UMA2, 2, [1.0, 1.0, 1.0, 1.0])]  # No baseline for seed 2: left out.
+  c = report_lib.compare(uma2, base)
   diff = np.array([0.25, 0.25, 0.5, 0.0])  # per user, averaged over seeds 0 and 1
   assert c.seeds == 2 and c.seeds_better == 2
   assert c.mean_difference == pytest.approx(diff.mean())
@@ -85,28 +87,28 @@ def test_compare_by_hand():
   ours, theirs = np.mean([0.75, 0.625]), np.mean([0.5, 0.375])
   assert c.lift["recall@100"] == pytest.approx(ours / theirs - 1)
   assert c.row == "UMA²_YTB" and c.baseline == "YouTubeDNN [SS-ABC(fixed)]"
-  other_users = [_result(experiment.UMA2, 0, [0.5, 0.5, 1.0, 1.0], users=(1, 2, 3, 5))]
+  other_users = [_result(grid_lib.UMA2, 0, [0.5, 0.5, 1.0, 1.0], users=(1, 2, 3, 5))]
   with pytest.raises(ValueError, match="different test users"):
-    experiment.compare(other_users, base)
+    report_lib.compare(other_users, base)
 
 
 def _write_run(report_dir, result, reference):
-  out = os.path.join(report_dir, experiment.RUNS_DIR, result.spec.run_id)
+  out = os.path.join(report_dir, grid_lib.RUNS_DIR, result.spec.run_id)
   os.makedirs(out)
-  np.savez(os.path.join(out, training.PER_USER_FILE), **result.per_user)
+  np.savez(os.path.join(out, run_dir.PER_USER), **result.per_user)
   with open(os.path.join(out, "metrics.json"), "w") as f:
     json.dump({"model": result.metrics, **reference, "run": {"train_seconds": 1.0}}, f)
 
 
 def test_report_files(tmp_path):
-  reference = {"popularity": {m: 0.1 for m in _result(experiment.SS_A, 0, [0]).metrics},
-               "oracle": {m: 0.9 for m in _result(experiment.SS_A, 0, [0]).metrics}}
+  reference = {"popularity": {m: 0.1 for m in _result(grid_lib.SS_A, 0, [0]).metrics},
+               "oracle": {m: 0.9 for m in _result(grid_lib.SS_A, 0, [0]).metrics}}
   rng = np.random.default_rng(0)
-  grid = experiment.quick_grid((0, 1))
+  grid = grid_lib.quick_grid((0, 1))
   for spec in grid[:-1]:  # The last run is "not finished".
     result = _result(spec.row, spec.seed, rng.random(4))
     _write_run(str(tmp_path), result, reference)
-  report = experiment.write_report(str(tmp_path), grid, "test table")
+  report = report_lib.write_report(str(tmp_path), grid, "test table")
   assert report["runs"] == len(grid) - 1 and report["missing"] == 1
   table = open(tmp_path / "table1.md").read()
   for label in ("YouTubeDNN", "UMA²_YTB", "UMA²_SOS_YTB", "popularity", "oracle", "SS-AB",
@@ -140,7 +142,7 @@ def test_experiment_cli_runs_reports_and_resumes(tmp_path, tiny_data_dir):
   args = ["--dataset=uma2_simulated/tiny", f"--data_dir={tiny_data_dir}", f"--report_dir={report_dir}",
           "--quick", "--seeds=0", "--epochs=1", "--batch_size=256"]
   # Killed once its first run is finished: the restart must keep that run, not redo it.
-  first = os.path.join(report_dir, "runs", experiment.quick_grid((0,))[0].run_id, "metrics.json")
+  first = os.path.join(report_dir, "runs", grid_lib.quick_grid((0,))[0].run_id, "metrics.json")
   process = subprocess.Popen([sys.executable, "-m", "pipelines.experiment", *args], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
@@ -182,13 +184,13 @@ def test_experiment_cli_bad_flags(tmp_path):
 def test_ordering_verdicts():
   users = tuple(range(1, 41))
   low = np.linspace(0.0, 0.4, 40)
-  runs = [_result(experiment.SS_ABC_FIXED, s, low, users) for s in (0, 1)]
-  runs += [_result(experiment.UMA2, s, low + 0.3 + 0.01 * np.sin(np.arange(40)), users) for s in (0, 1)]
-  runs += [_result(experiment.SS_ABC_RANDOM, s, low + 0.5 + 0.01 * np.cos(np.arange(40)), users)
+  runs = [_result(grid_lib.SS_ABC_FIXED, s, low, users) for s in (0, 1)]
+  runs += [_result(grid_lib.UMA2, s, low + 0.3 + 0.01 * np.sin(np.arange(40)), users) for s in (0, 1)]
+  runs += [_result(grid_lib.SS_ABC_RANDOM, s, low + 0.5 + 0.01 * np.cos(np.arange(40)), users)
            for s in (0, 1)]
-  runs += [_result(experiment.UMA2_SOS, s, low + 0.3 + 0.02 * np.cos(np.arange(40) + s), users)
+  runs += [_result(grid_lib.UMA2_SOS, s, low + 0.3 + 0.02 * np.cos(np.arange(40) + s), users)
            for s in (0, 1)]
-  verdicts = {c["claim"]: c["verdict"] for c in experiment.orderings(runs)}
+  verdicts = {c["claim"]: c["verdict"] for c in report_lib.orderings(runs)}
   assert verdicts == {"YouTubeDNN [SS-ABC(fixed)] < UMA²_YTB": "holds",
                       "YouTubeDNN [SS-ABC(random)] < UMA²_YTB": "reversed",
                       "UMA²_SOS_YTB < UMA²_YTB": "not significant"}

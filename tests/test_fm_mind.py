@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from uma2_tf import export, metrics
 from uma2_tf.data import schema as schema_lib
-from uma2_tf.models import fm as fm_lib
-from uma2_tf.models import mind as mind_lib
+from uma2_tf.models.towers import fm as fm_lib
+from uma2_tf.models.towers import mind as mind_lib
 from uma2_tf.models import towers
 
 # 2 users, 3 items (id 0 is padding everywhere), one user feature, two item features.
@@ -293,8 +293,8 @@ def small_world(num_users: int, num_items: int, ages: int, categories: int):
   return schema, catalog
 
 def uma2_model(tower, use_nsdn, share_embeddings=True):
-  from uma2_tf.data import sampling
-  from uma2_tf.models.tasks import LossConfig, UMA2Task
+  from uma2_tf.data import batch_keys
+  from uma2_tf.tasks import LossConfig, UMA2Task
   from uma2_tf.models.uma2 import UMA2Model
 
   schema, catalog = small_world(num_users=6, num_items=21, ages=4, categories=5)
@@ -304,12 +304,12 @@ def uma2_model(tower, use_nsdn, share_embeddings=True):
   space = np.array([[0, 1, 2, 2], [0, 1, 1, 2]], np.int32)
   batch = {schema_lib.USER_ID: [1, 2], "age": [1, 3],
            schema_lib.HISTORY: [[3, 4, 5, 6, 0], [7, 0, 0, 0, 0]],
-           sampling.POS_ITEM: [5, 6], sampling.NEG_ITEMS: [[7, 8, 9, 0], [10, 11, 12, 13]]}
+           batch_keys.POS_ITEM: [5, 6], batch_keys.NEG_ITEMS: [[7, 8, 9, 0], [10, 11, 12, 13]]}
   batch = {k: tf.constant(v, tf.int64) for k, v in batch.items()}
-  batch.update({sampling.NEG_SPACE: tf.constant(space),
-                sampling.NEG_MASK: tf.constant([[1, 1, 1, 0], [1, 1, 1, 1]], tf.float32),
-                sampling.NEG_RECALLED: tf.constant(space < 2, tf.float32),
-                sampling.NEG_EXPOSED: tf.constant(space == 0, tf.float32)})
+  batch.update({batch_keys.NEG_SPACE: tf.constant(space),
+                batch_keys.NEG_MASK: tf.constant([[1, 1, 1, 0], [1, 1, 1, 1]], tf.float32),
+                batch_keys.NEG_RECALLED: tf.constant(space < 2, tf.float32),
+                batch_keys.NEG_EXPOSED: tf.constant(space == 0, tf.float32)})
   return model, batch
 
 

@@ -17,7 +17,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from uma2_tf import evaluation
-from uma2_tf.data import datasets, kuairand, logs, sampling
+from uma2_tf.sources import kuairand
+from uma2_tf.sources import logs
+from uma2_tf.data import batch_keys
+from uma2_tf.data import reading
+from uma2_tf.sources import registry
+from uma2_tf.data import samplers
 from uma2_tf.data import schema as schema_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +33,7 @@ STANDARD = ("log_standard_4_08_to_4_21_pure.csv", "log_standard_4_22_to_5_08_pur
 RANDOM = "log_random_4_22_to_5_08_pure.csv"
 USERS = "user_features_pure.csv"
 VIDEOS = "video_features_basic_pure.csv"
-# The real headers (KuaiRand README and the KuaiRand-Pure archive; see uma2_tf/data/kuairand.py).
+# The real headers (KuaiRand README and the KuaiRand-Pure archive; see uma2_tf/sources/kuairand.py).
 LOG_HEADER = ("user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,"
               "is_hate,long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,"
               "is_profile_enter,is_rand,tab")
@@ -44,14 +49,14 @@ TEST_DATE = 20220508
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("tfds_kuairand"))
-  datasets.builder(NAME, directory).download_and_prepare(
+  registry.builder(NAME, directory).download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=FIXTURE))
   return directory
 
 
 @pytest.fixture(scope="module")
 def dataset(data_dir):
-  return datasets.load(NAME, data_dir)
+  return registry.load(NAME, data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +65,7 @@ def records(dataset):
   out = {}
   for split, files in dataset.split_files.items():
     rows = []
-    for batch in datasets.read_requests(files, dataset.schema, 1024):
+    for batch in reading.read_requests(files, dataset.schema, 1024):
       batch = {k: (v.to_list() if hasattr(v, "to_list") else v.numpy().tolist()) for k, v in batch.items()}
       rows += [{k: batch[k][i] for k in batch} for i in range(len(batch[schema_lib.REQUEST_ID]))]
     out[split] = rows
@@ -155,19 +160,19 @@ def test_sampler_draws_a_from_unclicked_exposures_and_no_b(dataset, records, ids
   users, items, tabs = ids
   rid = next(r["request_id"] for r in records["train"]
              if r["user_id"] == users[7] and r["tab"] == tabs[1] and r["exposed"][:1] == [items[1500]])
-  config = sampling.SamplingConfig(ratio=(1, 0, 24), seed=3)
+  config = samplers.SamplingConfig(ratio=(1, 0, 24), seed=3)
   found = 0
-  for batch in sampling.make_training_dataset(dataset, config, batch_size=512, shuffle=False):
+  for batch in samplers.make_training_dataset(dataset, config, batch_size=512, shuffle=False):
     rows = np.flatnonzero(batch["request_id"].numpy() == rid)
     for i in rows:
       found += 1
-      assert batch[sampling.POS_ITEM][i] == items[35]
-      space = batch[sampling.NEG_SPACE][i].numpy()
-      negatives = batch[sampling.NEG_ITEMS][i].numpy()
-      assert sampling.SPACE_B not in space
-      assert (space == sampling.SPACE_A).sum() == 1
-      assert set(negatives[space == sampling.SPACE_A]) <= {items[1500], items[4210]}
-      c = negatives[(space == sampling.SPACE_C) & (batch[sampling.NEG_MASK][i].numpy() > 0)]
+      assert batch[batch_keys.POS_ITEM][i] == items[35]
+      space = batch[batch_keys.NEG_SPACE][i].numpy()
+      negatives = batch[batch_keys.NEG_ITEMS][i].numpy()
+      assert batch_keys.SPACE_B not in space
+      assert (space == batch_keys.SPACE_A).sum() == 1
+      assert set(negatives[space == batch_keys.SPACE_A]) <= {items[1500], items[4210]}
+      c = negatives[(space == batch_keys.SPACE_C) & (batch[batch_keys.NEG_MASK][i].numpy() > 0)]
       assert not set(c) & {items[1500], items[35], items[4210]}  # C is outside the recalled set.
   assert found == 1
 
@@ -244,7 +249,7 @@ def test_one_training_epoch_reports_test_random(data_dir, tmp_path):
 
   config = training.TrainConfig(
       dataset=NAME, data_dir=data_dir, output_dir=str(tmp_path / "run"), strategy="default",
-      sampling=sampling.SamplingConfig(ratio=(1, 0, 24)), batch_size=64, epochs=1,
+      sampling=samplers.SamplingConfig(ratio=(1, 0, 24)), batch_size=64, epochs=1,
       early_stopping_patience=0, evaluate_each_epoch=False, eval_ks=(5, 10, 20))
   results = training.train(config, verbose=0)
   metrics = json.load(open(tmp_path / "run" / "metrics.json"))
@@ -262,14 +267,14 @@ def test_one_training_epoch_reports_test_random(data_dir, tmp_path):
 
 def test_asking_for_b_on_kuairand_is_refused_or_left_empty(dataset):
   """No recall log: B is unavailable, never filled with something else."""
-  config = sampling.SamplingConfig(ratio=(1, 4, 20), seed=1)
+  config = samplers.SamplingConfig(ratio=(1, 4, 20), seed=1)
   try:
-    batch = next(iter(sampling.make_training_dataset(dataset, config, batch_size=256, shuffle=False)))
+    batch = next(iter(samplers.make_training_dataset(dataset, config, batch_size=256, shuffle=False)))
   except ValueError as e:  # The sampler refuses strategies that ask for B here.
     assert "B" in str(e)
     return
-  space, mask = batch[sampling.NEG_SPACE].numpy(), batch[sampling.NEG_MASK].numpy()
-  assert not ((space == sampling.SPACE_B) & (mask > 0)).any()
+  space, mask = batch[batch_keys.NEG_SPACE].numpy(), batch[batch_keys.NEG_MASK].numpy()
+  assert not ((space == batch_keys.SPACE_B) & (mask > 0)).any()
 
 
 # Malformed files: one clear error naming the file, the line and the column.
@@ -325,7 +330,7 @@ def test_malformed_file_gives_one_clear_error(tmp_path, name, edit, expected):
 
 def test_malformed_file_stops_the_build_with_that_error(tmp_path):
   directory, path = broken_copy(tmp_path, STANDARD[0], set_cell(7, "video_id", "v42"))
-  builder = datasets.builder(NAME, str(tmp_path / "tfds"))
+  builder = registry.builder(NAME, str(tmp_path / "tfds"))
   with pytest.raises(logs.LogFormatError, match="line 7: column 'video_id' must hold integers"):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=directory))
   assert not builder.is_prepared()

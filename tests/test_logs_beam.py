@@ -1,4 +1,4 @@
-"""The Apache Beam preparation (`logs_beam`, `recflow.RecflowBeam`, `prepare --beam_pipeline_options`)
+"""The Apache Beam preparation (`logs_beam`, `recflow_beam.RecflowBeam`, `prepare --beam_pipeline_options`)
 gives the same records and side files as the in-memory one, and fails on bad logs as it does.
 
 Beam runs on its DirectRunner, in this process (the CLI test: in a child process)."""
@@ -17,7 +17,10 @@ import pytest
 
 beam = pytest.importorskip("apache_beam")
 
-from uma2_tf.data import logs, logs_beam, recflow  # noqa: E402
+from uma2_tf.sources import logs  # noqa: E402
+from uma2_tf.sources import logs_beam
+from uma2_tf.sources import recflow
+from uma2_tf.sources import recflow_files
 from uma2_tf.data import schema as schema_lib  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "recflow",
@@ -97,12 +100,12 @@ def test_recflow_beam_writes_the_same_records(built_both_ways):
 
 
 def test_recflow_beam_dataset_loads_as_recflow(built_both_ways):
-  from uma2_tf.data import datasets
+  from uma2_tf.sources import registry
 
   _, with_beam, _ = built_both_ways
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(with_beam)))
-  dataset = datasets.load("recflow/tiny", data_dir)
-  assert dataset.schema.stages == recflow.STAGES
+  dataset = registry.load("recflow/tiny", data_dir)
+  assert dataset.schema.stages == recflow_files.STAGES
   assert dataset.num_records("train") == json.load(open(os.path.join(with_beam, "stats.json")))["train_requests"]
 
 

@@ -7,9 +7,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from uma2_tf.data import schema as schema_lib
-from uma2_tf.data.sampling import SPACE_A, SPACE_B, SPACE_C
+from uma2_tf.data.batch_keys import SPACE_A, SPACE_B, SPACE_C
 from uma2_tf.models import towers
-from uma2_tf.models.tasks import LossConfig, UMA2Task
+from uma2_tf.tasks import LossConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
 
 A, B, C = SPACE_A, SPACE_B, SPACE_C

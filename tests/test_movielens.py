@@ -15,7 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from uma2_tf.data import datasets, movielens, simulator, validation
+from uma2_tf.data import validation
+from uma2_tf.sources import movielens
+from uma2_tf.sources import simulator
+from uma2_tf.data import reading
+from uma2_tf.sources import registry
 from uma2_tf.data import schema as schema_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,9 +230,9 @@ def built(tmp_path_factory):
   import tensorflow_datasets as tfds
 
   data_dir = str(tmp_path_factory.mktemp("tfds_movielens"))
-  builder = datasets.builder("uma2_movielens/tiny", data_dir)
+  builder = registry.builder("uma2_movielens/tiny", data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=FIXTURE_DIR))
-  return data_dir, datasets.load("uma2_movielens/tiny", data_dir)
+  return data_dir, registry.load("uma2_movielens/tiny", data_dir)
 
 
 def test_builder_writes_the_side_files_and_valid_records(built, interactions):
@@ -241,7 +245,7 @@ def test_builder_writes_the_side_files_and_valid_records(built, interactions):
   counts = {}
   for split in ("train", "test"):
     n = 0
-    for batch in datasets.read_requests(dataset.split_files[split], dataset.schema, 512):
+    for batch in reading.read_requests(dataset.split_files[split], dataset.schema, 512):
       batch = {k: (v.to_list() if hasattr(v, "to_list") else v.numpy()) for k, v in batch.items()}
       for i in range(len(batch[schema_lib.REQUEST_ID])):
         validator.check({k: (np.asarray(v[i], np.int64) if isinstance(v[i], list) else v[i])
@@ -282,11 +286,11 @@ def test_builder_without_the_file_names_the_expected_path(tmp_path):
   empty = tmp_path / "ml-100k"
   empty.mkdir()
   (empty / "README").write_text("not the ratings")
-  builder = datasets.builder("uma2_movielens/ml100k", str(tmp_path / "tfds"))
+  builder = registry.builder("uma2_movielens/ml100k", str(tmp_path / "tfds"))
   with pytest.raises(FileNotFoundError, match=f"{empty / 'u.data'}: no MovieLens ratings file"):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(empty)))
-  with pytest.raises(datasets.DatasetNotBuiltError, match="--movielens_dir"):
-    datasets.load("uma2_movielens/ml100k", str(tmp_path / "tfds"))
+  with pytest.raises(reading.DatasetNotBuiltError, match="--movielens_dir"):
+    registry.load("uma2_movielens/ml100k", str(tmp_path / "tfds"))
 
 
 SIMULATE = [sys.executable, "-m", "pipelines.simulate", "--movielens_config=tiny"]

@@ -10,9 +10,9 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from uma2_tf import evaluation
-from uma2_tf.data import sampling
+from uma2_tf.data import samplers
 from uma2_tf.models import towers
-from uma2_tf.models.tasks import LossConfig, UMA2Task
+from uma2_tf.tasks import LossConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
 
 POLICIES = {"mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
@@ -36,7 +36,7 @@ def set_policy():
 @pytest.fixture(scope="module")
 def batches(tiny_dataset):
   """Three small training batches of `tiny`, the same ones every time."""
-  ds = sampling.make_training_dataset(tiny_dataset, sampling.SamplingConfig(), 32, shuffle=False)
+  ds = samplers.make_training_dataset(tiny_dataset, samplers.SamplingConfig(), 32, shuffle=False)
   return list(ds.take(3))
 
 

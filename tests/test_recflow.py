@@ -14,8 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uma2_tf.data import logs, recflow
+from uma2_tf.data import batch_keys
+from uma2_tf.data import reading
+from uma2_tf.data import samplers
 from uma2_tf.data import schema as schema_lib
+from uma2_tf.sources import logs
+from uma2_tf.sources import recflow
+from uma2_tf.sources import recflow_files
+from uma2_tf.sources import registry
 
 FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "recflow",
                        "RecFlow")
@@ -26,9 +32,7 @@ TINY_DATES = (*recflow.TINY_TRAIN_DATES, *recflow.TINY_TEST_DATES)
 def prepare(name, manual_dir, data_dir):
   import tensorflow_datasets as tfds
 
-  from uma2_tf.data import datasets
-
-  builder = datasets.builder(name, str(data_dir))
+  builder = registry.builder(name, str(data_dir))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
   return builder
 
@@ -43,12 +47,11 @@ def tiny_recflow(tmp_path_factory):
 @pytest.fixture(scope="module")
 def records(tiny_recflow):
   """request_id -> record (numpy) of both splits, and the dataset."""
-  from uma2_tf.data import datasets
 
-  dataset = datasets.load("recflow/tiny", tiny_recflow)
+  dataset = registry.load("recflow/tiny", tiny_recflow)
   out = {}
   for split, files in dataset.split_files.items():
-    for batch in datasets.read_requests(files, dataset.schema, 1000):
+    for batch in reading.read_requests(files, dataset.schema, 1000):
       batch = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()}
       for i, rid in enumerate(batch["request_id"]):
         out[int(rid)] = {k: (v[i] if isinstance(v, np.ndarray) else v[i].numpy()) for k, v in batch.items()}
@@ -75,29 +78,29 @@ def test_hand_checked_request(records):
   assert positives == {3, 42}
   assert set(item(r["exposed"])) - positives == {17, 8}  # A
   # B with the furthest stage each video reached (71: prerank_neg and rank_neg rows -> rank_neg).
-  stage = dict(zip(item(r["recalled"]), (recflow.STAGES[s - 1] for s in r["recalled_stage"])))
+  stage = dict(zip(item(r["recalled"]), (recflow_files.STAGES[s - 1] for s in r["recalled_stage"])))
   b = {v: s for v, s in stage.items() if v not in {3, 17, 42, 8}}
   assert b == {50: "prerank_neg", 51: "prerank_neg", 0: "prerank_neg", 71: "rank_neg",
                60: "coarse_neg", 61: "coarse_neg", 70: "rank_neg", 72: "rank_pos",
                80: "rerank_neg", 81: "rerank_pos"}
   assert all(stage[v] == "realshow" for v in (3, 17, 42, 8))
   # C: every other video of the corpus (all 160 videos of the fixture were seen).
-  assert dataset.schema.num_items == 161 and dataset.schema.stages == recflow.STAGES
+  assert dataset.schema.num_items == 161 and dataset.schema.stages == recflow_files.STAGES
   corpus = set(int(v) for v in ids["item_raw_id"][1:])
   assert corpus == set(range(160))
   assert len(corpus - set(stage)) == 160 - 14
   # User and item features, remapped (0 = padding) and back.
   assert r["history"].size == 0  # user 0's first request
-  assert {f: ids[f"user_feature/{f}"][r[f]] for f in recflow.USER_FEATURES} == \
+  assert {f: ids[f"user_feature/{f}"][r[f]] for f in recflow_files.USER_FEATURES} == \
       {"age": "0", "gender": "0", "province": "0"}
   dense3 = list(ids["item_raw_id"]).index("3")
-  feats = {f: ids[f"item_feature/{f}"][dataset.catalog.features[f][dense3]] for f in recflow.ITEM_FEATURES}
+  feats = {f: ids[f"item_feature/{f}"][dataset.catalog.features[f][dense3]] for f in recflow_files.ITEM_FEATURES}
   videos = pd.read_feather(os.path.join(FIXTURE, "realshow", "2024-01-13.feather"))
   v3 = videos[videos["video_id"] == 3].iloc[0]
   assert feats == {"author_id": str(v3["author_id"]), "category_level_one": str(v3["category_level_one"]),
                    "category_level_two": str(v3["category_level_two"]),
                    "upload_type": str(v3["upload_type"]),
-                   "duration_bucket": str(recflow.duration_bucket(v3["duration"]))}
+                   "duration_bucket": str(recflow_files.duration_bucket(v3["duration"]))}
 
 
 def test_splits_histories_and_what_was_left_out(records):
@@ -116,13 +119,13 @@ def test_splits_histories_and_what_was_left_out(records):
   assert day1["requests_without_exposure"] == 1 and day1["stage_source"] == "all_stage"
   assert source["label"] == "effective_view" and source["id_cnt"]["video_id"] == 160
   stats = dataset.stats()
-  assert stats["train_requests"] == 32 and stats["stages"] == list(recflow.STAGES)
+  assert stats["train_requests"] == 32 and stats["stages"] == list(recflow_files.STAGES)
 
 
 @pytest.mark.parametrize("label, clicked", [("effective_view", [1, 0, 1, 0]), ("long_view", [0, 0, 1, 0]),
                                             ("like", [1, 0, 0, 0])])
 def test_label_column(label, clicked):
-  tables, _ = recflow.read_tables(FIXTURE, TINY_DATES, label=label)
+  tables, _ = recflow_files.read_tables(FIXTURE, TINY_DATES, label=label)
   row = tables.requests.set_index("request_id").loc[HAND]
   assert row["exposed"].tolist() == [3, 17, 42, 8] and row["clicked"].tolist() == clicked
 
@@ -143,7 +146,7 @@ def test_irregular_rows_are_counted_not_silent(tmp_path):
 
   _edit_feather(manual / "realshow" / day, realshow)
   _edit_feather(manual / "all_stage" / day, all_stage)
-  tables, source = recflow.read_tables(str(manual), TINY_DATES)
+  tables, source = recflow_files.read_tables(str(manual), TINY_DATES)
   row = tables.requests.set_index("request_id").loc[HAND]
   assert row["exposed"].tolist() == [3, 17, 42, 8]      # 17 once, at its first position
   assert row["clicked"].tolist() == [1, 1, 1, 0]        # clicked on its second showing
@@ -163,11 +166,11 @@ def test_request_in_two_days_is_an_error(tmp_path):
                   lambda t: t.assign(request_id=t["request_id"].where(t["request_id"] != first, HAND)))
   with pytest.raises(logs.LogFormatError, match=f"realshow/2024-01-14.feather: request {HAND} is also in "
                                                 "realshow/2024-01-13.feather"):
-    recflow.read_tables(str(manual), TINY_DATES)
+    recflow_files.read_tables(str(manual), TINY_DATES)
 
 
 def test_device_id_can_be_a_user_feature():
-  tables, _ = recflow.read_tables(FIXTURE, TINY_DATES, user_features=("age", "device_id"))
+  tables, _ = recflow_files.read_tables(FIXTURE, TINY_DATES, user_features=("age", "device_id"))
   assert tables.user_features == ("age", "device_id")
   assert tables.requests.set_index("request_id").loc[HAND, "device_id"] == 100
 
@@ -181,33 +184,32 @@ def _same_tables(a, b):
 
 
 def test_request_id_dict_gives_the_same_tables_and_replaces_a_missing_all_stage_day(tmp_path):
-  from_all_stage, _ = recflow.read_tables(FIXTURE, TINY_DATES)
-  from_pickles, source = recflow.read_tables(FIXTURE, TINY_DATES, stage_source="request_id_dict")
+  from_all_stage, _ = recflow_files.read_tables(FIXTURE, TINY_DATES)
+  from_pickles, source = recflow_files.read_tables(FIXTURE, TINY_DATES, stage_source="request_id_dict")
   _same_tables(from_all_stage, from_pickles)
   assert {d["stage_source"] for d in source["days"]} == {"request_id_dict"}
   # The Hugging Face copy lacks all_stage/2024-01-13.feather: `auto` reads that day's pickle.
   manual = tmp_path / "RecFlow"
   shutil.copytree(FIXTURE, manual)
   os.remove(manual / "all_stage" / "2024-01-13.feather")
-  tables, source = recflow.read_tables(str(manual), TINY_DATES)
+  tables, source = recflow_files.read_tables(str(manual), TINY_DATES)
   _same_tables(from_all_stage, tables)
   assert [d["stage_source"] for d in source["days"]] == ["request_id_dict", "all_stage", "all_stage"]
 
 
 def test_b_restricted_to_ranking_negatives(records):
-  from uma2_tf.data import sampling
 
   by_rid, dataset = records
   ids = raw_ids(dataset)
-  config = sampling.SamplingConfig(strategy="ss_ab", ratio=(0, 1, 0), num_negatives=2,
+  config = samplers.SamplingConfig(strategy="ss_ab", ratio=(0, 1, 0), num_negatives=2,
                                    b_stages=("rank_neg",), requests_per_batch=64)
-  for batch in sampling.make_training_dataset(dataset, config, 512, shuffle=False):
+  for batch in samplers.make_training_dataset(dataset, config, 512, shuffle=False):
     for rid, items, space in zip(batch["request_id"].numpy(), batch["neg_items"].numpy(),
                                  batch["neg_space"].numpy()):
       r = by_rid[int(rid)]
       rank_neg = {int(v) for v, s in zip(r["recalled"], r["recalled_stage"])
-                  if recflow.STAGES[s - 1] == "rank_neg"}
-      assert set(items.tolist()) <= rank_neg and set(space.tolist()) == {sampling.SPACE_B}
+                  if recflow_files.STAGES[s - 1] == "rank_neg"}
+      assert set(items.tolist()) <= rank_neg and set(space.tolist()) == {batch_keys.SPACE_B}
       assert len(set(items.tolist())) == 2  # every request has >= 2 rank_neg videos: no repeats
       if rid == HAND:
         assert sorted(int(ids["item_raw_id"][i]) for i in items) == [70, 71]
@@ -286,20 +288,20 @@ def test_a_malformed_request_id_dict_is_one_clear_error(tmp_path, edit, message)
   shutil.copytree(FIXTURE, manual)
   _edit_pickle(manual / "request_id_dict" / "2024-01-13.pkl", edit)
   with pytest.raises(logs.LogFormatError, match="request_id_dict/2024-01-13.pkl") as error:
-    recflow.read_tables(str(manual), TINY_DATES, stage_source="request_id_dict")
+    recflow_files.read_tables(str(manual), TINY_DATES, stage_source="request_id_dict")
   assert message in str(error.value)
 
 
 def test_missing_day_and_missing_dir_name_the_path(tmp_path):
   with pytest.raises(FileNotFoundError, match="realshow/2024-02-18.feather does not exist"):
-    recflow.read_tables(FIXTURE, ("2024-01-13", "2024-02-18"))
+    recflow_files.read_tables(FIXTURE, ("2024-01-13", "2024-02-18"))
   manual = tmp_path / "RecFlow"
   shutil.copytree(FIXTURE, manual)
   os.remove(manual / "all_stage" / "2024-01-14.feather")
   os.remove(manual / "request_id_dict" / "2024-01-14.pkl")
   with pytest.raises(FileNotFoundError, match="neither .*all_stage/2024-01-14.feather nor "
                                                ".*request_id_dict/2024-01-14.pkl exists"):
-    recflow.read_tables(str(manual), TINY_DATES)
+    recflow_files.read_tables(str(manual), TINY_DATES)
 
 
 def test_prepare_cli_reports_a_malformed_file_in_one_line(tmp_path):
@@ -314,7 +316,6 @@ def test_prepare_cli_reports_a_malformed_file_in_one_line(tmp_path):
 
 
 def test_configs():
-  from uma2_tf.data import datasets
 
   names = {c.name: c for c in recflow.Recflow.BUILDER_CONFIGS}
   assert set(names) == {"default", "long_view", "like", "tiny", "tiny_long_view", "tiny_like"}
@@ -327,8 +328,8 @@ def test_configs():
     recflow.RecflowConfig(name="x", train_dates=("2024-01-13",), test_dates=("2024-01-14",), label="click")
   with pytest.raises(ValueError, match="disjoint"):
     recflow.RecflowConfig(name="x", train_dates=("2024-01-13",), test_dates=("2024-01-13",))
-  assert datasets.builder("recflow/default", "/nonexistent").builder_config.name == "default"
-  assert schema_lib.RECALLED_STAGE in datasets.builder("recflow/tiny", "/nonexistent").info.features
+  assert registry.builder("recflow/default", "/nonexistent").builder_config.name == "default"
+  assert schema_lib.RECALLED_STAGE in registry.builder("recflow/tiny", "/nonexistent").info.features
 
 
 def test_reads_a_remote_copy_through_gfile_like_local_files():
@@ -342,11 +343,11 @@ def test_reads_a_remote_copy_through_gfile_like_local_files():
     tf.io.gfile.makedirs(target)
     for name in files:
       tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
-  recflow.check_days(remote, TINY_DATES)
+  recflow_files.check_days(remote, TINY_DATES)
   for date, stage_source in (("2024-01-14", "all_stage"), ("2024-01-14", "request_id_dict")):
-    local = recflow.read_day(FIXTURE, date, stage_source=stage_source)
-    got = recflow.read_day(remote, date, stage_source=stage_source)
+    local = recflow_files.read_day(FIXTURE, date, stage_source=stage_source)
+    got = recflow_files.read_day(remote, date, stage_source=stage_source)
     pd.testing.assert_frame_equal(got[0], local[0])
     pd.testing.assert_frame_equal(got[1], local[1])
   with pytest.raises(FileNotFoundError, match="ram://recflow_fixture/realshow/2024-03-01.feather"):
-    recflow.check_days(remote, ("2024-03-01",))
+    recflow_files.check_days(remote, ("2024-03-01",))

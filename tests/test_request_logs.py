@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uma2_tf.data import logs, schema as schema_lib
+from uma2_tf.data import schema as schema_lib
+from uma2_tf.sources import logs
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "request_logs")
 
@@ -118,10 +119,10 @@ def built_logs(tmp_path_factory):
 def test_both_layouts_give_the_same_records(built_logs):
   import tensorflow_datasets as tfds
 
-  from uma2_tf.data import datasets
+  from uma2_tf.sources import registry
 
   def records(layout):
-    b = datasets.builder(f"request_logs/{layout}", built_logs)
+    b = registry.builder(f"request_logs/{layout}", built_logs)
     out = {}
     for split in ("train", "test"):
       for r in tfds.as_numpy(b.as_dataset(split=split)):
@@ -130,7 +131,7 @@ def test_both_layouts_give_the_same_records(built_logs):
 
   one, two = records("one_row"), records("two_tables")
   assert len(one) == 240 and one == two
-  dataset = datasets.load("request_logs/one_row", built_logs)
+  dataset = registry.load("request_logs/one_row", built_logs)
   assert dataset.schema.stages == ("prerank", "rank", "rerank")
   assert sorted(dataset.split_files) == ["test", "train"]
 

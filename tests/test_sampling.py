@@ -6,9 +6,12 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
-from uma2_tf.data import datasets, sampling
+from uma2_tf.data import batch_keys
+from uma2_tf.data import reading
+from uma2_tf.data import samplers
 from uma2_tf.data import schema as schema_lib
-from uma2_tf.data.sampling import SPACE_A, SPACE_B, SPACE_C, SamplingConfig
+from uma2_tf.data.batch_keys import SPACE_A, SPACE_B, SPACE_C
+from uma2_tf.data.samplers import SamplingConfig
 
 SCHEMA = schema_lib.LogSchema(num_users=11, num_items=51, user_features={"age": 5},
                               item_features={"category": 4})
@@ -56,7 +59,7 @@ def test_small_pools_are_resampled_and_empty_pools_padded_and_counted():
   # Request 2: no A (the one exposed item is clicked), B pool {21}.
   records = [request(1, [1, 2, 3], [0, 1, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9]),
              request(2, [20], [1], [20, 21])]
-  sampler = sampling.NegativeSampler(SamplingConfig(strategy="ss_ab"), SCHEMA.num_items, ["age"])
+  sampler = samplers.NegativeSampler(SamplingConfig(strategy="ss_ab"), SCHEMA.num_items, ["age"])
   ex = numpy(sampler(parse(records), tf.constant([3, 4], tf.int64)))
   np.testing.assert_array_equal(ex["pos_item"], [2, 20])
   np.testing.assert_array_equal(ex["request_id"], [1, 2])
@@ -75,7 +78,7 @@ def test_pools_at_least_as_large_as_asked_are_sampled_without_replacement():
   recalled = list(range(1, 41))
   records = [request(1, [1, 2, 3, 4, 5, 6], [1, 0, 0, 0, 0, 0], recalled)]
   config = SamplingConfig(strategy="ss_ab", num_negatives=25, ratio=(1, 4, 0))
-  sampler = sampling.NegativeSampler(config, SCHEMA.num_items, ["age"])
+  sampler = samplers.NegativeSampler(config, SCHEMA.num_items, ["age"])
   for seed in range(5):
     ex = numpy(sampler(parse(records), tf.constant([seed, 0], tf.int64)))
     a, b = ex["neg_items"][0, :5], ex["neg_items"][0, 5:]
@@ -87,7 +90,7 @@ def test_pools_at_least_as_large_as_asked_are_sampled_without_replacement():
 def test_history_keeps_the_newest_clicks_right_padded():
   records = [request(1, [1, 2], [1, 0], [1, 2, 3], history=[11, 12, 13, 14]),
              request(2, [1, 2], [1, 0], [1, 2, 3], history=[15])]
-  sampler = sampling.NegativeSampler(SamplingConfig(max_history=3), SCHEMA.num_items, ["age"])
+  sampler = samplers.NegativeSampler(SamplingConfig(max_history=3), SCHEMA.num_items, ["age"])
   ex = numpy(sampler(parse(records), tf.constant([0, 0], tf.int64)))
   np.testing.assert_array_equal(ex["history"], [[12, 13, 14], [15, 0, 0]])
   np.testing.assert_array_equal(ex["age"], [1, 1])
@@ -104,7 +107,7 @@ def test_popularity_c_sampling_matches_its_distribution():
                                 item_features={"category": 4})
   config = SamplingConfig(strategy="ss_abc_fixed", ratio=(0, 0, 1), num_negatives=50,
                           c_distribution="popularity", popularity_alpha=0.75)
-  sampler = sampling.NegativeSampler(config, num_items, ["age"], click_count)
+  sampler = samplers.NegativeSampler(config, num_items, ["age"], click_count)
   parsed = parse(records, schema)
   draws = np.concatenate([numpy(sampler(parsed, tf.constant([s, 9], tf.int64)))["neg_items"].ravel()
                           for s in range(200)])  # 200 calls x 2 positives x 50 = 20,000 draws.
@@ -127,7 +130,7 @@ def test_popularity_c_sampling_matches_its_distribution():
 def tiny_requests(tiny_dataset):
   """request_id -> record (numpy), read back through the same reader the pipeline uses."""
   out = {}
-  for batch in datasets.read_requests(tiny_dataset.split_files["train"], tiny_dataset.schema, 512):
+  for batch in reading.read_requests(tiny_dataset.split_files["train"], tiny_dataset.schema, 512):
     for i, rid in enumerate(batch["request_id"].numpy()):
       out[int(rid)] = {k: (v[i].numpy() if isinstance(v, tf.RaggedTensor) else v[i].numpy())
                        for k, v in batch.items()}
@@ -138,11 +141,11 @@ def take(ds, n):
   return [numpy(b) for b in ds.take(n)]
 
 
-@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
+@pytest.mark.parametrize("strategy", samplers.STRATEGIES)
 def test_real_batches_respect_spaces_labels_and_masks(tiny_dataset, tiny_requests, strategy):
   config = SamplingConfig(strategy=strategy)
   n_a, n_b, n_c = config.space_counts()
-  batches = take(sampling.make_training_dataset(tiny_dataset, config, batch_size=128), 4)
+  batches = take(samplers.make_training_dataset(tiny_dataset, config, batch_size=128), 4)
   assert len(batches) == 4
   for b in batches:
     assert b["neg_items"].shape == (128, 25) and b["history"].shape == (128, config.max_history)
@@ -179,7 +182,7 @@ def test_real_batches_respect_spaces_labels_and_masks(tiny_dataset, tiny_request
 
 
 def test_every_positive_appears_once_per_epoch(tiny_dataset, tiny_requests):
-  ds = sampling.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=100)
+  ds = samplers.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=100)
   seen = sorted((int(r), int(p)) for b in ds for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy()))
   expected = sorted((rid, int(item)) for rid, r in tiny_requests.items()
                     for item in r["exposed"][r["clicked"] == 1])
@@ -188,7 +191,7 @@ def test_every_positive_appears_once_per_epoch(tiny_dataset, tiny_requests):
 
 def test_deterministic_given_seed_and_new_draws_each_epoch(tiny_dataset):
   def first(seed, epochs=1):
-    ds = sampling.make_training_dataset(tiny_dataset, SamplingConfig(seed=seed), batch_size=64)
+    ds = samplers.make_training_dataset(tiny_dataset, SamplingConfig(seed=seed), batch_size=64)
     out = []
     for _ in range(epochs):
       out.append(take(ds, 2))
@@ -208,11 +211,11 @@ def test_deterministic_given_seed_and_new_draws_each_epoch(tiny_dataset):
 def test_input_pipelines_read_disjoint_parts(tiny_dataset):
   def positives(pipeline_id):
     ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id)
-    ds = sampling.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=64,
+    ds = samplers.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=64,
                                         input_context=ctx, shuffle=False)
     return {(int(r), int(p)) for b in ds for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy())}
 
-  whole = sampling.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=64, shuffle=False)
+  whole = samplers.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=64, shuffle=False)
   all_pos = {(int(r), int(p)) for b in whole for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy())}
   first, second = positives(0), positives(1)
   assert first and second and not first & second
@@ -220,8 +223,8 @@ def test_input_pipelines_read_disjoint_parts(tiny_dataset):
 
 
 def test_fill_events_are_counted(tiny_dataset):
-  ds = sampling.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=128)
-  counts = sampling.count_fill_events(ds)
+  ds = samplers.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=128)
+  counts = samplers.count_fill_events(ds)
   assert counts["positives"] > 0
-  assert set(counts) == {"positives", *sampling.FILL_EVENTS}
-  assert all(0 <= counts[k] <= counts["positives"] for k in sampling.FILL_EVENTS)
+  assert set(counts) == {"positives", *batch_keys.FILL_EVENTS}
+  assert all(0 <= counts[k] <= counts["positives"] for k in batch_keys.FILL_EVENTS)

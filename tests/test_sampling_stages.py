@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from uma2_tf.data import datasets, sampling
+from uma2_tf.data import batch_keys
+from uma2_tf.data import reading
+from uma2_tf.data import samplers
 from uma2_tf.data import schema as schema_lib
-from uma2_tf.data.sampling import SPACE_A, SPACE_B, SPACE_C, SamplingConfig
+from uma2_tf.data.batch_keys import SPACE_A, SPACE_B, SPACE_C
+from uma2_tf.data.samplers import SamplingConfig
 
 STAGES = ("prerank_neg", "coarse_neg", "rank_neg", "realshow")
 STAGED = schema_lib.LogSchema(num_users=11, num_items=51, user_features={"age": 5},
@@ -55,7 +58,7 @@ def parse(schema, requests=REQUESTS):
 
 def b_items_by_request(config, seeds=range(5)):
   """The set of B items drawn for each request's positive, over a few seeds."""
-  sampler = sampling.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
+  sampler = samplers.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
   drawn = {1: set(), 2: set()}
   for s in seeds:
     ex = {k: v.numpy() for k, v in sampler(parse(STAGED), tf.constant([s, 7], tf.int64)).items()}
@@ -77,15 +80,15 @@ def test_b_pool_is_the_unexposed_items_of_the_named_stages(b_stages):
 
 def test_empty_stage_pool_is_padded_and_counted_not_replaced():
   config = SamplingConfig(strategy="ss_ab", ratio=(1, 1, 0), num_negatives=2, b_stages=("coarse_neg",))
-  sampler = sampling.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
+  sampler = samplers.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
   ex = {k: v.numpy() for k, v in sampler(parse(STAGED), tf.constant([1, 2], tf.int64)).items()}
   by_request = {rid: i for i, rid in enumerate(ex["request_id"])}
-  events = dict(zip(sampling.FILL_EVENTS, ex["fill_events"][by_request[2]]))
+  events = dict(zip(batch_keys.FILL_EVENTS, ex["fill_events"][by_request[2]]))
   assert events["b_padded"] == 1  # Request 2 has no coarse_neg item.
   b_slot = ex["neg_space"][by_request[2]] == SPACE_B
   assert ex["neg_mask"][by_request[2]][b_slot].tolist() == [0.0]
   assert ex["neg_items"][by_request[2]][b_slot].tolist() == [0]
-  events1 = dict(zip(sampling.FILL_EVENTS, ex["fill_events"][by_request[1]]))
+  events1 = dict(zip(batch_keys.FILL_EVENTS, ex["fill_events"][by_request[1]]))
   b1 = ex["neg_space"][by_request[1]] == SPACE_B
   assert events1["b_padded"] == 0 and ex["neg_items"][by_request[1]][b1].tolist() == [5]
 
@@ -95,7 +98,7 @@ def test_c_still_excludes_recalled_items_of_other_stages():
   # must not come back as C either.
   config = SamplingConfig(strategy="ss_abc_fixed", ratio=(1, 1, 8), num_negatives=10,
                           b_stages=("rank_neg",))
-  sampler = sampling.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
+  sampler = samplers.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
   for s in range(20):
     ex = {k: v.numpy() for k, v in sampler(parse(STAGED), tf.constant([s, 3], tf.int64)).items()}
     for rid, items, space, mask in zip(ex["request_id"], ex["neg_items"], ex["neg_space"], ex["neg_mask"]):
@@ -119,7 +122,7 @@ def test_config_b_stages_is_normalised_and_checked():
 
 
 def test_check_config_for_schema():
-  check = sampling.check_config_for_schema
+  check = samplers.check_config_for_schema
   assert check(SamplingConfig(b_stages=("rank_neg", "prerank_neg")), STAGED, "x") == (3, 1)
   assert check(SamplingConfig(), STAGED, "x") == ()
   with pytest.raises(ValueError, match=r"plain's schema has no stages"):
@@ -133,34 +136,34 @@ def test_check_config_for_schema():
                  SamplingConfig(strategy="ss_abc_random")):
     assert check(config, NO_RECALL, "kuai") == ()
   with pytest.raises(ValueError, match="unknown stage"):
-    sampling.NegativeSampler(SamplingConfig(b_stages=("rank",)), 51, stages=STAGES)
+    samplers.NegativeSampler(SamplingConfig(b_stages=("rank",)), 51, stages=STAGES)
 
 
 def _fake_dataset(schema):
   catalog = schema_lib.ItemCatalog(features={"category": np.zeros(schema.num_items, np.int64)},
                                    click_count=np.zeros(schema.num_items, np.int64),
                                    exposure_count=np.zeros(schema.num_items, np.int64))
-  return datasets.BuiltDataset(name="fake/x", directory="/nonexistent", schema=schema, catalog=catalog,
+  return reading.BuiltDataset(name="fake/x", directory="/nonexistent", schema=schema, catalog=catalog,
                                split_files={"train": ("/nonexistent/train.tfrecord",)})
 
 
 def test_make_training_dataset_refuses_what_the_dataset_lacks():
   with pytest.raises(ValueError, match="fake/x has no space B"):
-    sampling.make_training_dataset(_fake_dataset(NO_RECALL), SamplingConfig(), 4)
+    samplers.make_training_dataset(_fake_dataset(NO_RECALL), SamplingConfig(), 4)
   with pytest.raises(ValueError, match="schema has no stages"):
-    sampling.make_training_dataset(_fake_dataset(PLAIN), SamplingConfig(b_stages=("rank_neg",)), 4)
+    samplers.make_training_dataset(_fake_dataset(PLAIN), SamplingConfig(b_stages=("rank_neg",)), 4)
   with pytest.raises(ValueError, match="unknown stage"):
-    sampling.make_training_dataset(_fake_dataset(STAGED), SamplingConfig(b_stages=("rerank",)), 4)
+    samplers.make_training_dataset(_fake_dataset(STAGED), SamplingConfig(b_stages=("rerank",)), 4)
 
 
 def test_no_recall_log_with_a_and_c_only_trains_without_b():
   # recalled == exposed (what the writer stores for exposure-only logs): A and C only.
   requests = [dict(r, recalled=r["exposed"], stage=[4] * len(r["exposed"])) for r in REQUESTS]
   config = SamplingConfig(ratio=(1, 0, 4), num_negatives=5)
-  sampler = sampling.NegativeSampler(config, NO_RECALL.num_items, ["age"])
+  sampler = samplers.NegativeSampler(config, NO_RECALL.num_items, ["age"])
   ex = {k: v.numpy() for k, v in sampler(parse(NO_RECALL, requests), tf.constant([0, 1], tf.int64)).items()}
   assert not np.any(ex["neg_space"] == SPACE_B)
-  assert ex["fill_events"][:, sampling.FILL_EVENTS.index("b_padded")].sum() == 0
+  assert ex["fill_events"][:, batch_keys.FILL_EVENTS.index("b_padded")].sum() == 0
 
 
 def test_train_flag_b_stages():

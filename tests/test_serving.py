@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from uma2_tf.serving import loader, server
+from uma2_tf.serving import loader
+from uma2_tf.serving.servable import Servable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_USERS, NUM_ITEMS, AGES, DIM, H = 50, 200, 5, 8, 4
@@ -189,9 +190,9 @@ def test_slots_scann_could_not_fill_are_dropped():
     return {"item_ids": tf.constant([[4, 2, 1], [3, 1, 1]], tf.int64),
             "scores": tf.constant([[3.0, 2.0, 1.0], [5.0, np.nan, np.nan]])}
 
-  servable = server.Servable(version=1, version_dir="", variant="retrieval_model",
-                             signature=signature, metadata={}, scalar_inputs={}, list_inputs={},
-                             num_items=3, max_k=3)
+  servable = Servable(version=1, version_dir="", variant="retrieval_model",
+                      signature=signature, metadata={}, scalar_inputs={}, list_inputs={},
+                      num_items=3, max_k=3)
   assert servable.top_k({}, 3) == ([[4, 2, 1], [3]], [[3.0, 2.0, 1.0], [5.0]])
 
 

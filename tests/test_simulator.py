@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from uma2_tf.data import datasets, simulator
+from uma2_tf.sources import simulator
+from uma2_tf.data import reading
+from uma2_tf.sources import registry
 from uma2_tf.data import schema as schema_lib
 
 TINY = simulator.CONFIGS["tiny"]
@@ -48,7 +50,7 @@ def test_world_and_requesters_do_not_depend_on_chunk_size(simulation):
 
 
 def test_built_shards_are_byte_identical(tiny_builder, tmp_path):
-  again = datasets.builder("uma2_simulated/tiny", str(tmp_path))
+  again = registry.builder("uma2_simulated/tiny", str(tmp_path))
   again.download_and_prepare()
   for split in ("train", "test"):
     for a, b in zip(tiny_builder.info.splits[split].filepaths, again.info.splits[split].filepaths):
@@ -182,7 +184,7 @@ def test_built_dataset_splits_by_day(tiny_dataset):
   days = {}
   ids = {}
   for split in ("train", "test"):
-    batches = list(datasets.read_requests(tiny_dataset.split_files[split], tiny_dataset.schema, 4096))
+    batches = list(reading.read_requests(tiny_dataset.split_files[split], tiny_dataset.schema, 4096))
     days[split] = np.concatenate([b[schema_lib.DAY].numpy() for b in batches])
     ids[split] = np.concatenate([b[schema_lib.REQUEST_ID].numpy() for b in batches])
   assert days["train"].max() == TINY.num_days - 1 and days["train"].min() == 1
@@ -195,7 +197,7 @@ def test_built_dataset_splits_by_day(tiny_dataset):
 
 
 def test_records_parse_with_the_shared_spec(tiny_dataset):
-  batch = next(iter(datasets.read_requests(tiny_dataset.split_files["train"], tiny_dataset.schema, 8)))
+  batch = next(iter(reading.read_requests(tiny_dataset.split_files["train"], tiny_dataset.schema, 8)))
   assert isinstance(batch[schema_lib.RECALLED], tf.RaggedTensor)
   assert set(batch) == set(schema_lib.record_fields(tiny_dataset.schema))
 
@@ -220,3 +222,30 @@ def test_cli_prints_statistics_and_rejects_unknown_config(tiny_data_dir):
   bad = subprocess.run(cmd + ["--config=huge"], capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "--config=huge" in bad.stderr
   assert "Traceback" not in bad.stderr
+
+
+def test_cli_builds_a_world_of_ones_own_and_records_its_knobs(tmp_path):
+  from uma2_tf.sources import registry
+
+  data_dir = str(tmp_path)
+  cmd = [sys.executable, "-m", "pipelines.simulate", f"--data_dir={data_dir}", "--config=noisy"]
+  knobs = ["--base=tiny", "--simulator.ranking_noise=2.5", "--simulator.num_days=3"]
+  out = subprocess.run(cmd + knobs, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  directory = os.path.join(data_dir, "uma2_simulated/noisy/1.0.0")
+  recorded = json.load(open(os.path.join(directory, "simulator_config.json")))
+  assert recorded["base"] == "tiny" and recorded["overrides"] == {"ranking_noise": 2.5, "num_days": 3}
+  expected = dataclasses.replace(simulator.CONFIGS["tiny"], ranking_noise=2.5, num_days=3)
+  assert recorded["simulator_config"] == dataclasses.asdict(expected)
+  # The trainer finds it by name; its days are the overridden ones.
+  dataset = registry.load("uma2_simulated/noisy", data_dir)
+  assert dataset.stats()["num_days"] == 3
+  # The same name again: reused as it is; with other knobs: refused, nothing rebuilt.
+  again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and "already built" in again.stdout, again.stderr[-3000:]
+  other = subprocess.run(cmd + ["--base=tiny", "--simulator.ranking_noise=1.0"], capture_output=True,
+                         text=True, timeout=300)
+  assert other.returncode == 2 and "already built" in other.stderr and "Traceback" not in other.stderr
+  builtin = subprocess.run(cmd[:-1] + ["--config=tiny", "--simulator.seed=3"], capture_output=True,
+                           text=True, timeout=300)
+  assert builtin.returncode == 2 and "--base=tiny" in builtin.stderr

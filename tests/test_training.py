@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from uma2_tf.data import sampling
-from uma2_tf.models.tasks import LossConfig
+from uma2_tf.data import samplers
+from uma2_tf.tasks import LossConfig
 
 TRAIN = [sys.executable, "-m", "pipelines.train", "--dataset=uma2_simulated/tiny", "--batch_size=128"]
 METRICS = [f"{m}@{k}" for k in (50, 100, 200) for m in ("hitrate", "recall", "precision", "oracle_recall")]
@@ -69,6 +69,16 @@ def test_train_writes_config_metrics_and_table(uma2_run):
   assert os.listdir(os.path.join(out, "tensorboard"))
 
 
+def test_a_run_relaunched_from_its_config_json_trains_the_same_config(uma2_run, tmp_path):
+  out, _ = uma2_run
+  again = str(tmp_path / "again")
+  result = run([f"--config={os.path.join(out, 'config.json')}", f"--output_dir={again}", "--epochs=1"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  first = json.load(open(os.path.join(out, "config.json")))
+  second = json.load(open(os.path.join(again, "config.json")))
+  assert second == {**first, "output_dir": again, "epochs": 1}
+
+
 def test_training_beats_an_untrained_model(uma2_run, tiny_dataset):
   """Two epochs on tiny are few, but the model must have learnt something: compare with its own
   initial weights, evaluated by the same evaluator."""
@@ -77,7 +87,7 @@ def test_training_beats_an_untrained_model(uma2_run, tiny_dataset):
   out, _ = uma2_run
   config = training.TrainConfig(dataset="uma2_simulated/tiny", output_dir=out)
   model = training.build_model(config, tiny_dataset)
-  model(next(iter(sampling.make_training_dataset(tiny_dataset, config.sampling, 2, shuffle=False))))
+  model(next(iter(samplers.make_training_dataset(tiny_dataset, config.sampling, 2, shuffle=False))))
   evaluator = evaluation.Evaluator(tiny_dataset, config.eval_ks)
   untrained = evaluator.model_metrics(model.tower)
   trained = json.load(open(os.path.join(out, "metrics.json")))["model"]

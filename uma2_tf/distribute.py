@@ -46,7 +46,8 @@ import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "parameter_server")
 # Task types of TF_CONFIG's cluster each strategy knows.
-_CLUSTER_TYPES = {"multi_worker": ("chief", "worker"), "parameter_server": ("chief", "worker", "ps")}
+_CLUSTER_TYPES = {"multi_worker": ("chief", "worker"),
+                  "parameter_server": ("chief", "worker", "ps")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +81,10 @@ def tf_config() -> dict | None:
     raise ValueError(f"TF_CONFIG needs a non-empty \"cluster\" mapping of task type to "
                      f"\"host:port\" lists, got {cluster!r}")
   for kind, addresses in cluster.items():
-    if not isinstance(addresses, list) or not all(isinstance(a, str) and ":" in a for a in addresses):
-      raise ValueError(f"TF_CONFIG cluster[{kind!r}] must be a list of \"host:port\", got {addresses!r}")
+    if (not isinstance(addresses, list)
+        or not all(isinstance(a, str) and ":" in a for a in addresses)):
+      raise ValueError(f"TF_CONFIG cluster[{kind!r}] must be a list of \"host:port\", "
+                       f"got {addresses!r}")
   if not isinstance(task, dict) or "type" not in task or "index" not in task:
     raise ValueError(f"TF_CONFIG needs \"task\": {{\"type\": ..., \"index\": ...}}, got {task!r}")
   if task["type"] not in cluster or not 0 <= int(task["index"]) < len(cluster[task["type"]]):
@@ -100,7 +103,8 @@ def current_task() -> Task:
   has_chief = bool(cluster.get("chief"))
   is_chief = kind == "chief" or (not has_chief and kind == "worker" and index == 0)
   # A chief trains beside the workers under multi_worker; with parameter servers it coordinates.
-  trainers = len(cluster.get("worker", [])) + (0 if cluster.get("ps") else len(cluster.get("chief", [])))
+  trainers = (len(cluster.get("worker", []))
+              + (0 if cluster.get("ps") else len(cluster.get("chief", []))))
   return Task(type=kind, index=index, is_chief=is_chief, num_workers=trainers)
 
 
@@ -205,7 +209,8 @@ class EmbeddingTablePartitioner:
     partitions = [1] * len(shape)
     if in_embedding_tables() and len(shape) == 2:
       size = int(shape[0]) * int(shape[1]) * tf.as_dtype(dtype).size
-      partitions[axis] = int(max(1, min(self.num_shards, shape[axis], size // max(1, self.min_shard_bytes))))
+      partitions[axis] = int(max(1, min(self.num_shards, shape[axis],
+                                        size // max(1, self.min_shard_bytes))))
     return partitions
 
 

@@ -25,7 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 from uma2_tf import metrics as metrics_lib
-from uma2_tf.data import datasets, sampling
+from uma2_tf.data import batch_keys
+from uma2_tf.data import reading
+from uma2_tf.data import samplers
 from uma2_tf.data import schema as schema_lib
 
 TEST_RANDOM = "test_random"
@@ -39,14 +41,14 @@ class Evaluator:
   """Holds the test users, their truth sets and the reference retrievers' results.
 
   Args:
-    dataset: a `datasets.BuiltDataset` with the split evaluated.
+    dataset: a `reading.BuiltDataset` with the split evaluated.
     ks: cut-offs K of the metrics.
     max_history: history length fed to the user tower (as in training).
     split: the split evaluated.
     auc_positives: positives of the test split sampled for the propensity heads' AUC.
   """
 
-  def __init__(self, dataset: datasets.BuiltDataset, ks: Sequence[int] = (50, 100, 200),
+  def __init__(self, dataset: reading.BuiltDataset, ks: Sequence[int] = (50, 100, 200),
                max_history: int = 50, split: str = "test", auc_positives: int = 20000):
     if split not in dataset.split_files:
       raise ValueError(f"{dataset.name} has no {split!r} split to evaluate on")
@@ -67,11 +69,13 @@ class Evaluator:
     schema = self.dataset.schema
     first: dict[int, dict] = {}
     truth: dict[int, set] = {}
-    for batch in datasets.read_requests(self.dataset.split_files[self.split], schema, 1024):
-      batch = {k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy()) for k, v in batch.items()}
+    for batch in reading.read_requests(self.dataset.split_files[self.split], schema, 1024):
+      batch = {k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy())
+               for k, v in batch.items()}
       order = np.argsort(batch[schema_lib.REQUEST_ID], kind="stable")
       for i in order:
-        clicked = [item for item, c in zip(batch[schema_lib.EXPOSED][i], batch[schema_lib.CLICKED][i]) if c]
+        clicked = [item for item, c in zip(batch[schema_lib.EXPOSED][i],
+                                           batch[schema_lib.CLICKED][i]) if c]
         if not clicked:
           continue
         user = int(batch[schema_lib.USER_ID][i])
@@ -81,9 +85,11 @@ class Evaluator:
           history = list(batch[schema_lib.HISTORY][i])[-max_history:]
           first[user] = {schema_lib.REQUEST_ID: rid,
                          **{name: int(batch[name][i]) for name in schema.user_feature_names},
-                         schema_lib.HISTORY: history + [schema_lib.PAD_ID] * (max_history - len(history))}
+                         schema_lib.HISTORY:
+                             history + [schema_lib.PAD_ID] * (max_history - len(history))}
     if not truth:
-      raise NoClicksError(f"{self.dataset.name}: the {self.split} split has no click to evaluate on")
+      raise NoClicksError(f"{self.dataset.name}: the {self.split} split has no click to "
+                          f"evaluate on")
     user_ids = np.array(sorted(truth), np.int64)
     users = {schema_lib.USER_ID: user_ids}
     for name in (*schema.user_feature_names, schema_lib.HISTORY):
@@ -95,7 +101,7 @@ class Evaluator:
     popular = metrics_lib.popularity_top_k(self.dataset.catalog.click_count, self.k_max, num_users)
     results = {"popularity": metrics_lib.retrieval_metrics(popular, self.truth, self.ks)}
     self.true_top = None
-    from uma2_tf.data import simulator
+    from uma2_tf.sources import simulator
     if os.path.exists(os.path.join(self.dataset.directory, simulator.WORLD_FILE)):
       world = simulator.World.load(self.dataset.directory)
       self.true_top = np.asarray(world.true_top_k(self.users[schema_lib.USER_ID], self.k_max))
@@ -135,25 +141,25 @@ class Evaluator:
     if model.nsdn is None:
       return {}
     has_b = self.dataset.schema.has_recall_log
-    config = sampling.SamplingConfig(seed=12345) if has_b else sampling.SamplingConfig(
+    config = samplers.SamplingConfig(seed=12345) if has_b else samplers.SamplingConfig(
         ratio=(1, 0, 24), seed=12345)
-    ds = sampling.make_training_dataset(self.dataset, config, batch_size=1024, split=self.split,
+    ds = samplers.make_training_dataset(self.dataset, config, batch_size=1024, split=self.split,
                                         shuffle=False)
     er_scores, re_scores, recalled, exposed, mask = [], [], [], [], []
     seen = 0
     for batch in ds:
       out = model(batch)
-      ones = np.ones((batch[sampling.POS_ITEM].shape[0], 1), np.float32)
+      ones = np.ones((batch[batch_keys.POS_ITEM].shape[0], 1), np.float32)
       er_scores.append(out["p1"].numpy().ravel())
       re_scores.append(out["p2"].numpy().ravel())
-      recalled.append(np.concatenate([ones, batch[sampling.NEG_RECALLED].numpy()], 1).ravel())
-      exposed.append(np.concatenate([ones, batch[sampling.NEG_EXPOSED].numpy()], 1).ravel())
-      mask.append(np.concatenate([ones, batch[sampling.NEG_MASK].numpy()], 1).ravel())
+      recalled.append(np.concatenate([ones, batch[batch_keys.NEG_RECALLED].numpy()], 1).ravel())
+      exposed.append(np.concatenate([ones, batch[batch_keys.NEG_EXPOSED].numpy()], 1).ravel())
+      mask.append(np.concatenate([ones, batch[batch_keys.NEG_MASK].numpy()], 1).ravel())
       seen += len(ones)
       if seen >= self.auc_positives:
         break
-    er_scores, re_scores, recalled, exposed, mask = map(np.concatenate, (er_scores, re_scores, recalled,
-                                                                         exposed, mask))
+    er_scores, re_scores, recalled, exposed, mask = map(
+        np.concatenate, (er_scores, re_scores, recalled, exposed, mask))
     auc = {"er": float(metrics_lib.binary_auc(recalled, er_scores, weights=mask))}
     if has_b:
       auc["re"] = float(metrics_lib.binary_auc(exposed, re_scores, weights=mask * recalled))
@@ -166,3 +172,29 @@ class Evaluator:
     if auc:
       results["propensity_auc"] = auc
     return results
+
+
+RETRIEVERS = ("model", "popularity", "oracle")
+
+
+def results_markdown(results: dict, ks) -> str:
+  """The final evaluation as metrics.md: the test day's table and AUCs, then `test_random`'s."""
+  table = metrics_lib.metrics_table({k: v for k, v in results.items() if k in RETRIEVERS}, ks)
+  table += _auc_line(results, "the test day")
+  if TEST_RANDOM in results:
+    random_results = results[TEST_RANDOM]
+    table += (f"\n\n## {TEST_RANDOM}: randomly exposed items (unbiased)\n\n"
+              + metrics_lib.metrics_table({k: v for k, v in random_results.items()
+                                           if k in RETRIEVERS}, ks))
+    table += _auc_line(random_results, TEST_RANDOM)
+  return table
+
+
+def _auc_line(results: dict, where: str) -> str:
+  """The propensity heads' AUC as a line of metrics.md ('' without NSDN); RE only where there is
+  one."""
+  auc = results.get("propensity_auc")
+  if not auc:
+    return ""
+  parts = [f"ER {auc['er']:.4f}"] + ([f"RE {auc['re']:.4f}"] if "re" in auc else [])
+  return f"\n\nPropensity heads, AUC on {where}: {', '.join(parts)}\n"

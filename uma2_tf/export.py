@@ -35,8 +35,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from uma2_tf import run_dir as run_dir_lib
 from uma2_tf import training
-from uma2_tf.data import datasets
+from uma2_tf.run_dir import RunDir
+from uma2_tf.sources import registry
+from uma2_tf.data import samplers
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.serving import loader
 
@@ -100,7 +103,8 @@ def scann_parameters(num_items: int, config: ExportConfig) -> dict:
   if to_search > leaves:
     raise ValueError(f"scann_leaves_to_search ({to_search}) exceeds scann_leaves ({leaves})")
   return {"max_k": max_k, "num_leaves": leaves, "num_leaves_to_search": to_search,
-          "num_reordering_candidates": reorder, "dimensions_per_block": 2, "training_iterations": 12}
+          "num_reordering_candidates": reorder, "dimensions_per_block": 2,
+          "training_iterations": 12}
 
 
 def input_signature(schema: schema_lib.LogSchema, max_history: int) -> dict:
@@ -116,7 +120,8 @@ def input_metadata(schema: schema_lib.LogSchema, max_history: int) -> dict:
   inputs = {schema_lib.USER_ID: {"dtype": "int64", "shape": [], "vocab_size": schema.num_users}}
   for name, size in schema.user_features.items():
     inputs[name] = {"dtype": "int64", "shape": [], "vocab_size": size}
-  inputs[schema_lib.HISTORY] = {"dtype": "int64", "shape": [max_history], "vocab_size": schema.num_items}
+  inputs[schema_lib.HISTORY] = {"dtype": "int64", "shape": [max_history],
+                                "vocab_size": schema.num_items}
   return inputs
 
 
@@ -142,7 +147,8 @@ class _RetrievalModule(tf.Module):
       scores, ids = index(tower.user_embedding(features), k=k)
       return {"item_ids": ids, "scores": scores}
 
-    self.serve = tf.function(serve, input_signature=[signature, tf.TensorSpec([], tf.int32, name="k")])
+    self.serve = tf.function(serve,
+                             input_signature=[signature, tf.TensorSpec([], tf.int32, name="k")])
 
 
 def item_embeddings(tower, num_items: int, batch_size: int = 8192) -> np.ndarray:
@@ -168,15 +174,15 @@ def _commit() -> str:
 
 def load_trained_model(run_dir: str):
   """(TrainConfig, BuiltDataset, model with the run's final weights)."""
-  from uma2_tf.data import sampling
 
   config = training.TrainConfig.load(run_dir)
-  weights = os.path.join(run_dir, "checkpoints", "final")
+  weights = RunDir(run_dir).final_checkpoint
   if not tf.io.gfile.exists(weights + ".index"):
-    raise FileNotFoundError(f"{weights}.index does not exist: the run in {run_dir} has not finished")
-  dataset = datasets.load(config.dataset, config.data_dir)
+    raise FileNotFoundError(f"{weights}.index does not exist: the run in {run_dir} has not "
+                            f"finished")
+  dataset = registry.load(config.dataset, config.data_dir)
   model = training.build_model(config, dataset)
-  model(next(iter(sampling.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
+  model(next(iter(samplers.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
   model.load_weights(weights).expect_partial()
   return config, dataset, model
 
@@ -192,11 +198,11 @@ def export_run(config: ExportConfig) -> str:
   keras.mixed_precision.set_global_policy("float32")
   try:
     train_config, dataset, model = load_trained_model(config.run_dir)
-    metrics_path = os.path.join(config.run_dir, "metrics.json")
+    run = RunDir(config.run_dir)
     about_run = {
         "run_dir": os.path.abspath(config.run_dir), "dataset": train_config.dataset,
         "dataset_dir": dataset.directory, "config": json.loads(train_config.to_json()),
-        "metrics": json.load(open(metrics_path)) if os.path.exists(metrics_path) else None,
+        "metrics": run.read_json(run_dir_lib.METRICS_JSON) if run.is_finished() else None,
     }
     return write_version(config, model.tower, dataset.schema, train_config.sampling.max_history,
                          about_run)

@@ -1,6 +1,7 @@
 """Local distributed jobs: one process per task of a cluster on one host, with its TF_CONFIG.
 
-    cluster = launcher.cluster_spec("multi_worker", workers=2, ps=0)   # {"worker": ["127.0.0.1:p", ...]}
+    cluster = launcher.cluster_spec("multi_worker", workers=2, ps=0)
+    # cluster == {"worker": ["127.0.0.1:p", ...]}
     status = launcher.launch("multi_worker", workers=2, ps=0, train_args=["--epochs=1"])
 
 `launch` runs `python -m pipelines.train --strategy=... <train_args>` once per task, streams each
@@ -127,7 +128,8 @@ def launch(strategy: str, workers: int, ps: int, train_args: list[str], host: st
            grace_seconds: float = 10.0) -> int:
   """Runs `pipelines.train train_args` as a local `strategy` job; returns its exit status."""
   if any(a.startswith("--strategy=") or a == "--strategy" for a in train_args):
-    raise ValueError("give the strategy to the launcher (--strategy before `--`), not to pipelines.train")
+    raise ValueError("give the strategy to the launcher (--strategy before `--`), "
+                     "not to pipelines.train")
   cluster = cluster_spec(strategy, workers, ps, host)
   commands = []
   for label, tf_config in task_environments(cluster):

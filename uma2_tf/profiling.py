@@ -24,15 +24,17 @@ import time
 
 import tensorflow as tf
 
-from uma2_tf.data import sampling
+from uma2_tf.data import batch_keys
+from uma2_tf.data import samplers
 
 
-def fixed_batches(dataset, config: sampling.SamplingConfig, batch_size: int, count: int) -> list[dict]:
+def fixed_batches(dataset, config: samplers.SamplingConfig, batch_size: int,
+                  count: int) -> list[dict]:
   """`count` full training batches as constant tensors (static shapes)."""
-  ds = sampling.make_training_dataset(dataset, config, batch_size, shuffle=False)
+  ds = samplers.make_training_dataset(dataset, config, batch_size, shuffle=False)
   batches = []
   for batch in ds:
-    if int(batch[sampling.POS_ITEM].shape[0]) == batch_size:
+    if int(batch[batch_keys.POS_ITEM].shape[0]) == batch_size:
       batches.append({k: tf.constant(v.numpy()) for k, v in batch.items()})
     if len(batches) == count:
       return batches
@@ -107,7 +109,8 @@ class GpuUtilisation:
     self.samples: list[tuple[float, float]] = []
     self._stop = threading.Event()
     self._thread = None
-    self.available = bool(shutil.which("nvidia-smi")) and bool(tf.config.list_physical_devices("GPU"))
+    self.available = (bool(shutil.which("nvidia-smi"))
+                      and bool(tf.config.list_physical_devices("GPU")))
 
   def __enter__(self):
     if self.available:
@@ -140,7 +143,8 @@ class GpuUtilisation:
 
 
 def parse_nvidia_smi(line: str) -> tuple[float, float]:
-  """`nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits` -> (%, MiB)."""
+  """`nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits` ->
+  (%, MiB)."""
   utilisation, memory = (float(x) for x in line.strip().splitlines()[0].split(","))
   return utilisation, memory
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import uma2_tf  # noqa: F401
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -36,14 +35,16 @@ from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf import distribute, evaluation, metrics as metrics_lib
-from uma2_tf.data import datasets, sampling
-from uma2_tf.data import schema as schema_lib
+from uma2_tf import config_flags, distribute, evaluation
+from uma2_tf import run_dir as run_dir_lib
+from uma2_tf.data import reading
+from uma2_tf.sources import registry
+from uma2_tf.data import samplers
 from uma2_tf.models import towers
-from uma2_tf.models.tasks import LossConfig, UMA2Task
+from uma2_tf.tasks import LossConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
+from uma2_tf.run_dir import RunDir
 
-PER_USER_FILE = "per_user.npz"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -85,7 +86,7 @@ class TrainConfig:
   precision: str = "float32"
   tower: str = "youtube_dnn"
   share_embeddings: bool = True
-  sampling: sampling.SamplingConfig = sampling.SamplingConfig()
+  sampling: samplers.SamplingConfig = samplers.SamplingConfig()
   loss: LossConfig = LossConfig()
   batch_size: int = 512
   learning_rate: float = 1e-3
@@ -98,6 +99,7 @@ class TrainConfig:
   seed: int = 0
 
   def __post_init__(self):
+    object.__setattr__(self, "data_dir", os.path.expanduser(self.data_dir))
     if self.strategy not in distribute.STRATEGIES:
       raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
     if self.precision not in PRECISIONS:
@@ -118,47 +120,28 @@ class TrainConfig:
                        "evaluation); set early_stopping_patience=0 to evaluate only at the end")
 
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2)
+    return config_flags.to_json(self)
 
   @classmethod
-  def from_json(cls, text: str) -> "TrainConfig":
+  def from_json(cls, text: str, path: str = "config.json") -> "TrainConfig":
     """The config a run wrote (`config.json`); unknown keys are an error, missing ones default."""
-    raw = json.loads(text)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-      raise ValueError(f"config.json: unknown fields {unknown}")
-    if "sampling" in raw:
-      s = dict(raw["sampling"])
-      s["ratio"] = tuple(s.get("ratio", (1, 4, 20)))
-      raw["sampling"] = sampling.SamplingConfig(**s)
-    if "loss" in raw:
-      l = dict(raw["loss"])
-      l["lambdas"] = tuple(l.get("lambdas", (1.0,) * 5))
-      l["space_weights"] = tuple(l.get("space_weights", (1.0,) * 3))
-      raw["loss"] = LossConfig(**l)
-    if "eval_ks" in raw:
-      raw["eval_ks"] = tuple(raw["eval_ks"])
-    return cls(**raw)
+    return config_flags.from_json(cls, text, path)
 
   @classmethod
   def load(cls, run_dir: str) -> "TrainConfig":
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training output dir (make train)?")
-    with open(path) as f:
-      return cls.from_json(f.read())
+    run = RunDir(run_dir)
+    return cls.from_json(run.read_config_text(), run.file(run_dir_lib.CONFIG))
 
 
-def build_model(config: TrainConfig, dataset: datasets.BuiltDataset) -> UMA2Model:
+def build_model(config: TrainConfig, dataset: reading.BuiltDataset) -> UMA2Model:
   tower = towers.build_tower(config.tower, dataset.schema, dataset.catalog)
   return UMA2Model(tower, UMA2Task(config.loss, name="uma2_task"),
                    share_embeddings=config.share_embeddings)
 
 
-def count_positives(dataset: datasets.BuiltDataset, split: str = "train") -> int:
+def count_positives(dataset: reading.BuiltDataset, split: str = "train") -> int:
   """Clicks in a split: the number of training examples an epoch has."""
-  requests = datasets.read_requests(dataset.split_files[split], dataset.schema, 4096)
+  requests = reading.read_requests(dataset.split_files[split], dataset.schema, 4096)
   total = requests.reduce(tf.constant(0, tf.int64),
                           lambda acc, r: acc + tf.reduce_sum(r["clicked"].flat_values))
   return int(total)
@@ -202,7 +185,8 @@ class ResumeLogger(keras.callbacks.Callback):
 
 
 def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator | None = None,
-          strategy: tf.distribute.Strategy | None = None, task: distribute.Task | None = None) -> dict:
+          strategy: tf.distribute.Strategy | None = None,
+          task: distribute.Task | None = None) -> dict:
   """Trains, evaluates, writes every result file; returns the final metrics dict.
 
   Args:
@@ -211,7 +195,8 @@ def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator
     evaluator: one already built for this dataset, `eval_ks` and history length, to reuse (the
       runs of an experiment share one); it is checked against the config.
     strategy: the `config.strategy` strategy, already built: `multi_worker` has to be created at
-      program start, before other TensorFlow ops (`pipelines/train.py` does so). Built here when None.
+      program start, before other TensorFlow ops (`pipelines/train.py` does so). Built here when
+      None.
     task: this process's place in the cluster (`distribute.current_task()` when None). Only the
       chief writes the run's files; every worker trains, evaluates and takes part in each save.
   """
@@ -227,19 +212,12 @@ def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator
 
 def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | None,
            strategy: tf.distribute.Strategy, task: distribute.Task) -> dict:
-  dataset = datasets.load(config.dataset, config.data_dir)
-  if evaluator is None:
-    evaluator = evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
-  elif (evaluator.dataset.directory != dataset.directory or evaluator.ks != tuple(sorted(config.eval_ks))
-        or evaluator.max_history != config.sampling.max_history):
-    raise ValueError(f"the evaluator given was built for {evaluator.dataset.directory}, ks "
-                     f"{evaluator.ks}, history {evaluator.max_history}; this run needs "
-                     f"{dataset.directory}, {tuple(sorted(config.eval_ks))}, {config.sampling.max_history}")
+  dataset = registry.load(config.dataset, config.data_dir)
+  evaluator = _check_evaluator(evaluator, dataset, config)
   random_evaluator = _test_random_evaluator(dataset, config)
-  out = config.output_dir
+  run = RunDir(config.output_dir)
   if task.is_chief:
-    os.makedirs(out, exist_ok=True)
-    schema_lib.atomic_write_text(os.path.join(out, "config.json"), config.to_json())
+    run.write_config(config.to_json())
   keras.utils.set_random_seed(config.seed)
 
   positives = count_positives(dataset)
@@ -252,48 +230,14 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
                f"{task.num_workers} asynchronous worker(s)" if asynchronous
                else f"{strategy.num_replicas_in_sync} replica(s)")
 
-  def input_fn(ctx: tf.distribute.InputContext):
-    # Each worker's pipeline reads its own shards (or every n-th record): `sampling` shards by ctx.
-    per_replica = ctx.get_per_replica_batch_size(config.batch_size)
-    ds = sampling.make_training_dataset(dataset, config.sampling, per_replica, input_context=ctx)
-    return ds.repeat()
-
-  if asynchronous:
-    # Keras hands the function to the ClusterCoordinator, which builds one pipeline per worker.
-    train_ds = keras.utils.experimental.DatasetCreator(input_fn)
-  else:
-    train_ds = strategy.distribute_datasets_from_function(input_fn)
-  with strategy.scope():
-    model = build_model(config, dataset)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-    # BackupAndRestore needs built variables (optimizer slots included) before fit restores them.
-    model(next(iter(sampling.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
-
-  eval_callback = EvaluationCallback(evaluator)
-  callbacks = [
-      # First: the callbacks below read the `val_*` logs it adds. Every worker evaluates (the same
-      # weights give the same metrics), so EarlyStopping stops them all at the same epoch.
-      *([eval_callback] if config.evaluate_each_epoch else []),
-      # Under parameter_server batch-level logs are remote futures TerminateOnNaN cannot read.
-      *([] if asynchronous else [keras.callbacks.TerminateOnNaN()]),
-      # Under multi_worker these three write the chief's files and a temporary copy elsewhere.
-      keras.callbacks.BackupAndRestore(os.path.join(out, "backup"),
-                                       save_freq="epoch" if asynchronous else config.backup_every_steps),
-      ResumeLogger(task),
-      keras.callbacks.ModelCheckpoint(os.path.join(out, "checkpoints", "epoch-{epoch:02d}"),
-                                      save_weights_only=True),
-      keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=100),
-      *([keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=True)] if task.is_chief else []),
-  ]
-  if config.early_stopping_patience:
-    callbacks.append(keras.callbacks.EarlyStopping(
-        monitor=f"val_{config.monitor}", mode="max", patience=config.early_stopping_patience,
-        restore_best_weights=True))
+  train_ds = _training_input(config, dataset, strategy, asynchronous)
+  model = _compiled_model(config, dataset, strategy)
+  callbacks = _callbacks(config, run, task, evaluator, asynchronous)
   start = time.perf_counter()
   history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=verbose if task.is_chief else 0)
   train_seconds = time.perf_counter() - start
-  _save_weights(model, os.path.join(out, "checkpoints", "final"), task)
+  _save_weights(model, run.final_checkpoint, task)
 
   results = evaluator.evaluate(model)
   if random_evaluator is not None:
@@ -304,37 +248,87 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
                     "replicas": strategy.num_replicas_in_sync, "workers": task.num_workers,
                     "precision": config.precision}
   results["run"]["weights_sha256"] = distribute.weights_fingerprint(model)
-  logging.info("%s %d: final weights sha256 %s", task.type, task.index, results["run"]["weights_sha256"])
+  logging.info("%s %d: final weights sha256 %s", task.type, task.index,
+               results["run"]["weights_sha256"])
   sharded = distribute.sharded_variables(model)
   if sharded:
     results["run"]["sharded_variables"] = sharded
   fill_events = model.fill_events()  # a collective read under multi_worker: every worker takes part
   if not task.is_chief:
     return results
-  # BackupAndRestore empties backup/ when training ends, but under multi_worker leaves the dirs
-  # (its own and the other workers' temporary ones). Past the collective read above every worker
-  # has finished its own clean-up.
-  backup = os.path.join(out, "backup")
-  if tf.io.gfile.isdir(backup) and not any(files for _, _, files in tf.io.gfile.walk(backup)):
-    tf.io.gfile.rmtree(backup)
-  schema_lib.atomic_savez(os.path.join(out, PER_USER_FILE), **evaluator.last_per_user)
-  schema_lib.atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(results, indent=2))
-  table = metrics_lib.metrics_table({k: v for k, v in results.items() if k in ("model", "popularity", "oracle")},
-                                    config.eval_ks)
-  table += _auc_line(results, "the test day")
-  if evaluation.TEST_RANDOM in results:
-    random_results = results[evaluation.TEST_RANDOM]
-    table += (f"\n\n## {evaluation.TEST_RANDOM}: randomly exposed items (unbiased)\n\n"
-              + metrics_lib.metrics_table({k: v for k, v in random_results.items()
-                                           if k in ("model", "popularity", "oracle")}, config.eval_ks))
-    table += _auc_line(random_results, evaluation.TEST_RANDOM)
-  schema_lib.atomic_write_text(os.path.join(out, "metrics.md"), table)
-  schema_lib.atomic_write_text(os.path.join(out, "sampling.json"), json.dumps(fill_events, indent=2))
+  # Past the collective read above every worker has finished its own backup clean-up.
+  run.remove_empty_backup()
+  table = evaluation.results_markdown(results, config.eval_ks)
+  run.write_results(results, table, evaluator.last_per_user, fill_events)
   print(table)
   return results
 
 
-def _test_random_evaluator(dataset: datasets.BuiltDataset,
+def _check_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.BuiltDataset,
+                     config: TrainConfig) -> evaluation.Evaluator:
+  """The evaluator given (checked against the run) or a new one of the test split."""
+  if evaluator is None:
+    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
+  if (evaluator.dataset.directory != dataset.directory
+      or evaluator.ks != tuple(sorted(config.eval_ks))
+      or evaluator.max_history != config.sampling.max_history):
+    raise ValueError(f"the evaluator given was built for {evaluator.dataset.directory}, ks "
+                     f"{evaluator.ks}, history {evaluator.max_history}; this run needs "
+                     f"{dataset.directory}, {tuple(sorted(config.eval_ks))}, "
+                     f"{config.sampling.max_history}")
+  return evaluator
+
+
+def _training_input(config: TrainConfig, dataset: reading.BuiltDataset,
+                    strategy: tf.distribute.Strategy, asynchronous: bool):
+  """The distributed training input: one sampling pipeline per worker, repeated."""
+
+  def input_fn(ctx: tf.distribute.InputContext):
+    # Each worker's pipeline reads its own shards (or every n-th record): the sampler shards by ctx.
+    per_replica = ctx.get_per_replica_batch_size(config.batch_size)
+    ds = samplers.make_training_dataset(dataset, config.sampling, per_replica, input_context=ctx)
+    return ds.repeat()
+
+  if asynchronous:
+    # Keras hands the function to the ClusterCoordinator, which builds one pipeline per worker.
+    return keras.utils.experimental.DatasetCreator(input_fn)
+  return strategy.distribute_datasets_from_function(input_fn)
+
+
+def _compiled_model(config: TrainConfig, dataset: reading.BuiltDataset,
+                    strategy: tf.distribute.Strategy) -> UMA2Model:
+  with strategy.scope():
+    model = build_model(config, dataset)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    # BackupAndRestore needs built variables (optimizer slots included) before fit restores them.
+    model(next(iter(samplers.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
+  return model
+
+
+def _callbacks(config: TrainConfig, run: RunDir, task: distribute.Task,
+               evaluator: evaluation.Evaluator, asynchronous: bool) -> list:
+  callbacks = [
+      # First: the callbacks below read the `val_*` logs it adds. Every worker evaluates (the same
+      # weights give the same metrics), so EarlyStopping stops them all at the same epoch.
+      *([EvaluationCallback(evaluator)] if config.evaluate_each_epoch else []),
+      # Under parameter_server batch-level logs are remote futures TerminateOnNaN cannot read.
+      *([] if asynchronous else [keras.callbacks.TerminateOnNaN()]),
+      # Under multi_worker these three write the chief's files and a temporary copy elsewhere.
+      keras.callbacks.BackupAndRestore(
+          run.backup_dir, save_freq="epoch" if asynchronous else config.backup_every_steps),
+      ResumeLogger(task),
+      keras.callbacks.ModelCheckpoint(run.epoch_checkpoints, save_weights_only=True),
+      keras.callbacks.TensorBoard(run.tensorboard_dir, update_freq=100),
+      *([keras.callbacks.CSVLogger(run.history_file, append=True)] if task.is_chief else []),
+  ]
+  if config.early_stopping_patience:
+    callbacks.append(keras.callbacks.EarlyStopping(
+        monitor=f"val_{config.monitor}", mode="max", patience=config.early_stopping_patience,
+        restore_best_weights=True))
+  return callbacks
+
+
+def _test_random_evaluator(dataset: reading.BuiltDataset,
                            config: TrainConfig) -> evaluation.Evaluator | None:
   """An evaluator of the dataset's `test_random` split, if it has one with clicks (else None)."""
   if evaluation.TEST_RANDOM not in dataset.split_files:
@@ -345,15 +339,6 @@ def _test_random_evaluator(dataset: datasets.BuiltDataset,
   except evaluation.NoClicksError as e:
     logging.warning("%s: not evaluated on %s: %s", config.dataset, evaluation.TEST_RANDOM, e)
     return None
-
-
-def _auc_line(results: dict, where: str) -> str:
-  """The propensity heads' AUC as a line of metrics.md ('' without NSDN); RE only where there is one."""
-  auc = results.get("propensity_auc")
-  if not auc:
-    return ""
-  parts = [f"ER {auc['er']:.4f}"] + ([f"RE {auc['re']:.4f}"] if "re" in auc else [])
-  return f"\n\nPropensity heads, AUC on {where}: {', '.join(parts)}\n"
 
 
 def _save_weights(model, path: str, task: distribute.Task) -> None:

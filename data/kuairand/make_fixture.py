@@ -3,7 +3,7 @@
     python data/kuairand/make_fixture.py        # rewrites the five CSV files of data/kuairand/
 
 The files have KuaiRand-Pure's names, headers (every column, in the real order) and cell formats
-(see uma2_tf/data/kuairand.py for the layout and where it was checked); the values are made up:
+(see uma2_tf/sources/kuairand.py for the layout and where it was checked); the values are made up:
 
   log_standard_4_08_to_4_21_pure.csv   standard exposures on 2022-04-19 .. 2022-04-21
   log_standard_4_22_to_5_08_pure.csv   standard exposures on 2022-05-06 .. 2022-05-08 (the test day)
@@ -27,9 +27,10 @@ import random
 
 SEED = 2022
 HERE = os.path.dirname(os.path.abspath(__file__))
-LOG_HEADER = ("user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like", "is_follow",
-              "is_comment", "is_forward", "is_hate", "long_view", "play_time_ms", "duration_ms",
-              "profile_stay_time", "comment_stay_time", "is_profile_enter", "is_rand", "tab")
+LOG_HEADER = ("user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like",
+              "is_follow", "is_comment", "is_forward", "is_hate", "long_view", "play_time_ms",
+              "duration_ms", "profile_stay_time", "comment_stay_time", "is_profile_enter",
+              "is_rand", "tab")
 USER_HEADER = ("user_id", "user_active_degree", "is_lowactive_period", "is_live_streamer",
                "is_video_author", "follow_user_num", "follow_user_num_range", "fans_user_num",
                "fans_user_num_range", "friend_user_num", "friend_user_num_range", "register_days",
@@ -52,8 +53,8 @@ BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 
 
 def time_ms(date: int, hourmin: int, second: int) -> int:
-  day = datetime.datetime(date // 10000, date // 100 % 100, date % 100, hourmin // 100, hourmin % 100,
-                          tzinfo=BEIJING)
+  day = datetime.datetime(date // 10000, date // 100 % 100, date % 100, hourmin // 100,
+                          hourmin % 100, tzinfo=BEIJING)
   return int(day.timestamp()) * 1000 + second * 1000 + 137
 
 
@@ -100,9 +101,11 @@ def main(directory: str = HERE) -> None:
         rows += sessions(user, date, 1 + int(rng.random() * 3), lambda: 3 + int(rng.random() * 6))
     if 20220421 in dates:
       hand = HAND_CHECKED
-      rows = [r for r in rows if not (r[0] == hand["user"] and r[2] == hand["date"] and r[3] == hand["hourmin"])]
+      rows = [r for r in rows
+              if not (r[0] == hand["user"] and r[2] == hand["date"] and r[3] == hand["hourmin"])]
       for i, (video, click) in enumerate(hand["tab1"]):
-        rows.append(exposure(hand["user"], video, hand["date"], hand["hourmin"], 100 + 30 * i, 1, click))
+        rows.append(exposure(hand["user"], video, hand["date"], hand["hourmin"], 100 + 30 * i, 1,
+                             click))
       for video, click in hand["tab0"]:
         rows.append(exposure(hand["user"], video, hand["date"], hand["hourmin"], 50, 0, click))
     write(os.path.join(directory, name), LOG_HEADER, sorted(rows, key=lambda r: (r[0], r[4])))
@@ -110,7 +113,8 @@ def main(directory: str = HERE) -> None:
   rows = []
   for user in users:
     for date in RANDOM_DATES:
-      rows += sessions(user, date, 1 + int(rng.random() * 2), lambda: 1 + int(rng.random() * 2), is_rand=1)
+      rows += sessions(user, date, 1 + int(rng.random() * 2), lambda: 1 + int(rng.random() * 2),
+                       is_rand=1)
   write(os.path.join(directory, RANDOM_FILE), LOG_HEADER, sorted(rows, key=lambda r: (r[0], r[4])))
 
   degrees = ("high_active", "full_active", "middle_active", "UNKNOWN")
@@ -125,8 +129,8 @@ def main(directory: str = HERE) -> None:
     if user == users[3]:
       onehot[4] = ""  # A missing value.
     rows.append((user, pick(degrees), int(rng.random() < 0.1), pick((0, 0, 0, 1, -124)),
-                 int(rng.random() < 0.3), *pick(follow), *pick(fans), *pick(friends), *pick(register),
-                 *onehot))
+                 int(rng.random() < 0.3), *pick(follow), *pick(fans), *pick(friends),
+                 *pick(register), *onehot))
   write(os.path.join(directory, "user_features_pure.csv"), USER_HEADER, rows)
 
   rows = []
@@ -136,8 +140,8 @@ def main(directory: str = HERE) -> None:
     tag = str(g * 10 + 2) if rng.random() < 0.6 else f"{g * 10 + 2},{int(rng.random() * 60) + 1}"
     music_type = "" if video == videos[5] else f"{float(pick((4, 9, 9, 11)))}"
     rows.append((video, int(rng.random() * 8839734), "AD" if rng.random() < 0.05 else "NORMAL",
-                 f"2022-0{1 + int(rng.random() * 4)}-{10 + int(rng.random() * 18)}", pick(upload_types),
-                 "1.0" if rng.random() < 0.9 else "0.0",
+                 f"2022-0{1 + int(rng.random() * 4)}-{10 + int(rng.random() * 18)}",
+                 pick(upload_types), "1.0" if rng.random() < 0.9 else "0.0",
                  f"{float(duration.get(video, 17200))}", "720.0", "1280.0",
                  int(rng.random() * 9e9), music_type, tag if video != videos[6] else ""))
   write(os.path.join(directory, "video_features_basic_pure.csv"), VIDEO_HEADER, rows)

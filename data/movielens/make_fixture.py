@@ -57,8 +57,8 @@ def main(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "u.data")
         k += 1
       item, _, groups = weights.pop(k)
       liked = bool(groups & tastes)
-      rating = (4 if liked else 3) + (1 if rng.random() < 0.35 else 0) - (1 if rng.random() < 0.3 else 0) - \
-          (1 if not liked and rng.random() < 0.3 else 0)
+      rating = (4 if liked else 3) + (1 if rng.random() < 0.35 else 0) - \
+          (1 if rng.random() < 0.3 else 0) - (1 if not liked and rng.random() < 0.3 else 0)
       rating = max(1, min(5, rating))
       t += 1 + pick(3 * 86400 if rng.random() < 0.1 else 900)  # Sessions of minutes, gaps of days.
       lines.append(f"{user}\t{item}\t{rating}\t{t}\n")

@@ -3,11 +3,12 @@
     python data/recflow/make_fixture.py            # rewrites data/recflow/RecFlow/
 
 The layout, file names, columns and pickled structures are those of the real release (README of
-github.com/RecFlow-ICLR/RecFlow and its data-loading code, see uma2_tf/data/recflow.py):
+github.com/RecFlow-ICLR/RecFlow and its data-loading code, see uma2_tf/sources/recflow_files.py):
 
     RecFlow/
       realshow/<date>.feather               exposed samples, one row per (request, video)
-      all_stage/<date>.feather              samples of every stage (exposed ones included), same columns
+      all_stage/<date>.feather              samples of every stage (exposed ones included), same
+                                            columns
       request_id_dict/<date>.pkl            {request_id: {stage: int64[n, 8]}}
       seq_effective_50_dict/<date>.pkl      {request_id: int64[50, 10]} (effective-view history)
       others/id_cnt.pkl                     {field: number of ids}
@@ -54,14 +55,15 @@ NUM_VIDEOS = 160
 NUM_CATEGORIES = 5
 STAGE_COUNTS = (("prerank_neg", 8), ("coarse_neg", 6), ("rank_neg", 4), ("rank_pos", 2),
                 ("rerank_neg", 2), ("rerank_pos", 2))
-FLAGS = ("realshow", "rerank_pos", "rerank_neg", "rank_pos", "rank_neg", "coarse_neg", "prerank_neg")
+FLAGS = ("realshow", "rerank_pos", "rerank_neg", "rank_pos", "rank_neg", "coarse_neg",
+         "prerank_neg")
 LABELS = ("effective_view", "long_view", "like", "follow", "forward", "comment")
 # The README's column order.
 COLUMNS = ("request_id", "request_timestamp", "user_id", "device_id", "age", "gender", "province",
            "video_id", "author_id", "category_level_one", "category_level_two", "upload_type",
-           "upload_timestamp", "duration", "realshow", "rerank_pos", "rerank_neg", "rank_pos", "rank_neg",
-           "coarse_neg", "prerank_neg", "rank_index", "rerank_index", "playing_time", "effective_view",
-           "long_view", "like", "follow", "forward", "comment")
+           "upload_timestamp", "duration", "realshow", "rerank_pos", "rerank_neg", "rank_pos",
+           "rank_neg", "coarse_neg", "prerank_neg", "rank_index", "rerank_index", "playing_time",
+           "effective_view", "long_view", "like", "follow", "forward", "comment")
 # request_id_dict arrays (the release's code: 0 video_id, 1 author_id, 2 duration, 3 cate_two,
 # 4 upload_type, 5 upload_timestamp, 6 cate_one, 7 effective_view).
 REQUEST_DICT_COLUMNS = ("video_id", "author_id", "duration", "category_level_two", "upload_type",
@@ -90,7 +92,8 @@ def make_world(rng):
     videos.append(dict(video_id=v, author_id=(v * 7) % 40, category_level_one=cat,
                        category_level_two=cat * 3 + rng.randrange(3), upload_type=rng.randrange(4),
                        upload_timestamp=1704000000 + rng.randrange(900000),
-                       duration=rng.choice((4000, 8000, 15000, 25000, 45000, 90000, 200000, 700000))))
+                       duration=rng.choice((4000, 8000, 15000, 25000, 45000, 90000, 200000,
+                                            700000))))
   users = []
   for u in range(NUM_USERS):
     tastes = {u % NUM_CATEGORIES} | ({(u + 2) % NUM_CATEGORIES} if u % 3 == 0 else set())
@@ -135,13 +138,15 @@ def rows_of_request(rid, ts, user, videos, exposed, stages, realshow_row_order=N
   def row(video, flag, rank_index, rerank_index, labels=(0, 0, 0)):
     v = videos[video]
     ev, lv, lk = labels
-    r = dict(request_id=rid, request_timestamp=ts, user_id=user["user_id"], device_id=user["device_id"],
-             age=user["age"], gender=user["gender"], province=user["province"], video_id=video,
-             author_id=v["author_id"], category_level_one=v["category_level_one"],
+    r = dict(request_id=rid, request_timestamp=ts, user_id=user["user_id"],
+             device_id=user["device_id"], age=user["age"], gender=user["gender"],
+             province=user["province"], video_id=video, author_id=v["author_id"],
+             category_level_one=v["category_level_one"],
              category_level_two=v["category_level_two"], upload_type=v["upload_type"],
              upload_timestamp=v["upload_timestamp"], duration=v["duration"],
              **{f: int(f == flag) for f in FLAGS}, rank_index=rank_index, rerank_index=rerank_index,
-             playing_time=(v["duration"] * (1 + lv) // 2 if ev else 1200 if flag == "realshow" else 0),
+             playing_time=(v["duration"] * (1 + lv) // 2 if ev
+                           else 1200 if flag == "realshow" else 0),
              effective_view=ev, long_view=lv, like=lk, follow=0, forward=0, comment=0)
     return r
 
@@ -171,9 +176,9 @@ def seq_array(history):
   recent = history[-SEQ_LEN:]
   for k, r in enumerate(recent):
     arr[SEQ_LEN - len(recent) + k] = [r["video_id"], r["author_id"], r["category_level_two"],
-                                      r["category_level_one"], r["upload_type"], r["upload_timestamp"],
-                                      r["duration"], r["request_timestamp"], r["playing_time"],
-                                      r["request_id"]]
+                                      r["category_level_one"], r["upload_type"],
+                                      r["upload_timestamp"], r["duration"], r["request_timestamp"],
+                                      r["playing_time"], r["request_id"]]
   return arr
 
 
@@ -219,7 +224,8 @@ def main(out=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RecFlow")
     if d == 0:  # Stage samples of a request that showed nothing.
       user = users[1]
       _, stages = draw_request(rng, videos, user)
-      _, staged = rows_of_request(NO_EXPOSURE_REQUEST, epoch_ms(date, 85000), user, videos, [], stages)
+      _, staged = rows_of_request(NO_EXPOSURE_REQUEST, epoch_ms(date, 85000), user, videos, [],
+                                  stages)
       stage_rows += staged
       request_dict[NO_EXPOSURE_REQUEST] = request_dict_entry(staged)
       seq_dict[NO_EXPOSURE_REQUEST] = seq_array(history[user["user_id"]])
@@ -234,9 +240,10 @@ def main(out=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RecFlow")
                          for v in sorted(shown_videos)]).astype(np.int64)
     info.to_feather(os.path.join(out, "others", "realshow_video_info_daily", f"{date}.feather"))
   # Number of ids of each field; the release's code reads both 'video_id' and 'photo_id'.
-  id_cnt = {"user_id": NUM_USERS, "device_id": 100 + NUM_USERS, "age": 4, "gender": 2, "province": 11,
-            "video_id": NUM_VIDEOS, "photo_id": NUM_VIDEOS, "author_id": 40,
-            "category_level_one": NUM_CATEGORIES, "category_level_two": NUM_CATEGORIES * 3, "upload_type": 4}
+  id_cnt = {"user_id": NUM_USERS, "device_id": 100 + NUM_USERS, "age": 4, "gender": 2,
+            "province": 11, "video_id": NUM_VIDEOS, "photo_id": NUM_VIDEOS, "author_id": 40,
+            "category_level_one": NUM_CATEGORIES, "category_level_two": NUM_CATEGORIES * 3,
+            "upload_type": 4}
   with open(os.path.join(out, "others", "id_cnt.pkl"), "wb") as f:
     pickle.dump(id_cnt, f, protocol=4)
 

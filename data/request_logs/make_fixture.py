@@ -37,14 +37,18 @@ def main():
       age, city = str(20 + 10 * (u % 4)), ["berlin", "paris", "rome"][u % 3]
       rows.append({"request_id": rid, "timestamp": timestamp, "date": date, "user_id": user,
                    "age": age, "city": city,
-                   "exposed": " ".join(f"v{i}" for i in exposed), "clicked": " ".join(map(str, clicked)),
-                   "recalled": " ".join(f"v{i}" for i in recalled), "recalled_stage": " ".join(stages)})
+                   "exposed": " ".join(f"v{i}" for i in exposed),
+                   "clicked": " ".join(map(str, clicked)),
+                   "recalled": " ".join(f"v{i}" for i in recalled),
+                   "recalled_stage": " ".join(stages)})
       for position, (item, click) in enumerate(zip(exposed, clicked)):
         exposures.append({"request_id": rid, "timestamp": timestamp, "date": date, "user_id": user,
                           "item_id": f"v{item}", "position": position, "clicked": int(click),
                           "age": age, "city": city})
-      recalls += [{"request_id": rid, "item_id": f"v{i}", "stage": s} for i, s in zip(recalled, stages)]
-  item_rows = [{"item_id": f"v{i}", "category": f"c{categories[i]}", "author": f"a{i % 9}"} for i in range(items)]
+      recalls += [{"request_id": rid, "item_id": f"v{i}", "stage": s}
+                  for i, s in zip(recalled, stages)]
+  item_rows = [{"item_id": f"v{i}", "category": f"c{categories[i]}", "author": f"a{i % 9}"}
+               for i in range(items)]
   for layout, tables in (("one_row", {"requests": rows}),
                          ("two_tables", {"exposures": exposures, "recalls": recalls})):
     out = os.path.join(HERE, layout)

@@ -1,1 +1,4 @@
-"""Request logs: the record schema and its validation, the simulator, TFDS builders, A/B/C sampling."""
+"""The record contract and the training input: schema, validation, reading, batch keys, samplers.
+
+Where datasets come from (the simulator, real logs, the TFDS builders) is `uma2_tf.sources`.
+"""

@@ -12,7 +12,10 @@ A request record (DESIGN.md §4) is one request of the serving pipeline:
 | exposed      | int64[]   | item ids shown, in position order                              |
 | clicked      | int64[]   | 0/1, aligned with `exposed`                                    |
 | recalled     | int64[]   | the whole recall set (contains `exposed`); B = recalled - exposed |
-| recalled_stage | int64[] | only when `LogSchema.stages`: the last pipeline stage each recalled item reached, 1..len(stages) (0 = unknown), aligned with `recalled` |
+| recalled_stage | int64[] | only when `LogSchema.stages`: see below                     |
+
+`recalled_stage` (only when `LogSchema.stages`) is the last pipeline stage each recalled item
+reached, 1..len(stages) (0 = unknown), aligned with `recalled`.
 
 Logs with only exposures (no recall log) set `recalled` = `exposed` and `LogSchema.has_recall_log`
 False: they have no space B.
@@ -41,6 +44,8 @@ import os
 from typing import Mapping
 
 import numpy as np
+
+from uma2_tf import atomic_files
 
 PAD_ID = 0
 
@@ -91,11 +96,13 @@ class LogSchema:
     reserved = set(SCALAR_FIELDS) | set(LIST_FIELDS) | {RECALLED_STAGE}
     clash = reserved.intersection(self.user_features)
     if clash:
-      raise ValueError(f"user feature names {sorted(clash)} clash with record fields {sorted(reserved)}")
+      raise ValueError(f"user feature names {sorted(clash)} clash with record fields "
+                       f"{sorted(reserved)}")
     for name, size in [("num_users", self.num_users), ("num_items", self.num_items),
                        *self.user_features.items(), *self.item_features.items()]:
       if int(size) < 2:
-        raise ValueError(f"LogSchema.{name}: vocabulary size must be >= 2 (padding + one id), got {size}")
+        raise ValueError(f"LogSchema.{name}: vocabulary size must be >= 2 (padding + one id), "
+                         f"got {size}")
 
   @property
   def user_feature_names(self) -> tuple[str, ...]:
@@ -109,7 +116,8 @@ class LogSchema:
     raw = json.loads(text)
     return cls(num_users=int(raw["num_users"]), num_items=int(raw["num_items"]),
                user_features=dict(raw["user_features"]), item_features=dict(raw["item_features"]),
-               stages=tuple(raw.get("stages", ())), has_recall_log=bool(raw.get("has_recall_log", True)))
+               stages=tuple(raw.get("stages", ())),
+               has_recall_log=bool(raw.get("has_recall_log", True)))
 
   @property
   def list_fields(self) -> tuple[str, ...]:
@@ -117,7 +125,7 @@ class LogSchema:
     return (*LIST_FIELDS, RECALLED_STAGE) if self.stages else LIST_FIELDS
 
   def save(self, directory: str) -> None:
-    atomic_write_text(os.path.join(directory, SCHEMA_FILE), self.to_json())
+    atomic_files.atomic_write_text(os.path.join(directory, SCHEMA_FILE), self.to_json())
 
   @classmethod
   def load(cls, directory: str) -> "LogSchema":
@@ -154,7 +162,8 @@ def parsing_spec(schema: LogSchema):
 
   spec = {name: tf.io.FixedLenFeature([], tf.int64) for name in SCALAR_FIELDS}
   spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in schema.user_feature_names})
-  spec.update({name: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64) for name in schema.list_fields})
+  spec.update({name: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64)
+               for name in schema.list_fields})
   return spec
 
 
@@ -185,14 +194,15 @@ class ItemCatalog:
     for name, column in {**self.features, "click_count": self.click_count,
                          "exposure_count": self.exposure_count}.items():
       if column.shape != (self.num_items,):
-        raise ValueError(f"ItemCatalog.{name}: expected shape ({self.num_items},), got {column.shape}")
+        raise ValueError(f"ItemCatalog.{name}: expected shape ({self.num_items},), "
+                         f"got {column.shape}")
 
   @property
   def num_items(self) -> int:
     return int(self.click_count.shape[0])
 
   def save(self, directory: str) -> None:
-    atomic_savez(os.path.join(directory, CATALOG_FILE), click_count=self.click_count,
+    atomic_files.atomic_savez(os.path.join(directory, CATALOG_FILE), click_count=self.click_count,
                  exposure_count=self.exposure_count,
                  **{f"feature/{k}": v for k, v in self.features.items()})
 
@@ -205,29 +215,5 @@ class ItemCatalog:
       raise FileNotFoundError(f"{path}: no {CATALOG_FILE}; is {directory} a built uma2_tf dataset?")
     with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as z:
       features = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("feature/")}
-      return cls(features=features, click_count=z["click_count"], exposure_count=z["exposure_count"])
-
-
-# Side files go through tf.io.gfile, so a dataset can be built into (and read from) any file system
-# TensorFlow knows, gs:// included (a Beam preparation on Dataflow writes to a bucket).
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to a temporary file beside `path`, then renames it: never a half-written `path`."""
-  import tensorflow as tf
-
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(data)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-  atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_savez(path: str, **arrays: np.ndarray) -> None:
-  """`np.savez` that never leaves a half-written file at `path`."""
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  atomic_write_bytes(path, buffer.getvalue())
+      return cls(features=features, click_count=z["click_count"],
+                 exposure_count=z["exposure_count"])

@@ -132,7 +132,8 @@ def _check_record(record: Mapping[str, Any], schema: schema_lib.LogSchema) -> No
     scalar(field)
   user_id = scalar(schema_lib.USER_ID)
   if not 1 <= user_id < schema.num_users:
-    fail("id_out_of_range", schema_lib.USER_ID, f"expected 1..{schema.num_users - 1}, got {user_id}")
+    fail("id_out_of_range", schema_lib.USER_ID,
+         f"expected 1..{schema.num_users - 1}, got {user_id}")
   for name, size in schema.user_features.items():
     value = scalar(name)
     if not 0 <= value < size:
@@ -143,7 +144,8 @@ def _check_record(record: Mapping[str, Any], schema: schema_lib.LogSchema) -> No
     ids = lists[field]
     bad = ids[(ids < 1) | (ids >= schema.num_items)]
     if bad.size:
-      fail("id_out_of_range", field, f"item ids must be in 1..{schema.num_items - 1}, got {int(bad[0])}")
+      fail("id_out_of_range", field,
+           f"item ids must be in 1..{schema.num_items - 1}, got {int(bad[0])}")
 
   exposed, clicked, recalled = (lists[schema_lib.EXPOSED], lists[schema_lib.CLICKED],
                                 lists[schema_lib.RECALLED])
@@ -162,7 +164,8 @@ def _check_record(record: Mapping[str, Any], schema: schema_lib.LogSchema) -> No
   missing = exposed[~np.isin(exposed, recalled)]
   if missing.size:
     fail("exposed_not_recalled", schema_lib.EXPOSED,
-         f"exposed item {int(missing[0])} is not in 'recalled' (exposure must be a subset of recall)")
+         f"exposed item {int(missing[0])} is not in 'recalled' "
+         f"(exposure must be a subset of recall)")
   if schema.stages:
     stage = lists[schema_lib.RECALLED_STAGE]
     if stage.shape != recalled.shape:
@@ -171,8 +174,8 @@ def _check_record(record: Mapping[str, Any], schema: schema_lib.LogSchema) -> No
     bad = stage[(stage < 0) | (stage > len(schema.stages))]
     if bad.size:
       fail("id_out_of_range", schema_lib.RECALLED_STAGE,
-           f"expected 0..{len(schema.stages)} (0 = unknown, else an index into {list(schema.stages)}), "
-           f"got {int(bad[0])}")
+           f"expected 0..{len(schema.stages)} (0 = unknown, else an index into "
+           f"{list(schema.stages)}), got {int(bad[0])}")
   if not schema.has_recall_log and not np.array_equal(np.sort(recalled), np.sort(exposed)):
     fail("exposed_not_recalled", schema_lib.RECALLED,
          "the schema has no recall log, so 'recalled' must be exactly the exposed items")

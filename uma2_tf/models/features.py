@@ -36,15 +36,21 @@ class FeatureEmbeddings(keras.layers.Layer):
     self.catalog = catalog
     self.id_dim = id_dim
     self.feature_dim = feature_dim
-    self.user_id = keras.layers.Embedding(schema.num_users, id_dim, embeddings_initializer=embedding_initializer(),
+    self.user_id = keras.layers.Embedding(schema.num_users, id_dim,
+                                          embeddings_initializer=embedding_initializer(),
                                           name="user_id")
-    self.item_id = keras.layers.Embedding(schema.num_items, id_dim, embeddings_initializer=embedding_initializer(),
+    self.item_id = keras.layers.Embedding(schema.num_items, id_dim,
+                                          embeddings_initializer=embedding_initializer(),
                                           name="item_id")
     self.user_features = {
-        name: keras.layers.Embedding(size, feature_dim, embeddings_initializer=embedding_initializer(), name=f"user_{name}")
+        name: keras.layers.Embedding(size, feature_dim,
+                                     embeddings_initializer=embedding_initializer(),
+                                     name=f"user_{name}")
         for name, size in schema.user_features.items()}
     self.item_features = {
-        name: keras.layers.Embedding(size, feature_dim, embeddings_initializer=embedding_initializer(), name=f"item_{name}")
+        name: keras.layers.Embedding(size, feature_dim,
+                                     embeddings_initializer=embedding_initializer(),
+                                     name=f"item_{name}")
         for name, size in schema.item_features.items()}
     self._catalog_columns = {name: tf.constant(catalog.features[name], tf.int64)
                              for name in schema.item_features}

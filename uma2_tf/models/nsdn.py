@@ -3,13 +3,16 @@
     nsdn = NSDN(tower.embeddings)                   # shares the tower's embedding tables
     p1_logits, p2_logits = nsdn(user_vector, item_vectors)   # [B, M] each
 
-- `p1 = P(recalled | u, i)`, task Entire→Recall (ER): 1 for recalled items (positives, A, B), 0 for C.
-- `p2 = P(exposed | recalled, u, i)`, task Recall→Exposure (RE): 1 for exposed (positives, A), 0 for B.
+- `p1 = P(recalled | u, i)`, task Entire→Recall (ER): 1 for recalled items (positives, A, B), 0
+  for C.
+- `p2 = P(exposed | recalled, u, i)`, task Recall→Exposure (RE): 1 for exposed (positives, A), 0
+  for B.
 
 Both heads share a first layer over the concatenated (user, item) vector and have their own
-second layer and logit (computed side by side as one masked stack, see `NSDN.__init__`). The first layer is applied as `W_u·u + W_i·i` — the same as a dense layer
-on the concatenation — so the user half is computed once per positive instead of once per
-candidate, which keeps UMA²'s cost over the plain GMM small.
+second layer and logit (computed side by side as one masked stack, see `NSDN.__init__`). The
+first layer is applied as `W_u·u + W_i·i` — the same as a dense layer on the concatenation — so
+the user half is computed once per positive instead of once per candidate, which keeps UMA²'s
+cost over the plain GMM small.
 """
 from __future__ import annotations
 

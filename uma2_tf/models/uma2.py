@@ -4,7 +4,7 @@
     model = UMA2Model(tower, UMA2Task(LossConfig()))           # UMA²
     gmm = UMA2Model(tower, UMA2Task(LossConfig(use_nsdn=False)))  # plain GMM, same code path
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(sampling.make_training_dataset(dataset, SamplingConfig(), 512))
+    model.fit(samplers.make_training_dataset(dataset, SamplingConfig(), 512))
     outputs = model(batch)   # {"matching_logits": [B, 1+N], "p1": [B, 1+N], "p2": [B, 1+N]}
 
 Slot 0 of every [B, 1+N] output is the positive, slots 1..N the negatives in `neg_items` order.
@@ -22,11 +22,11 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from uma2_tf.data import sampling
+from uma2_tf.data import batch_keys
 from uma2_tf.models.features import FeatureEmbeddings
 from uma2_tf.models.nsdn import NSDN
-from uma2_tf.models.tasks import UMA2Task
-from uma2_tf.models.towers import Tower
+from uma2_tf.tasks import UMA2Task
+from uma2_tf.models.towers.base import Tower
 
 
 class UMA2Model(tfrs.models.Model):
@@ -54,21 +54,22 @@ class UMA2Model(tfrs.models.Model):
                                        embeddings.id_dim, embeddings.feature_dim,
                                        name="nsdn_embeddings")
       self.nsdn = NSDN(embeddings, name="nsdn")
-    # Positives trained on and the sampler's fill events among them (`sampling.FILL_EVENTS`),
+    # Positives trained on and the sampler's fill events among them (`batch_keys.FILL_EVENTS`),
     # summed over every replica and step: the run's sampling.json, counted while training instead
     # of by a second pass of the sampler. A weight, so a resumed run keeps counting from its backup.
     self.fill_event_counts = self.add_weight(
-        name="fill_event_counts", shape=[1 + len(sampling.FILL_EVENTS)], dtype=tf.int64,
+        name="fill_event_counts", shape=[1 + len(batch_keys.FILL_EVENTS)], dtype=tf.int64,
         initializer="zeros", trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
         aggregation=tf.VariableAggregation.SUM)
 
   def fill_events(self) -> dict:
     """{"positives": n, "a_padded": k, ...} over every example trained on so far."""
     counts = [int(c) for c in self.fill_event_counts.numpy()]
-    return {"positives": counts[0], **dict(zip(sampling.FILL_EVENTS, counts[1:]))}
+    return {"positives": counts[0], **dict(zip(batch_keys.FILL_EVENTS, counts[1:]))}
 
   def _forward(self, features, training):
-    items = tf.concat([features[sampling.POS_ITEM][:, tf.newaxis], features[sampling.NEG_ITEMS]], axis=1)
+    items = tf.concat([features[batch_keys.POS_ITEM][:, tf.newaxis],
+                       features[batch_keys.NEG_ITEMS]], axis=1)
     # With shared tables the embedding vectors are looked up once and fed to both the tower and
     # the heads, instead of a second lookup (and a second sparse gradient) for the heads.
     shared = self.nsdn is not None and self.nsdn.embeddings is self.tower.embeddings
@@ -87,10 +88,12 @@ class UMA2Model(tfrs.models.Model):
       item_vec, item_index = unique_vec, index
     else:
       item_vec = self.tower.embeddings.item_vector(items) if shared else None
-      item_emb = self.tower.item_embedding(items, training=training, item_vector=item_vec)  # [B, 1+N, d]
+      item_emb = self.tower.item_embedding(items, training=training,
+                                           item_vector=item_vec)  # [B, 1+N, d]
       item_index = None
     out = {"user_embedding": user, "item_embedding": item_emb,
-           "matching_logits": self.tower.matching_logits(features, user, item_emb, training=training)}
+           "matching_logits": self.tower.matching_logits(features, user, item_emb,
+                                                         training=training)}
     if self.nsdn is not None:
       if not shared:
         user_vec = self.nsdn.embeddings.user_vector(features)
@@ -108,15 +111,15 @@ class UMA2Model(tfrs.models.Model):
     return result
 
   def compute_loss(self, features, training=False):
-    if training and sampling.FILL_EVENTS_KEY in features:
-      events = tf.cast(features[sampling.FILL_EVENTS_KEY], tf.int64)
+    if training and batch_keys.FILL_EVENTS_KEY in features:
+      events = tf.cast(features[batch_keys.FILL_EVENTS_KEY], tf.int64)
       self.fill_event_counts.assign_add(tf.concat(
           [tf.shape(events, out_type=tf.int64)[:1], tf.reduce_sum(events, axis=0)], axis=0))
     out = self._forward(features, training)
     logits = out["matching_logits"]
-    loss = self.task(logits[:, 0], logits[:, 1:], features[sampling.NEG_SPACE],
-                     features[sampling.NEG_MASK], out.get("er_logits"), out.get("re_logits"),
-                     features[sampling.NEG_RECALLED], features[sampling.NEG_EXPOSED])
+    loss = self.task(logits[:, 0], logits[:, 1:], features[batch_keys.NEG_SPACE],
+                     features[batch_keys.NEG_MASK], out.get("er_logits"), out.get("re_logits"),
+                     features[batch_keys.NEG_RECALLED], features[batch_keys.NEG_EXPOSED])
     aux = self.tower.auxiliary_loss(features, out["user_embedding"], out["item_embedding"])
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss + aux / tf.cast(replicas, tf.float32)

@@ -4,6 +4,10 @@
     signature, metadata = loader.load_model(loader.latest_version("exports/uma2_default"))
     app = server.create_app("exports/uma2_default", "uma2")   # FastAPI, TF Serving's REST API
 
-`loader` loads one version (importing scann first for the ScaNN variant); `server` answers
-`POST /v1/models/<name>:predict` and picks up newer versions while it runs.
+  - `loader`: loads one version (importing scann first for the ScaNN variant).
+  - `servable`: a loaded, warmed-up version (`Servable`) and the micro-batcher that merges calls.
+  - `parsing`: checks a predict body and turns it into input arrays and k (`parse_request`).
+  - `versions`: `ModelManager`, the served version and the poller that swaps in newer ones.
+  - `server`: the app: `POST /v1/models/<name>:predict`, version status and metadata.
+  - `transport`: the uvicorn protocol that sends each answer in one write.
 """

@@ -3,10 +3,10 @@ cannot hold (RecFlow's 1.9B stage samples).
 
 Needs the `[beam]` extra (`pip install -e '.[beam]'`). A TFDS builder whose `_split_generators`
 takes the `pipeline` argument reads its files into two PCollections in the canonical layout of
-`uma2_tf.data.logs` and hands them to `write`:
+`uma2_tf.sources.logs` and hands them to `write`:
 
 ```python
-from uma2_tf.data import logs_beam
+from uma2_tf.sources import logs_beam
 
 def _split_generators(self, dl_manager, pipeline):
   requests = ...  # PCollection of dicts, one per request: the canonical requests table's columns
@@ -50,23 +50,26 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 
-from uma2_tf.data import logs, validation
+from uma2_tf.data import validation
+from uma2_tf.sources import logs
 from uma2_tf.data import schema as schema_lib
 
 
 def pipeline_options(text: str, flag: str = "pipeline options"):
   """Text like `runner=DirectRunner,direct_num_workers=2` (as `tfds build --beam_pipeline_options`
-  takes it) -> PipelineOptions. Built from `text` alone, never from sys.argv (which holds the program's own
-  flags); an option Beam does not know is refused (Beam only warns, and a misspelt runner would then
-  run locally)."""
+  takes it) -> PipelineOptions. Built from `text` alone, never from sys.argv (which holds the
+  program's own flags); an option Beam does not know is refused (Beam only warns, and a misspelt
+  runner would then run locally)."""
   from apache_beam.options.pipeline_options import PipelineOptions
 
   pairs = [p.strip() for p in text.split(",") if p.strip()]
   bad = [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]
   if not pairs or bad:
-    raise ValueError(f"{flag} must be comma-separated key=value pairs (e.g. runner=DirectRunner), got {text!r}")
+    raise ValueError(f"{flag} must be comma-separated key=value pairs (e.g. runner=DirectRunner), "
+                     f"got {text!r}")
   options = PipelineOptions(flags=[f"--{p}" for p in pairs])
-  unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options()))
+  unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                   - set(options.get_all_options()))
   if unknown:
     raise ValueError(f"{flag}: Beam has no option(s) {unknown}")
   return options
@@ -180,9 +183,9 @@ class _MergeValueSets(beam.CombineFn):
     return {c: list(values) for c, values in accumulator.items()}
 
 
-def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Sequence[str]], source: str,
-          user_features: Sequence[str] = (), item_features: Sequence[str] = (), stages: Sequence[str] = (),
-          has_recall_log: bool = True, max_history: int = 100) -> dict:
+def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Sequence[str]],
+          source: str, user_features: Sequence[str] = (), item_features: Sequence[str] = (),
+          stages: Sequence[str] = (), has_recall_log: bool = True, max_history: int = 100) -> dict:
   """Builds the records of `requests` and the side files of the dataset, as `logs.write` does.
 
   Args:
@@ -196,7 +199,8 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
   Returns:
     {split: PCollection of (request_id, record)}.
   """
-  layout = _Layout(source=source, splits=tuple(splits), split_of_date=logs.split_of_dates(splits, source),
+  layout = _Layout(source=source, splits=tuple(splits),
+                   split_of_date=logs.split_of_dates(splits, source),
                    user_features=tuple(user_features), item_features=tuple(item_features),
                    stages=tuple(stages), has_recall_log=has_recall_log, max_history=max_history)
 
@@ -228,11 +232,14 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
   user_values = (kept
                  | "UserFeatureValues" >> beam.Map(lambda r: {
                      f: [] if logs._is_missing(r[f]) else [r[f]] for f in layout.user_features})
-                 | "MergeUserFeatureValues" >> beam.CombineGlobally(_MergeValueSets(layout.user_features)))
+                 | "MergeUserFeatureValues" >> beam.CombineGlobally(
+                     _MergeValueSets(layout.user_features)))
   item_values = (first_items
                  | "ItemFeatureValues" >> beam.Map(lambda table: {
-                     f: pd.Series(table[f]).dropna().unique().tolist() for f in layout.item_features})
-                 | "MergeItemFeatureValues" >> beam.CombineGlobally(_MergeValueSets(layout.item_features)))
+                     f: pd.Series(table[f]).dropna().unique().tolist()
+                     for f in layout.item_features})
+                 | "MergeItemFeatureValues" >> beam.CombineGlobally(
+                     _MergeValueSets(layout.item_features)))
 
   vocabularies = (
       pipeline
@@ -256,18 +263,21 @@ def write(pipeline, directory: str, requests, items, *, splits: Mapping[str, Seq
   popularity = built[_POPULARITY] | "StackPopularity" >> beam.CombineGlobally(_Concatenate(3))
   catalog_rows = (first_items
                   | "CatalogRows" >> beam.Map(_catalog_rows, layout=layout, vocab=vocab)
-                  | "StackCatalog" >> beam.CombineGlobally(_Concatenate(1 + len(layout.item_features))))
+                  | "StackCatalog" >> beam.CombineGlobally(
+                      _Concatenate(1 + len(layout.item_features))))
   _ = (pipeline
        | "SideFilesSeed" >> beam.Create([None])
        | "WriteSideFiles" >> beam.Map(
            _write_side_files, directory=directory, layout=layout, vocab=vocab,
            split_dates=beam.pvalue.AsSingleton(split_dates), counts=beam.pvalue.AsSingleton(counts),
            popularity=beam.pvalue.AsSingleton(popularity),
-           catalog_rows=beam.pvalue.AsSingleton(catalog_rows), outside=beam.pvalue.AsSingleton(outside)))
+           catalog_rows=beam.pvalue.AsSingleton(catalog_rows),
+           outside=beam.pvalue.AsSingleton(outside)))
 
   by_split = built[_RECORDS] | "PartitionBySplit" >> beam.Partition(
       lambda keyed, n: layout.splits.index(keyed[0]), len(layout.splits))
-  return {split: by_split[i] | f"Records_{split}" >> beam.Values() for i, split in enumerate(layout.splits)}
+  return {split: by_split[i] | f"Records_{split}" >> beam.Values()
+          for i, split in enumerate(layout.splits)}
 
 
 _RECORDS, _COUNTS, _POPULARITY = "records", "counts", "popularity"
@@ -289,8 +299,8 @@ def _check_unique_request(keyed, source: str):
   request_id, dates = keyed
   dates = list(dates)
   if len(dates) > 1:
-    raise logs.LogFormatError(f"{source}: requests table: request_id {request_id} appears more than once "
-                              f"(dates {sorted(dates)})")
+    raise logs.LogFormatError(f"{source}: requests table: request_id {request_id} appears more "
+                              f"than once (dates {sorted(dates)})")
 
 
 def _assign_split(request: dict, layout: _Layout) -> dict:
@@ -302,12 +312,13 @@ def _assign_split(request: dict, layout: _Layout) -> dict:
   if layout.stages and logs.RECALLED_STAGE not in request:
     missing.append(logs.RECALLED_STAGE)
   if missing:
-    raise logs.LogFormatError(f"{source}: requests table: request {rid}: missing column(s) {missing}")
+    raise logs.LogFormatError(f"{source}: requests table: request {rid}: "
+                              f"missing column(s) {missing}")
   for column in ("request_id", "timestamp"):
     value = request[column]
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-      raise logs.LogFormatError(f"{source}: requests table: request {rid}: column '{column}' must hold "
-                                f"integers, got {value!r}")
+      raise logs.LogFormatError(f"{source}: requests table: request {rid}: column '{column}' "
+                                f"must hold integers, got {value!r}")
   if logs._is_missing(request["user_id"]):
     raise logs.LogFormatError(f"{source}: requests table: request {rid}: user_id is missing")
   # Grouping keys must encode deterministically: numpy scalars become Python ones.
@@ -317,8 +328,8 @@ def _assign_split(request: dict, layout: _Layout) -> dict:
   if logs._is_missing(split):
     split = layout.split_of_date.get(request["date"])
   elif split not in layout.splits:
-    raise logs.LogFormatError(f"{source}: requests table: column '{logs.SPLIT}' names split(s) {[split]}; "
-                              f"the splits are {sorted(layout.splits)}")
+    raise logs.LogFormatError(f"{source}: requests table: column '{logs.SPLIT}' names split(s) "
+                              f"{[split]}; the splits are {sorted(layout.splits)}")
   return {**request, logs._KEPT_SPLIT: split}
 
 
@@ -329,8 +340,8 @@ def _bucket_items(batch, source: str):
   """(order, items columns) -> (bucket, (order, the rows of that bucket)) per bucket it has."""
   order, table = batch
   if not isinstance(table, Mapping) or logs.ITEM_ID not in table:
-    raise logs.LogFormatError(f"{source}: items batch {order!r}: expected {{column: array}} with an "
-                              f"'{logs.ITEM_ID}' column, got {type(table).__name__}")
+    raise logs.LogFormatError(f"{source}: items batch {order!r}: expected {{column: array}} "
+                              f"with an '{logs.ITEM_ID}' column, got {type(table).__name__}")
   table = {c: np.asarray(v) for c, v in table.items()}
   ids = table[logs.ITEM_ID]
   if ids.dtype.kind in "iu":
@@ -342,7 +353,8 @@ def _bucket_items(batch, source: str):
 
 
 def _first_rows(_, batches):
-  """The bucket's rows of every batch -> its items once each, from the earliest batch's first row."""
+  """The bucket's rows of every batch -> its items once each, from the earliest batch's first
+  row."""
   tables = [pd.DataFrame(table) for _, table in sorted(batches, key=lambda batch: batch[0])]
   first = pd.concat(tables, ignore_index=True).drop_duplicates(logs.ITEM_ID, keep="first")
   return {c: first[c].to_numpy() for c in first.columns}
@@ -358,10 +370,12 @@ class _ConcatenateIds(_Concatenate):
     return np.concatenate(accumulator) if accumulator else np.zeros(0, np.int64)
 
 
-def _vocabularies(_, layout: _Layout, split_dates, user_ids, item_ids, user_values, item_values) -> Vocabularies:
+def _vocabularies(_, layout: _Layout, split_dates, user_ids, item_ids, user_values,
+                  item_values) -> Vocabularies:
   source = layout.source
   if not split_dates:
-    raise logs.LogFormatError(f"{source}: no request falls on the split dates {sorted(layout.split_of_date)}")
+    raise logs.LogFormatError(f"{source}: no request falls on the split dates "
+                              f"{sorted(layout.split_of_date)}")
   empty = [s for s in layout.splits if s not in {split for split, _ in split_dates}]
   if empty:
     dates = {s: [d for d, t in layout.split_of_date.items() if t == s] for s in empty}
@@ -377,7 +391,8 @@ def _vocabularies(_, layout: _Layout, split_dates, user_ids, item_ids, user_valu
 
 
 class _UserRecords(beam.DoFn):
-  """One user's requests -> their records in time order, each with the clicks before it as history."""
+  """One user's requests -> their records in time order, each with the clicks before it as
+  history."""
 
   def __init__(self, layout: _Layout):
     self._layout = layout
@@ -404,11 +419,13 @@ class _UserRecords(beam.DoFn):
       unknown = {v for v, i in zip(exposed_raw, exposed.tolist()) if not i}
       if layout.has_recall_log:
         unknown |= {v for v, i in zip(recalled_raw, recalled.tolist()) if not i}
-      logs.check_request(rid, request["date"], exposed_raw, request["clicked"], recalled_raw, stages_raw,
-                         known_item=lambda v: v not in unknown, stages=layout.stages, source=source)
+      logs.check_request(rid, request["date"], exposed_raw, request["clicked"], recalled_raw,
+                         stages_raw, known_item=lambda v: v not in unknown, stages=layout.stages,
+                         source=source)
       clicked = np.array(logs._list(request["clicked"], "clicked", rid, source), np.int64)
       record = logs.make_record(
-          request_id=rid, day=vocab.day_of_date[request["date"]], user=vocab.users.id(request["user_id"]),
+          request_id=rid, day=vocab.day_of_date[request["date"]],
+          user=vocab.users.id(request["user_id"]),
           user_features={f: vocab.user_features[f].id(request[f]) for f in layout.user_features},
           history=history, exposed=exposed, clicked=clicked, recalled=recalled,
           recalled_stage=[stage_index[s] for s in stages_raw] if layout.stages else None,
@@ -428,7 +445,8 @@ class _UserRecords(beam.DoFn):
         yield beam.pvalue.TaggedOutput(_COUNTS, (key, value))
     if popularity:
       yield beam.pvalue.TaggedOutput(_POPULARITY, np.array(
-          [(item, clicks, exposures) for item, (clicks, exposures) in popularity.items()], np.int64))
+          [(item, clicks, exposures) for item, (clicks, exposures) in popularity.items()],
+          np.int64))
 
 
 def _catalog_rows(table, layout: _Layout, vocab: Vocabularies) -> np.ndarray:
@@ -459,11 +477,13 @@ def _write_side_files(_, directory: str, layout: _Layout, vocab: Vocabularies, s
   totals = dict(counts)
   summary = logs.stats_summary(
       layout.source, schema, num_days=len(vocab.day_of_date),
-      dates={s: sorted(d for t, d in split_dates if t == s) for s in layout.splits}, outside_splits=int(outside),
+      dates={s: sorted(d for t, d in split_dates if t == s) for s in layout.splits},
+      outside_splits=int(outside),
       counts={s: {k: totals.get((s, k), 0) for k in logs.COUNT_KEYS} for s in layout.splits})
   logs.save_side_files(
       directory, schema,
-      schema_lib.ItemCatalog(features=features, click_count=click_count, exposure_count=exposure_count),
+      schema_lib.ItemCatalog(features=features, click_count=click_count,
+                             exposure_count=exposure_count),
       raw_ids=logs.raw_id_arrays(vocab.users.values(), vocab.items.values(),
                                  {f: v.values() for f, v in vocab.user_features.items()},
                                  {f: v.values() for f, v in vocab.item_features.items()}),

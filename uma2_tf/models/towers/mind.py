@@ -56,7 +56,7 @@ import tf_keras as keras
 
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings
-from uma2_tf.models.towers import Tower, as_float32, mlp
+from uma2_tf.models.towers.base import Tower, as_float32, mlp
 
 ATTENTION_MODES = ("power", "scaled")
 

@@ -3,7 +3,7 @@
 
     python -m pipelines.prepare --dataset=kuairand/pure --manual_dir=~/KuaiRand-Pure/data
     python -m pipelines.train --dataset=kuairand/pure --strategy_name=ss_abc_fixed --ratio=1,0,24
-    # or: datasets.builder("kuairand/pure", data_dir).download_and_prepare(
+    # or: registry.builder("kuairand/pure", data_dir).download_and_prepare(
     #         download_config=tfds.download.DownloadConfig(manual_dir="~/KuaiRand-Pure/data"))
 
 KuaiRand cannot be downloaded by the builder: the user downloads it (`MANUAL_DOWNLOAD_INSTRUCTIONS`)
@@ -78,7 +78,7 @@ for B silently.
   which is the `train` split's); their count is in stats.json (`kuairand.random_rows_unused`).
 
 The records, side files (schema.json, catalog.npz, ids.npz, stats.json) and validation are those of
-every real-log builder (`uma2_tf.data.logs`): ids are remapped to dense ones, `history` is the
+every real-log builder (`uma2_tf.sources.logs`): ids are remapped to dense ones, `history` is the
 user's clicks before the request (random-log clicks on the test dates included, as they happened),
 each record passes `validation.RecordValidator`. stats.json has a `kuairand` section: files,
 rows read, duplicates merged, users / videos without features, the test and test_random figures.
@@ -98,7 +98,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from uma2_tf.data import datasets, logs
+from uma2_tf.sources import logs
+from uma2_tf.sources import manual_files
 from uma2_tf.data import schema as schema_lib
 
 HOMEPAGE = "https://kuairand.com"
@@ -133,12 +134,15 @@ def _files(suffix: str, parts: int = 1) -> Files:
                users=f"user_features_{suffix}.csv", videos=f"video_features_basic_{suffix}.csv")
 
 
-FILES = {"pure": _files("pure"), "1k": _files("1k"), "27k": _files("27k", parts=2), "tiny": _files("pure")}
+FILES = {"pure": _files("pure"), "1k": _files("1k"), "27k": _files("27k", parts=2),
+         "tiny": _files("pure")}
 _DESCRIPTIONS = {
-    "pure": "KuaiRand-Pure: 27,285 users, the 7,583 videos of the candidate pool (about 1.4M standard "
-            "and 1.2M random exposures).",
-    "1k": "KuaiRand-1K: 1,000 users and every video they saw (4.4M videos, 11.7M standard exposures).",
-    "27k": "KuaiRand-27K: 27,285 users, 32M videos, 322M standard exposures (tens of GB of memory).",
+    "pure": "KuaiRand-Pure: 27,285 users, the 7,583 videos of the candidate pool (about 1.4M "
+            "standard and 1.2M random exposures).",
+    "1k": "KuaiRand-1K: 1,000 users and every video they saw (4.4M videos, 11.7M standard "
+          "exposures).",
+    "27k": "KuaiRand-27K: 27,285 users, 32M videos, 322M standard exposures (tens of GB of "
+           "memory).",
     "tiny": "For tests: files in KuaiRand-Pure's layout such as the fixture data/kuairand/.",
 }
 
@@ -185,17 +189,19 @@ class Kuairand(tfds.core.GeneratorBasedBuilder):
   Download the release of the config (KuaiRand-Pure for `pure`, KuaiRand-1K for `1k`, KuaiRand-27K
   for `27k`), unpack it and pass its `data` directory (the one holding
   log_standard_*.csv, log_random_*.csv, user_features_*.csv and video_features_basic_*.csv) as the
-  manual dir: `python -m pipelines.prepare --dataset=kuairand/pure --manual_dir=<dir>/KuaiRand-Pure/data`.
+  manual dir:
+  `python -m pipelines.prepare --dataset=kuairand/pure --manual_dir=<dir>/KuaiRand-Pure/data`.
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    # Field names only; the vocabulary sizes come from the files and go to schema.json at build time.
+    # Field names only; the vocabulary sizes come from the files and go to schema.json at build
+    # time.
     schema = logs.declared_schema(self.builder_config.request_features, has_recall_log=False)
     return tfds.core.DatasetInfo(
         builder=self, description=__doc__.split("\n", 1)[0],
         features=schema_lib.tfds_features(schema), homepage=HOMEPAGE,
-        citation="Gao et al., KuaiRand: An Unbiased Sequential Recommendation Dataset with Randomly "
-                 "Exposed Videos, CIKM 2022, https://doi.org/10.1145/3511808.3557624")
+        citation="Gao et al., KuaiRand: An Unbiased Sequential Recommendation Dataset with "
+                 "Randomly Exposed Videos, CIKM 2022, https://doi.org/10.1145/3511808.3557624")
 
   def _split_generators(self, dl_manager):
     config = self.builder_config
@@ -218,7 +224,8 @@ class Kuairand(tfds.core.GeneratorBasedBuilder):
 
 @dataclasses.dataclass(frozen=True)
 class KuaiRandTables:
-  """What `read` makes of the files: the log, its date splits, and which test requests are random."""
+  """What `read` makes of the files: the log, its date splits, and which test requests are
+  random."""
 
   tables: logs.LogTables
   splits: dict
@@ -228,7 +235,7 @@ class KuaiRandTables:
 
 def manual_directory(dl_manager, files: Files) -> str:
   """The manual dir, or one FileNotFoundError naming the files missing and where to get them."""
-  directory = datasets.manual_dir(dl_manager)
+  directory = manual_files.manual_dir(dl_manager)
   check_files(directory, files)
   return directory
 
@@ -239,8 +246,8 @@ def check_files(directory: str, files: Files) -> None:
     raise FileNotFoundError(
         f"{os.path.join(directory or '<no manual dir>', missing[0])}: missing KuaiRand file"
         f"{'s ' + str(missing) if len(missing) > 1 else ''}; download the release from "
-        f"https://zenodo.org/records/10439422 (see https://kuairand.com), unpack it and pass its data "
-        f"directory as --manual_dir")
+        f"https://zenodo.org/records/10439422 (see https://kuairand.com), unpack it and pass its "
+        f"data directory as --manual_dir")
 
 
 def read(directory: str, config: KuairandConfig, source: str = "kuairand") -> KuaiRandTables:
@@ -250,8 +257,8 @@ def read(directory: str, config: KuairandConfig, source: str = "kuairand") -> Ku
   files = config.files
   check_files(directory, files)
   columns = (*LOG_COLUMNS, *((TAB,) if config.group_by_tab else ()))
-  standard = pd.concat([read_log(os.path.join(directory, name), columns) for name in files.standard],
-                       ignore_index=True)
+  standard = pd.concat([read_log(os.path.join(directory, name), columns)
+                        for name in files.standard], ignore_index=True)
   if not len(standard):
     raise logs.LogFormatError(f"{source}: the standard logs {list(files.standard)} have no row")
   random = read_log(os.path.join(directory, files.random), columns)
@@ -297,13 +304,16 @@ def read(directory: str, config: KuairandConfig, source: str = "kuairand") -> Ku
       "standard_rows": int(len(standard)), "random_rows": int(random_rows),
       "random_rows_used": int(len(random)), "random_rows_unused": int(random_rows - len(random)),
       "duplicate_exposures_merged": int(standard_merged + random_merged),
-      "pseudo_request": {"window_minutes": config.window_minutes, "group_by_tab": config.group_by_tab,
-                         "key": ["user_id", "date", "hourmin window", *([TAB] if config.group_by_tab else [])]},
+      "pseudo_request": {"window_minutes": config.window_minutes,
+                         "group_by_tab": config.group_by_tab,
+                         "key": ["user_id", "date", "hourmin window",
+                                 *([TAB] if config.group_by_tab else [])]},
       "test_days": config.test_days,
       "users_without_features": int(len(set(users_seen.tolist()) - set(users["user_id"].tolist()))),
       **video_info,
   }
-  return KuaiRandTables(tables=tables, splits={"train": train_dates, "test": [_iso(d) for d in test_dates]},
+  return KuaiRandTables(tables=tables,
+                        splits={"train": train_dates, "test": [_iso(d) for d in test_dates]},
                         random_request_ids=random_ids, info=info)
 
 
@@ -331,12 +341,14 @@ def pseudo_requests(log, config: KuairandConfig):
   import pandas as pd
 
   keys = ["user_id", "date", "window", *((TAB,) if config.group_by_tab else ())]
-  out_columns = ["user_id", "date", "timestamp", *((TAB,) if config.group_by_tab else ()), "exposed", "clicked"]
+  out_columns = ["user_id", "date", "timestamp", *((TAB,) if config.group_by_tab else ()),
+                 "exposed", "clicked"]
   if not len(log):
     dtypes = {"user_id": np.int64, "timestamp": np.int64, TAB: np.int64}
     return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in out_columns}), 0
-  log = log.assign(window=(log["hourmin"] // 100 * 60 + log["hourmin"] % 100) // config.window_minutes,
-                   row=np.arange(len(log)))
+  log = log.assign(
+      window=(log["hourmin"] // 100 * 60 + log["hourmin"] % 100) // config.window_minutes,
+      row=np.arange(len(log)))
   log = log.sort_values([*keys, "time_ms", "row"], kind="stable")
   log["is_click"] = log.groupby([*keys, "video_id"], sort=False)["is_click"].transform("max")
   repeated = log.duplicated([*keys, "video_id"])
@@ -418,7 +430,8 @@ def _check_values(frame, column: str, path: str, ok, expected: str) -> None:
   row = int(np.flatnonzero(~ok)[0])
   value = frame[column].iloc[row]
   value = value.item() if isinstance(value, np.generic) else value
-  raise logs.LogFormatError(f"{path}: line {row + 2}: column '{column}' must be {expected}, got {value!r}")
+  raise logs.LogFormatError(f"{path}: line {row + 2}: column '{column}' must be {expected}, "
+                            f"got {value!r}")
 
 
 def _parse_date(value) -> datetime.date | None:

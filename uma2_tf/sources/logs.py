@@ -7,7 +7,7 @@ writes the side files training and evaluation read.
 Canonical layout of a real log, raw ids (ints or strings), as pandas DataFrames:
 
 ```python
-from uma2_tf.data import logs
+from uma2_tf.sources import logs
 
 tables = logs.LogTables(
     requests=requests_df,   # one row per request, columns:
@@ -30,7 +30,8 @@ generators = logs.write(directory, tables, splits={"train": [...dates...], "test
 # -> {split: iterator of (key, record)} for a TFDS GeneratorBasedBuilder._split_generators.
 # It also writes into `directory`: schema.json (LogSchema with vocab sizes), catalog.npz (item
 # features remapped, click/exposure counts over the "train" split), ids.npz (raw id of every dense
-# id and every feature vocabulary), stats.json. Raw ids are remapped to dense ids 1..n (0 = padding).
+# id and every feature vocabulary), stats.json. Raw ids are remapped to dense ids 1..n
+# (0 = padding).
 # `history` is computed from the user's earlier clicks (by timestamp), newest last.
 # Every record goes through validation.RecordValidator(policy="error"); bad tables raise
 # logs.LogFormatError (a ValueError) naming the table, row/request_id, column and what was expected.
@@ -41,22 +42,22 @@ schema = logs.declared_schema(user_features=("age", "gender"), stages=("prerank"
 # passes to `schema_lib.tfds_features(schema)`. The real sizes land in schema.json at build time.
 ```
 
-Without a `recalled` column (exposure-only logs like KuaiRand) the writer sets recalled = exposed and
-`LogSchema.has_recall_log = False` (there is no space B). With `recalled_stage`, records carry an extra
-field `recalled_stage` (int64[], aligned with `recalled`, values 1..len(stages), 0 = unknown), the
-schema has `LogSchema.stages`, and `schema_lib.RECALLED_STAGE == "recalled_stage"`; `parse_requests`
-parses it as a ragged int64 list.
+Without a `recalled` column (exposure-only logs like KuaiRand) the writer sets recalled = exposed
+and `LogSchema.has_recall_log = False` (there is no space B). With `recalled_stage`, records carry
+an extra field `recalled_stage` (int64[], aligned with `recalled`, values 1..len(stages),
+0 = unknown), the schema has `LogSchema.stages`, and
+`schema_lib.RECALLED_STAGE == "recalled_stage"`; `parse_requests` parses it as a ragged int64 list.
 
 A `split` column in the requests table, where set, sends a request to that split whatever its date
 (KuaiRand's random-log requests share their dates with `test`).
 
-TFDS builders of real logs live in `uma2_tf/data/<name>.py` and are registered by
-`datasets.REAL_LOG_BUILDERS`. They read the user's files from TFDS's manual dir
-(`datasets.manual_dir(dl_manager)`); `python -m pipelines.prepare --dataset=<name>/<config>
+TFDS builders of real logs live in `uma2_tf/sources/<name>.py` and are registered by
+`registry.REAL_LOG_BUILDERS`. They read the user's files from TFDS's manual dir
+(`manual_files.manual_dir(dl_manager)`); `python -m pipelines.prepare --dataset=<name>/<config>
 --manual_dir=DIR` builds any of them. Everything is held in memory on one machine: fine for a
 company's sample or KuaiRand-Pure, a large machine for RecFlow's 37 days. `logs_beam.write` is the
 same writer as an Apache Beam pipeline (the `[beam]` extra), with the same records and side files;
-`recflow.RecflowBeam` uses it.
+`recflow_beam.RecflowBeam` uses it.
 """
 from __future__ import annotations
 
@@ -68,7 +69,9 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from uma2_tf.data import datasets, validation
+from uma2_tf.data import validation
+from uma2_tf import atomic_files
+from uma2_tf.data import reading
 from uma2_tf.data import schema as schema_lib
 
 REQUEST_COLUMNS = ("request_id", "timestamp", "date", "user_id", "exposed", "clicked")
@@ -76,7 +79,8 @@ RECALLED = "recalled"
 RECALLED_STAGE = "recalled_stage"
 ITEM_ID = "item_id"
 SPLIT = "split"
-_KEPT_SPLIT = "uma2_assigned_split"  # the split each kept request goes to (by its `split`, else its date)
+# The split each kept request goes to (by its `split`, else its date).
+_KEPT_SPLIT = "uma2_assigned_split"
 IDS_FILE = "ids.npz"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -109,7 +113,8 @@ class LogTables:
 
 
 def declared_schema(user_features: Sequence[str], stages: Sequence[str] = (),
-                    has_recall_log: bool = True, item_features: Sequence[str] = ()) -> schema_lib.LogSchema:
+                    has_recall_log: bool = True,
+                    item_features: Sequence[str] = ()) -> schema_lib.LogSchema:
   """A `LogSchema` with the fields of such a log and placeholder vocabulary sizes (for `_info`)."""
   return schema_lib.LogSchema(num_users=2, num_items=2, user_features={f: 2 for f in user_features},
                               item_features={f: 2 for f in item_features}, stages=tuple(stages),
@@ -124,28 +129,34 @@ def check_tables(tables: LogTables, source: str = "log") -> None:
   for name, frame, needed in (("requests", requests, (*REQUEST_COLUMNS, *tables.user_features)),
                               ("items", items, (ITEM_ID, *tables.item_features))):
     if not isinstance(frame, pd.DataFrame):
-      raise LogFormatError(f"{source}: the {name} table must be a pandas DataFrame, got {type(frame).__name__}")
+      raise LogFormatError(f"{source}: the {name} table must be a pandas DataFrame, "
+                           f"got {type(frame).__name__}")
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-      raise LogFormatError(f"{source}: {name} table: missing column(s) {missing}; it has {list(frame.columns)}")
+      raise LogFormatError(f"{source}: {name} table: missing column(s) {missing}; "
+                           f"it has {list(frame.columns)}")
   if RECALLED_STAGE in requests.columns and RECALLED not in requests.columns:
-    raise LogFormatError(f"{source}: requests table: '{RECALLED_STAGE}' needs a '{RECALLED}' column")
+    raise LogFormatError(f"{source}: requests table: '{RECALLED_STAGE}' needs a '{RECALLED}' "
+                         f"column")
   if (RECALLED_STAGE in requests.columns) != bool(tables.stages):
-    raise LogFormatError(f"{source}: requests table: '{RECALLED_STAGE}' and LogTables.stages go together "
-                         f"(stages={tables.stages}, columns={list(requests.columns)})")
+    raise LogFormatError(f"{source}: requests table: '{RECALLED_STAGE}' and LogTables.stages go "
+                         f"together (stages={tables.stages}, columns={list(requests.columns)})")
   for column in ("request_id", "timestamp"):
     if not pd.api.types.is_integer_dtype(requests[column]):
       raise LogFormatError(f"{source}: requests table: column '{column}' must hold integers, "
                            f"got dtype {requests[column].dtype}")
   duplicated = requests["request_id"][requests["request_id"].duplicated()]
   if len(duplicated):
-    raise LogFormatError(f"{source}: requests table: request_id {duplicated.iloc[0]} appears more than once")
+    raise LogFormatError(f"{source}: requests table: request_id {duplicated.iloc[0]} appears more "
+                         f"than once")
   if items[ITEM_ID].duplicated().any():
-    raise LogFormatError(f"{source}: items table: item_id {items[ITEM_ID][items[ITEM_ID].duplicated()].iloc[0]!r} "
+    raise LogFormatError(f"{source}: items table: item_id "
+                         f"{items[ITEM_ID][items[ITEM_ID].duplicated()].iloc[0]!r} "
                          "appears more than once")
   if requests["user_id"].isna().any():
     row = requests[requests["user_id"].isna()].iloc[0]
-    raise LogFormatError(f"{source}: requests table: request {row['request_id']}: user_id is missing")
+    raise LogFormatError(f"{source}: requests table: request {row['request_id']}: "
+                         f"user_id is missing")
   known_items = set(items[ITEM_ID].tolist())
   for row in requests.itertuples(index=False):
     check_request(row.request_id, row.date, row.exposed, row.clicked,
@@ -163,14 +174,15 @@ def check_request(rid, date, exposed, clicked, recalled=None, recalled_stage=Non
   with it too.
   """
   if not isinstance(date, str) or not _DATE.match(date):
-    raise LogFormatError(f"{source}: requests table: request {rid}: 'date' must be a YYYY-MM-DD string, "
-                         f"got {date!r}")
+    raise LogFormatError(f"{source}: requests table: request {rid}: 'date' must be a YYYY-MM-DD "
+                         f"string, got {date!r}")
   exposed, clicked = _list(exposed, "exposed", rid, source), _list(clicked, "clicked", rid, source)
   if len(clicked) != len(exposed):
-    raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' has {len(clicked)} values "
-                         f"for {len(exposed)} exposed items")
+    raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' has {len(clicked)} "
+                         f"values for {len(exposed)} exposed items")
   if any(c not in (0, 1) for c in clicked):
-    raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' must hold 0/1, got {clicked}")
+    raise LogFormatError(f"{source}: requests table: request {rid}: 'clicked' must hold 0/1, "
+                         f"got {clicked}")
   unknown = [i for i in exposed if not known_item(i)]
   if recalled is not None:
     recalled = _list(recalled, RECALLED, rid, source)
@@ -178,8 +190,8 @@ def check_request(rid, date, exposed, clicked, recalled=None, recalled_stage=Non
     recall_set = set(recalled)
     missing = [i for i in exposed if i not in recall_set]
     if missing:
-      raise LogFormatError(f"{source}: requests table: request {rid}: exposed item {missing[0]!r} is not "
-                           f"in '{RECALLED}' (the recall set contains every exposed item)")
+      raise LogFormatError(f"{source}: requests table: request {rid}: exposed item {missing[0]!r} "
+                           f"is not in '{RECALLED}' (the recall set contains every exposed item)")
     if recalled_stage is not None:
       recalled_stage = _list(recalled_stage, RECALLED_STAGE, rid, source)
       if len(recalled_stage) != len(recalled):
@@ -190,8 +202,8 @@ def check_request(rid, date, exposed, clicked, recalled=None, recalled_stage=Non
         raise LogFormatError(f"{source}: requests table: request {rid}: unknown stage {bad[0]!r}; "
                              f"stages are {list(stages)}")
   if unknown:
-    raise LogFormatError(f"{source}: requests table: request {rid}: item {unknown[0]!r} is not in the "
-                         "items table")
+    raise LogFormatError(f"{source}: requests table: request {rid}: item {unknown[0]!r} is not in "
+                         "the items table")
 
 
 def _list(value, column: str, rid, source: str) -> list:
@@ -199,7 +211,8 @@ def _list(value, column: str, rid, source: str) -> list:
     return value.tolist()
   if isinstance(value, (list, tuple)):
     return list(value)
-  raise LogFormatError(f"{source}: requests table: request {rid}: '{column}' must be a list, got {value!r}")
+  raise LogFormatError(f"{source}: requests table: request {rid}: '{column}' must be a list, "
+                       f"got {value!r}")
 
 
 def _vocabulary(values) -> dict:
@@ -229,14 +242,16 @@ def make_record(*, request_id, day, user, user_features: Mapping[str, int], hist
   return record
 
 
-def next_history(history: Sequence[int], exposed: np.ndarray, clicked: np.ndarray, max_history: int) -> list:
+def next_history(history: Sequence[int], exposed: np.ndarray, clicked: np.ndarray,
+                 max_history: int) -> list:
   """The user's history after this request: their clicks appended, newest last, the newest kept."""
   return (list(history) + exposed[clicked == 1].tolist())[-max_history:]
 
 
 def raw_id_arrays(users: Sequence, items: Sequence, user_features: Mapping[str, Sequence],
                   item_features: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
-  """ids.npz's arrays: the raw value of every dense id (index = dense id; "" at the padding id 0)."""
+  """ids.npz's arrays: the raw value of every dense id (index = dense id; "" at the padding id
+  0)."""
   def strings(values) -> np.ndarray:
     return np.array([""] + [str(v) for v in values], dtype=str)
 
@@ -245,16 +260,18 @@ def raw_id_arrays(users: Sequence, items: Sequence, user_features: Mapping[str, 
           **{f"item_feature/{f}": strings(v) for f, v in item_features.items()}}
 
 
-def save_side_files(directory: str, schema: schema_lib.LogSchema, catalog: schema_lib.ItemCatalog, *,
-                    raw_ids: Mapping[str, np.ndarray], stats: Mapping) -> None:
+def save_side_files(directory: str, schema: schema_lib.LogSchema,
+                    catalog: schema_lib.ItemCatalog, *, raw_ids: Mapping[str, np.ndarray],
+                    stats: Mapping) -> None:
   """schema.json, catalog.npz, ids.npz and stats.json of a prepared log, each written atomically."""
   import tensorflow as tf
 
   tf.io.gfile.makedirs(directory)
   schema.save(directory)
   catalog.save(directory)
-  schema_lib.atomic_savez(os.path.join(directory, IDS_FILE), **raw_ids)
-  schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE), json.dumps(stats, indent=2))
+  atomic_files.atomic_savez(os.path.join(directory, IDS_FILE), **raw_ids)
+  atomic_files.atomic_write_text(os.path.join(directory, reading.STATS_FILE),
+                                 json.dumps(stats, indent=2))
 
 
 def split_of_dates(splits: Mapping[str, Sequence[str]], source: str) -> dict:
@@ -265,13 +282,14 @@ def split_of_dates(splits: Mapping[str, Sequence[str]], source: str) -> dict:
   for split, dates in splits.items():
     for date in dates:
       if date in split_of_date:
-        raise ValueError(f"{source}: date {date} is in splits {split_of_date[date]!r} and {split!r}")
+        raise ValueError(f"{source}: date {date} is in splits {split_of_date[date]!r} "
+                         f"and {split!r}")
       split_of_date[date] = split
   return split_of_date
 
 
-def vocabulary_schema(users, items, user_vocab: Mapping, item_vocab: Mapping, *, stages: Sequence[str],
-                      has_recall_log: bool) -> schema_lib.LogSchema:
+def vocabulary_schema(users, items, user_vocab: Mapping, item_vocab: Mapping, *,
+                      stages: Sequence[str], has_recall_log: bool) -> schema_lib.LogSchema:
   """The schema of a log whose id and feature vocabularies are these (anything with a len)."""
   return schema_lib.LogSchema(
       num_users=len(users) + 1, num_items=len(items) + 1,
@@ -283,13 +301,14 @@ def vocabulary_schema(users, items, user_vocab: Mapping, item_vocab: Mapping, *,
 COUNT_KEYS = ("requests", "exposures", "clicks", "recalled")
 
 
-def stats_summary(source: str, schema: schema_lib.LogSchema, *, num_days: int, dates: Mapping[str, list],
-                  outside_splits: int, counts: Mapping[str, Mapping[str, int]],
-                  extra: Mapping | None = None) -> dict:
+def stats_summary(source: str, schema: schema_lib.LogSchema, *, num_days: int,
+                  dates: Mapping[str, list], outside_splits: int,
+                  counts: Mapping[str, Mapping[str, int]], extra: Mapping | None = None) -> dict:
   """stats.json: sizes, dates and, per split, `<split>_<count>` for each of COUNT_KEYS."""
   summary = {"source": source, "num_users": schema.num_users - 1, "num_items": schema.num_items - 1,
              "num_days": num_days, "dates": dict(dates), "has_recall_log": schema.has_recall_log,
-             "stages": list(schema.stages), "requests_outside_splits": outside_splits, **(extra or {})}
+             "stages": list(schema.stages), "requests_outside_splits": outside_splits,
+             **(extra or {})}
   for split, by_key in counts.items():
     for key in COUNT_KEYS:
       summary[f"{split}_{key}"] = int(by_key.get(key, 0))
@@ -297,7 +316,8 @@ def stats_summary(source: str, schema: schema_lib.LogSchema, *, num_days: int, d
 
 
 def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]], *, source: str,
-          max_history: int = 100, extra_stats: Mapping | None = None) -> dict[str, Iterator[tuple[int, dict]]]:
+          max_history: int = 100,
+          extra_stats: Mapping | None = None) -> dict[str, Iterator[tuple[int, dict]]]:
   """Remaps, validates and writes the side files of `tables`; returns the splits' record generators.
 
   Args:
@@ -347,7 +367,8 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   features = {f: np.zeros(schema.num_items, np.int64) for f in tables.item_features}
   rows = items[ITEM_ID].map(item_ids).to_numpy(np.int64)
   for f in tables.item_features:
-    features[f][rows] = [item_vocab[f].get(v, 0) if not _is_missing(v) else 0 for v in items[f].tolist()]
+    features[f][rows] = [item_vocab[f].get(v, 0) if not _is_missing(v) else 0
+                         for v in items[f].tolist()]
   click_count = np.zeros(schema.num_items, np.int64)
   exposure_count = np.zeros(schema.num_items, np.int64)
 
@@ -357,7 +378,8 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   stats = {split: dict.fromkeys(COUNT_KEYS, 0) for split in splits}
   for row in kept.itertuples(index=False):
     split = getattr(row, _KEPT_SPLIT)
-    exposed = np.array([item_ids[i] for i in _list(row.exposed, "exposed", row.request_id, source)], np.int64)
+    exposed = np.array([item_ids[i] for i in _list(row.exposed, "exposed", row.request_id, source)],
+                       np.int64)
     clicked = np.array(_list(row.clicked, "clicked", row.request_id, source), np.int64)
     if tables.has_recall_log:
       recalled = np.array([item_ids[i] for i in getattr(row, RECALLED)], np.int64)
@@ -367,10 +389,12 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
     history = clicks_so_far.get(user, [])
     record = make_record(
         request_id=row.request_id, day=day_of_date[row.date], user=user,
-        user_features={f: user_vocab[f].get(getattr(row, f), 0) if not _is_missing(getattr(row, f)) else 0
+        user_features={f: (user_vocab[f].get(getattr(row, f), 0)
+                           if not _is_missing(getattr(row, f)) else 0)
                        for f in tables.user_features},
         history=history, exposed=exposed, clicked=clicked, recalled=recalled,
-        recalled_stage=([stage_index[s] for s in getattr(row, RECALLED_STAGE)] if tables.stages else None),
+        recalled_stage=([stage_index[s] for s in getattr(row, RECALLED_STAGE)]
+                        if tables.stages else None),
         max_history=max_history)
     records[split].append(record)
     clicks_so_far[user] = next_history(history, exposed, clicked, max_history)
@@ -384,7 +408,8 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
     counts["recalled"] += int(recalled.size)
 
   summary = stats_summary(source, schema, num_days=len(day_of_date),
-                          dates={s: sorted(set(kept.loc[kept[_KEPT_SPLIT] == s, "date"])) for s in splits},
+                          dates={s: sorted(set(kept.loc[kept[_KEPT_SPLIT] == s, "date"]))
+                                 for s in splits},
                           outside_splits=int((~in_splits).sum()), counts=stats, extra=extra_stats)
   save_side_files(directory, schema,
                   schema_lib.ItemCatalog(features=features, click_count=click_count,

@@ -1,8 +1,10 @@
 """`uma2_simulated`: the simulator's logs as a TFDS dataset (configs `tiny`, `default`, `paper`).
 
-    builder = tfds.builder("uma2_simulated/default", data_dir=data_dir)   # after importing this module
+    # After importing this module:
+    builder = tfds.builder("uma2_simulated/default", data_dir=data_dir)
     builder.download_and_prepare()
-    # or, with the side files:  dataset = uma2_tf.data.datasets.load("uma2_simulated/default", data_dir)
+    # or, with the side files:
+    dataset = uma2_tf.sources.registry.load("uma2_simulated/default", data_dir)
 
 Splits: `train` (days 1..N-1) and `test` (day N), one request record per example (DESIGN.md §4).
 Beside the shards the builder writes what training and evaluation need:
@@ -10,6 +12,8 @@ Beside the shards the builder writes what training and evaluation need:
   catalog.npz   `ItemCatalog` (item features, train-day click/exposure counts)
   world.npz     the ground truth (`simulator.World`) for oracle metrics
   stats.json    `simulator.compute_stats`
+  simulator_config.json  every knob of the world, and for a world of the user's own (`custom`)
+                the config it started from and the knobs it overrode
 Every record passes `validation.RecordValidator` with policy `error`: the simulator never writes a
 record a real-log reader would reject.
 
@@ -18,6 +22,7 @@ side files and shards is never half-written.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -25,17 +30,31 @@ import time
 import tensorflow_datasets as tfds
 from absl import logging
 
-from uma2_tf.data import datasets, schema as schema_lib
-from uma2_tf.data import simulator, validation
+from uma2_tf.data import schema as schema_lib
+from uma2_tf import atomic_files
+from uma2_tf.data import reading
+from uma2_tf.data import validation
+from uma2_tf.sources import simulator
 
+
+
+SIMULATOR_CONFIG_FILE = "simulator_config.json"
 
 
 class Uma2SimulatedConfig(tfds.core.BuilderConfig):
-  """A named `simulator.SimulatorConfig`."""
+  """A named `simulator.SimulatorConfig`; `base` and `overrides` say how a custom one was made."""
 
-  def __init__(self, *, simulator_config: simulator.SimulatorConfig, **kwargs):
+  def __init__(self, *, simulator_config: simulator.SimulatorConfig, base: str | None = None,
+               overrides: dict | None = None, **kwargs):
     super().__init__(**kwargs)
     self.simulator_config = simulator_config
+    self.base = base
+    self.overrides = dict(overrides or {})
+
+  def record(self) -> dict:
+    """What `simulator_config.json` holds."""
+    return {"name": self.name, "base": self.base or self.name, "overrides": self.overrides,
+            "simulator_config": dataclasses.asdict(self.simulator_config)}
 
 
 _DESCRIPTIONS = {
@@ -46,7 +65,7 @@ _DESCRIPTIONS = {
 
 
 class Uma2Simulated(tfds.core.GeneratorBasedBuilder):
-  """Request logs of a simulated legacy recommender (see `uma2_tf.data.simulator`)."""
+  """Request logs of a simulated legacy recommender (see `uma2_tf.sources.simulator`)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
@@ -84,8 +103,10 @@ class Uma2Simulated(tfds.core.GeneratorBasedBuilder):
     simulator.item_catalog(config, world, log).save(directory)
     world.save(directory)
     stats = simulator.compute_stats(log, config)
-    schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE),
-                                 json.dumps(stats, indent=2))
+    atomic_files.atomic_write_text(os.path.join(directory, reading.STATS_FILE),
+                                   json.dumps(stats, indent=2))
+    atomic_files.atomic_write_text(os.path.join(directory, SIMULATOR_CONFIG_FILE),
+                                   json.dumps(self.builder_config.record(), indent=2))
     last_train_day = config.num_days - 1
     return {
         "train": self._generate_examples(world, log, (1, last_train_day)),
@@ -110,3 +131,28 @@ def stats_table(stats: dict) -> str:
     rows.append(f"| {name} | {stats['train_' + name]} | {stats.get('test_' + name, '')} |")
   return "\n".join(rows)
 
+
+def custom(name: str, base: str, overrides: dict, data_dir: str) -> Uma2Simulated:
+  """The builder of a world of the user's own: config `base` with `overrides` (field -> value),
+  built as `uma2_simulated/<name>`. Once built it is read back by name from its directory."""
+  if name in simulator.CONFIGS:
+    raise ValueError(f"{name!r} is a built-in config; give the world of your own another name")
+  if base not in simulator.CONFIGS:
+    raise ValueError(f"unknown base config {base!r}; known: {sorted(simulator.CONFIGS)}")
+  config = dataclasses.replace(simulator.CONFIGS[base], **overrides)
+  overridden = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+  builder_config = Uma2SimulatedConfig(
+      name=name, description=f"{base} with {overridden or 'no override'}", simulator_config=config,
+      base=base, overrides=overrides)
+  return Uma2Simulated(data_dir=data_dir, config=builder_config)
+
+
+def recorded_config(directory: str) -> dict | None:
+  """The `simulator_config.json` of a built dataset dir (None for one built before it existed)."""
+  import tensorflow as tf
+
+  path = os.path.join(directory, SIMULATOR_CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)

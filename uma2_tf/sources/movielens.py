@@ -62,8 +62,8 @@ from typing import Mapping
 
 import numpy as np
 
-from uma2_tf.data import schema as schema_lib
-from uma2_tf.data import simulator
+from uma2_tf.sources import simulator
+from uma2_tf import atomic_files
 
 IDS_FILE = "movielens_ids.npz"
 SOURCE_FILE = "source.json"
@@ -80,12 +80,13 @@ CONFIGS: Mapping[str, simulator.SimulatorConfig] = {
                                   authors_per_category=10, old_model_pool=1000,
                                   requests_per_user_day=1.0),
     # ml-1m: 6040 users, 3706 items, 1M ratings.
-    "ml1m": dataclasses.replace(simulator.CONFIGS["default"], num_categories=18, authors_per_category=20),
+    "ml1m": dataclasses.replace(simulator.CONFIGS["default"], num_categories=18,
+                                authors_per_category=20),
     # For tests and small files (the 60-user fixture `data/movielens/u.data`): the `tiny` simulated
     # pipeline, and more requests per user and day, since a catalog of ~100 items has few items of
     # high affinity and so a low click-through rate.
-    "tiny": dataclasses.replace(simulator.CONFIGS["tiny"], num_categories=8, num_days=6, rounds_per_day=6,
-                                requests_per_user_day=6.0),
+    "tiny": dataclasses.replace(simulator.CONFIGS["tiny"], num_categories=8, num_days=6,
+                                rounds_per_day=6, requests_per_user_day=6.0),
 }
 
 
@@ -119,7 +120,8 @@ class Interactions:
 
   def dense(self) -> tuple[np.ndarray, np.ndarray]:
     """Dense user and item ids (1..n) of every line."""
-    return (np.searchsorted(self.user_ids, self.user) + 1, np.searchsorted(self.item_ids, self.item) + 1)
+    return (np.searchsorted(self.user_ids, self.user) + 1,
+            np.searchsorted(self.item_ids, self.item) + 1)
 
 
 def read_interactions(path: str) -> Interactions:
@@ -143,8 +145,8 @@ def read_interactions(path: str) -> Interactions:
         separator = b"::" if b"::" in line else b"\t"
       shown = "'::'" if separator == b"::" else "tab"
       if not line.strip():
-        raise ValueError(f"{path}, line {number}: empty line, expected {len(FIELDS)} {shown}-separated "
-                         f"fields ({', '.join(FIELDS)})")
+        raise ValueError(f"{path}, line {number}: empty line, expected {len(FIELDS)} "
+                         f"{shown}-separated fields ({', '.join(FIELDS)})")
       fields = line.split(separator)
       if len(fields) != len(FIELDS):
         raise ValueError(f"{path}, line {number}: expected {len(FIELDS)} {shown}-separated fields "
@@ -152,8 +154,8 @@ def read_interactions(path: str) -> Interactions:
       row = []
       for name, field in zip(FIELDS, fields):
         if not _INTEGER.fullmatch(field):
-          raise ValueError(f"{path}, line {number}, field {name}: expected a non-negative integer, got "
-                           f"{_show(field)}")
+          raise ValueError(f"{path}, line {number}, field {name}: expected a non-negative "
+                           f"integer, got {_show(field)}")
         row.append(int(field))
       user, item, rating, _ = row
       for name, value in (("user id", user), ("item id", item)):
@@ -163,10 +165,11 @@ def read_interactions(path: str) -> Interactions:
         raise ValueError(f"{path}, line {number}, field rating: expected 1..5, got {rating}")
       values.append(row)
   if not values:
-    raise ValueError(f"{path}: empty file, expected lines of 'user id<TAB>item id<TAB>rating<TAB>timestamp'")
+    raise ValueError(f"{path}: empty file, expected lines of "
+                     f"'user id<TAB>item id<TAB>rating<TAB>timestamp'")
   table = np.asarray(values, np.int64)
-  interactions = Interactions(path=str(path), user=table[:, 0], item=table[:, 1], rating=table[:, 2],
-                              timestamp=table[:, 3])
+  interactions = Interactions(path=str(path), user=table[:, 0], item=table[:, 1],
+                              rating=table[:, 2], timestamp=table[:, 3])
   _check_unique_pairs(interactions)
   return interactions
 
@@ -185,8 +188,9 @@ def _check_unique_pairs(interactions: Interactions) -> None:
     first = int(np.argmin(later))  # The duplicate that comes first in the file.
     line, earlier = int(later[first]) + 1, int(order[repeat[first]]) + 1
     raise ValueError(f"{interactions.path}, line {line}, field item id: user "
-                     f"{interactions.user[line - 1]} already rated item {interactions.item[line - 1]} "
-                     f"on line {earlier}; expected one rating per user and item")
+                     f"{interactions.user[line - 1]} already rated item "
+                     f"{interactions.item[line - 1]} on line {earlier}; "
+                     f"expected one rating per user and item")
 
 
 def fitted_config(config: simulator.SimulatorConfig, num_users: int, num_items: int,
@@ -199,7 +203,8 @@ def fitted_config(config: simulator.SimulatorConfig, num_users: int, num_items: 
         config, num_users=num_users, num_items=num_items,
         num_categories=min(config.num_categories, num_items),
         popular_pool=popular_pool, recall_popular=min(config.recall_popular, popular_pool),
-        old_model_pool=old_model_pool, recall_old_model=min(config.recall_old_model, old_model_pool))
+        old_model_pool=old_model_pool,
+        recall_old_model=min(config.recall_old_model, old_model_pool))
   except ValueError as e:
     raise ValueError(f"{source}: {num_users} users and {num_items} items do not fit the simulator "
                      f"config: {e}") from None
@@ -226,7 +231,8 @@ def fit_world(interactions: Interactions, config: simulator.SimulatorConfig,
   config = fitted_config(config, n_users, n_items, interactions.path)
   svd_seed, _, kmeans_seed, author_seed, demographic_seed = np.random.SeedSequence(seed).spawn(5)
 
-  user_factor, item_factor = _residual_svd(users, items, n_users, n_items, d, np.random.default_rng(svd_seed))
+  user_factor, item_factor = _residual_svd(users, items, n_users, n_items, d,
+                                           np.random.default_rng(svd_seed))
   # Scale to the world `build_world` would draw with this config (see the module docstring): every
   # user the same norm, the simulated users' RMS; items so the affinity spread is the simulated one.
   user_rms, spread = reference_scale(config, seed)
@@ -245,16 +251,19 @@ def fit_world(interactions: Interactions, config: simulator.SimulatorConfig,
     popularity[1:] = config.popularity_sigma * (log_counts - log_counts.mean()) / log_spread
 
   category = np.zeros(n_items + 1, np.int64)
-  category[1:] = _spherical_kmeans(item_latent[1:], config.num_categories, np.random.default_rng(kmeans_seed))
+  category[1:] = _spherical_kmeans(item_latent[1:], config.num_categories,
+                                   np.random.default_rng(kmeans_seed))
   author = np.zeros(n_items + 1, np.int64)
   author[1:] = (category[1:] - 1) * config.authors_per_category + \
       np.random.default_rng(author_seed).integers(1, config.authors_per_category + 1, n_items)
 
-  interests = _interests(users, category[items], n_users, config.num_categories, config.max_interests)
-  user_features = simulator.user_demographics(config, interests[:, 0], np.random.default_rng(demographic_seed))
-  world = simulator.World(user_latent=user_latent, item_latent=item_latent, item_popularity=popularity,
-                          popularity_beta=config.popularity_beta, item_category=category,
-                          item_author=author, user_interests=interests,
+  interests = _interests(users, category[items], n_users, config.num_categories,
+                         config.max_interests)
+  user_features = simulator.user_demographics(config, interests[:, 0],
+                                              np.random.default_rng(demographic_seed))
+  world = simulator.World(user_latent=user_latent, item_latent=item_latent,
+                          item_popularity=popularity, popularity_beta=config.popularity_beta,
+                          item_category=category, item_author=author, user_interests=interests,
                           user_features={k: v.astype(np.int64) for k, v in user_features.items()})
   return world, config
 
@@ -266,7 +275,8 @@ def _residual_svd(users, items, n_users, n_items, d, rng):
   import scipy.sparse
   import scipy.sparse.linalg
 
-  x = scipy.sparse.csr_matrix((np.ones(len(users)), (users - 1, items - 1)), shape=(n_users, n_items))
+  x = scipy.sparse.csr_matrix((np.ones(len(users)), (users - 1, items - 1)),
+                              shape=(n_users, n_items))
   total = float(x.sum())
   # Shares r_u = n_u / N, c_i = n_i / N: all > 0, every user and item of the file has a rating.
   # The matrix is D_r^-1/2 (X / N - r c') D_c^-1/2, the same up to the factor sqrt(N).
@@ -308,7 +318,8 @@ def affinity_spread(user_latent: np.ndarray, item_latent: np.ndarray) -> float:
   users = user_latent[1:]
   if len(users) > _MAX_SPREAD_USERS:
     users = users[np.linspace(0, len(users) - 1, _MAX_SPREAD_USERS).astype(np.int64)]
-  dots = (users.astype(np.float64) @ item_latent[1:].T.astype(np.float64)) / np.sqrt(user_latent.shape[1])
+  dots = ((users.astype(np.float64) @ item_latent[1:].T.astype(np.float64))
+          / np.sqrt(user_latent.shape[1]))
   return float(dots.std())
 
 
@@ -324,7 +335,8 @@ def reference_scale(config: simulator.SimulatorConfig, seed: int) -> tuple[float
           float(np.mean([affinity_spread(w.user_latent, w.item_latent) for w in worlds])))
 
 
-def _spherical_kmeans(latent: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 100) -> np.ndarray:
+def _spherical_kmeans(latent: np.ndarray, k: int, rng: np.random.Generator,
+                      iterations: int = 100) -> np.ndarray:
   """Categories 1..k of the rows' directions (k-means++ start, Lloyd steps), 1 the largest."""
   norm = np.linalg.norm(latent, axis=1, keepdims=True)
   x = (latent / np.maximum(norm, 1e-12)).astype(np.float64)
@@ -365,7 +377,8 @@ def _interests(users, categories, n_users, n_categories, max_interests) -> np.nd
   counts = np.zeros((n_users + 1, n_categories + 1), np.int64)
   np.add.at(counts, (users, categories), 1)
   counts[:, 0] = 0
-  order = np.argsort(-counts, axis=1, kind="stable")[:, :max_interests]  # Ties: lower category first.
+  # Ties: lower category first.
+  order = np.argsort(-counts, axis=1, kind="stable")[:, :max_interests]
   top = np.take_along_axis(counts, order, 1)
   keep = (top > 0) & (2 * top >= top[:, :1])
   interests = np.where(keep, order, 0)
@@ -384,7 +397,7 @@ def file_digest(path: str) -> str:
 
 def save_id_maps(directory: str, interactions: Interactions) -> None:
   """`movielens_ids.npz`: `user_raw_id` / `item_raw_id`, int64 indexed by dense id (row 0: 0)."""
-  schema_lib.atomic_savez(os.path.join(directory, IDS_FILE),
+  atomic_files.atomic_savez(os.path.join(directory, IDS_FILE),
                           user_raw_id=np.concatenate([[0], interactions.user_ids]).astype(np.int64),
                           item_raw_id=np.concatenate([[0], interactions.item_ids]).astype(np.int64))
 
@@ -393,7 +406,8 @@ def load_id_maps(directory: str) -> tuple[np.ndarray, np.ndarray]:
   """(user_raw_id, item_raw_id) of a built `uma2_movielens` dataset: raw id = map[dense id]."""
   path = os.path.join(directory, IDS_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no {IDS_FILE}; is {directory} a built uma2_movielens dataset?")
+    raise FileNotFoundError(f"{path}: no {IDS_FILE}; "
+                            f"is {directory} a built uma2_movielens dataset?")
   with np.load(path) as z:
     return z["user_raw_id"], z["item_raw_id"]
 
@@ -414,4 +428,5 @@ def source_description(interactions: Interactions, world: simulator.World,
 
 
 def write_source(directory: str, description: dict) -> None:
-  schema_lib.atomic_write_text(os.path.join(directory, SOURCE_FILE), json.dumps(description, indent=2))
+  atomic_files.atomic_write_text(os.path.join(directory, SOURCE_FILE),
+                                 json.dumps(description, indent=2))

@@ -48,7 +48,7 @@ import dataclasses
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf.data.sampling import SPACE_A, SPACE_B, SPACE_C
+from uma2_tf.data.batch_keys import SPACE_A, SPACE_B, SPACE_C
 
 WEIGHT_NORMALIZATIONS = ("none", "self_normalized")
 TERMS = ("positive", "space_a", "space_b", "space_c", "er", "re")
@@ -71,7 +71,7 @@ class LossConfig:
   space_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
   def __post_init__(self):
-    if len(self.lambdas) != 5 or any(l < 0 for l in self.lambdas):
+    if len(self.lambdas) != 5 or any(weight < 0 for weight in self.lambdas):
       raise ValueError(f"lambdas must be five non-negative numbers λ1..λ5, got {self.lambdas}")
     if len(self.space_weights) != 3 or not all(0 <= w < float("inf") for w in self.space_weights):
       raise ValueError(f"space_weights must be three non-negative numbers (A, B, C), "
@@ -109,7 +109,8 @@ class UMA2Task(keras.layers.Layer):
     super().__init__(**kwargs)
     self.config = config
     self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in TERMS}
-    self.weight_metrics = {name: keras.metrics.Mean(name=f"mean_weight_{name}") for name in ("a", "b")}
+    self.weight_metrics = {name: keras.metrics.Mean(name=f"mean_weight_{name}")
+                           for name in ("a", "b")}
 
   def static_weights(self, neg_space):
     """Per-slot weights [B, N] without NSDN: each slot's `space_weights` entry."""
@@ -180,8 +181,8 @@ class UMA2Task(keras.layers.Layer):
     terms = self.terms(pos_logits, neg_logits, neg_space, neg_mask, er_logits, re_logits,
                        recalled, exposed)
     l1, l2, l3, l4, l5 = self.config.lambdas
-    total = (terms["positive"] + l1 * terms["space_a"] + l2 * terms["space_b"] + l3 * terms["space_c"]
-             + l4 * terms["er"] + l5 * terms["re"])
+    total = (terms["positive"] + l1 * terms["space_a"] + l2 * terms["space_b"]
+             + l3 * terms["space_c"] + l4 * terms["er"] + l5 * terms["re"])
     for name, value in terms.items():
       self.term_metrics[name].update_state(value)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync

@@ -1,10 +1,10 @@
-"""`recflow`: RecFlow (Kuaishou, ICLR 2025, CC BY-SA 4.0) read from its released files.
+"""`recflow_files`: RecFlow's released files read into the canonical tables of `sources.logs`.
 
-    python -m pipelines.prepare --dataset=recflow/default --manual_dir=/data/RecFlow
-    python -m pipelines.train --dataset=recflow/default --b_stages=rank_neg
+    tables, source = recflow_files.read_tables("/data/RecFlow", ["2024-01-13", "2024-01-14"])
+    requests, items, info = recflow_files.read_day("/data/RecFlow", "2024-01-13")  # one day
 
-RecFlow cannot be downloaded from here: the user downloads it (see `MANUAL_DOWNLOAD_INSTRUCTIONS`)
-and passes the directory holding `realshow/`, `all_stage/`, ... as TFDS's manual dir.
+The builders `recflow.Recflow` (every day in memory) and `recflow_beam.RecflowBeam` (one day per
+Beam worker) read the release through these functions; the layout and the mapping below are theirs.
 
 **The released layout** (checked against github.com/RecFlow-ICLR/RecFlow: README.md, and the data
 loading of `retrieval/dataset.py`, `coarse/dataset.py`, `rank/dataset.py`, `*/run_*.py`,
@@ -76,173 +76,35 @@ A realshow request with no stage sample (all_stage rows, or request_id_dict entr
 naming both files: its recall set is unknown. Stage samples of requests with no exposure are left
 out (nothing to train or test on) and counted.
 
-Every count (rows read, dropped, missing) and the files read go to `recflow_source.json` beside the
-dataset's `stats.json`; the records, side files and validation are `uma2_tf.data.logs`'.
-
-**Scale.** Each day is read with vectorised numpy (only the columns used). `Recflow` then holds the
-whole log in memory (`logs.write`): the 1.9B stage samples of the 37 days are several tens of GB of
-item and stage arrays before the records are built. `RecflowBeam` (the `[beam]` extra;
-`pipelines.prepare --beam_pipeline_options=...`) prepares the same dataset as an Apache Beam
-pipeline instead: one worker per day reads it (`read_day`), and `logs_beam.write` builds the
-vocabularies, the histories (per user) and the side files, so no machine holds the whole log.
-Files may sit on any file system TensorFlow reads (gs://, hdfs://: read through tf.io.gfile). Or
-build fewer days: `Recflow(config=RecflowConfig(name=..., train_dates=..., test_dates=...),
-data_dir=...)`.
+**Reading.** Each day is read with vectorised numpy (only the columns used). Files may sit on any
+file system TensorFlow reads (gs://, hdfs://: read through tf.io.gfile).
 """
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import pickle
 from typing import Mapping, Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 
-from uma2_tf.data import datasets, logs
-from uma2_tf.data import schema as schema_lib
+from uma2_tf.sources import logs
 
 LABELS = ("effective_view", "long_view", "like")
 # Pipeline order; the record's `recalled_stage` is the 1-based index into this tuple.
-STAGES = ("prerank_neg", "coarse_neg", "rank_neg", "rank_pos", "rerank_neg", "rerank_pos", "realshow")
+STAGES = ("prerank_neg", "coarse_neg", "rank_neg", "rank_pos", "rerank_neg", "rerank_pos",
+          "realshow")
 REALSHOW_STAGE = len(STAGES)  # Stage id of exposed videos.
 USER_FEATURES = ("age", "gender", "province")
 OPTIONAL_USER_FEATURES = ("device_id",)
 ITEM_COLUMNS = ("author_id", "category_level_one", "category_level_two", "upload_type", "duration")
-ITEM_FEATURES = ("author_id", "category_level_one", "category_level_two", "upload_type", "duration_bucket")
+ITEM_FEATURES = ("author_id", "category_level_one", "category_level_two", "upload_type",
+                 "duration_bucket")
 DURATION_EDGES_MS = (5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 300_000, 600_000)
 # Columns of the request_id_dict arrays, from the release's code.
 REQUEST_DICT_COLUMNS = ("video_id", "author_id", "duration", "category_level_two", "upload_type",
                         "upload_timestamp", "category_level_one", "effective_view")
 STAGE_SOURCES = ("auto", "all_stage", "request_id_dict")
-SOURCE_FILE = "recflow_source.json"
-
-
-def date_range(first: str, last: str) -> tuple[str, ...]:
-  start = datetime.date.fromisoformat(first)
-  days = (datetime.date.fromisoformat(last) - start).days
-  return tuple((start + datetime.timedelta(days=d)).isoformat() for d in range(days + 1))
-
-
-# The release's split (retrieval/file.txt and the evaluation scripts).
-DEFAULT_TRAIN_DATES = date_range("2024-01-13", "2024-02-17")
-DEFAULT_TEST_DATES = ("2024-02-18",)
-# The fixture's (data/recflow/RecFlow).
-TINY_TRAIN_DATES = ("2024-01-13", "2024-01-14")
-TINY_TEST_DATES = ("2024-01-15",)
-
-
-class RecflowConfig(tfds.core.BuilderConfig):
-  """Which days, which label and which user fields; everything else is RecFlow's layout.
-
-  Args:
-    train_dates, test_dates: YYYY-MM-DD days of each split.
-    label: the positive: `effective_view`, `long_view` or `like`.
-    user_features: request columns kept as categorical user features (of age, gender, province,
-      device_id).
-    stage_source: where the stage samples come from: `all_stage` feather files, `request_id_dict`
-      pickles, or `auto` (all_stage when the day's file exists, else request_id_dict).
-  """
-
-  def __init__(self, *, train_dates: Sequence[str], test_dates: Sequence[str],
-               label: str = "effective_view", user_features: Sequence[str] = USER_FEATURES,
-               stage_source: str = "auto", **kwargs):
-    super().__init__(**kwargs)
-    if label not in LABELS:
-      raise ValueError(f"recflow: label must be one of {LABELS}, got {label!r}")
-    unknown = [f for f in user_features if f not in (*USER_FEATURES, *OPTIONAL_USER_FEATURES)]
-    if unknown:
-      raise ValueError(f"recflow: unknown user feature(s) {unknown}; RecFlow has "
-                       f"{USER_FEATURES + OPTIONAL_USER_FEATURES}")
-    if stage_source not in STAGE_SOURCES:
-      raise ValueError(f"recflow: stage_source must be one of {STAGE_SOURCES}, got {stage_source!r}")
-    overlap = sorted(set(train_dates) & set(test_dates))
-    if overlap or not train_dates or not test_dates:
-      raise ValueError(f"recflow: train and test dates must be non-empty and disjoint (both: {overlap})")
-    for d in (*train_dates, *test_dates):
-      datetime.date.fromisoformat(d)  # ValueError on a bad date.
-    self.train_dates = tuple(train_dates)
-    self.test_dates = tuple(test_dates)
-    self.label = label
-    self.user_features = tuple(user_features)
-    self.stage_source = stage_source
-
-  @property
-  def splits(self) -> dict:
-    return {"train": list(self.train_dates), "test": list(self.test_dates)}
-
-
-def _configs():
-  out = []
-  for base, (train, test), what in (
-      ("default", (DEFAULT_TRAIN_DATES, DEFAULT_TEST_DATES),
-       "RecFlow's own split: train 2024-01-13..2024-02-17, test 2024-02-18"),
-      ("tiny", (TINY_TRAIN_DATES, TINY_TEST_DATES),
-       "the fixture data/recflow/RecFlow (train 2024-01-13..14, test 2024-01-15)")):
-    for label in LABELS:
-      name = base if label == "effective_view" else (label if base == "default" else f"{base}_{label}")
-      out.append(RecflowConfig(name=name, description=f"{what}; positives: {label} == 1.",
-                               train_dates=train, test_dates=test, label=label))
-  return out
-
-
-class Recflow(tfds.core.GeneratorBasedBuilder):
-  """RecFlow request records: exposure, clicks and the recall set with each video's stage."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
-  BUILDER_CONFIGS = _configs()
-  MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-  RecFlow (CC BY-SA 4.0) is downloaded by hand: follow "Download the data" in
-  https://github.com/RecFlow-ICLR/RecFlow (USTC Drive link; a Hugging Face copy exists too, whose
-  all_stage/ lacks 2024-01-13: that day is then read from request_id_dict/). Pass the directory that
-  holds realshow/, all_stage/ (and/or request_id_dict/) and others/ as the manual dir:
-  `python -m pipelines.prepare --dataset=recflow/default --manual_dir=<RecFlow dir>`. Only the days
-  of the config are read (default: 2024-01-13 .. 2024-02-18); seq_effective_50_dict/,
-  ubm_seq_request_id_dict/ and the test files in others/ are not needed.
-  """
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    config = self.builder_config
-    return tfds.core.DatasetInfo(
-        builder=self, description=__doc__.split("\n", 1)[0],
-        features=schema_lib.tfds_features(logs.declared_schema(config.user_features, STAGES)),
-        homepage="https://github.com/RecFlow-ICLR/RecFlow",
-        citation="Liu et al., RecFlow: An Industrial Full Flow Recommendation Dataset, ICLR 2025.")
-
-  def _split_generators(self, dl_manager):
-    config = self.builder_config
-    manual_dir = _manual_dir(dl_manager)
-    dates = sorted({*config.train_dates, *config.test_dates})
-    tables, source = read_tables(manual_dir, dates, label=config.label,
-                                 user_features=config.user_features, stage_source=config.stage_source)
-    name = f"recflow/{config.name}"
-    directory = str(self.data_dir)
-    generators = logs.write(directory, tables, config.splits, source=name)
-    _write_source_file(source["days"], directory=directory, manual_dir=manual_dir, name=name,
-                       label=config.label, splits=config.splits)
-    return {split: self._generate_examples(examples) for split, examples in generators.items()}
-
-  def _generate_examples(self, examples):
-    yield from examples
-
-
-def _manual_dir(dl_manager) -> str:
-  manual = datasets.manual_dir(dl_manager)
-  if not manual or not _isdir(manual):
-    raise FileNotFoundError(
-        f"recflow: the manual dir {manual or '(none given)'} does not exist; download "
-        "RecFlow (https://github.com/RecFlow-ICLR/RecFlow, 'Download the data') and pass the directory "
-        "holding realshow/ and all_stage/: python -m pipelines.prepare --dataset=recflow/<config> "
-        "--manual_dir=<dir>")
-  return manual
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading the raw files.
-
 
 # Files go through tf.io.gfile, so the release may sit in a bucket (gs://, hdfs://) that a Beam
 # preparation on Dataflow reads; local Feather files are memory-mapped instead of read whole.
@@ -309,20 +171,21 @@ def read_columns(path: str, required: Sequence[str], optional: Sequence[str] = (
   import pyarrow.feather as feather
 
   if not _isfile(path):
-    raise FileNotFoundError(f"{path}: no such file (RecFlow layout: see uma2_tf/data/recflow.py)")
+    raise FileNotFoundError(f"{path}: no such file (RecFlow layout: see "
+                            "uma2_tf/sources/recflow_files.py)")
   source = _source(path)
   schema = _feather_schema(path, source)
   names = set(schema.names)
   missing = [c for c in required if c not in names]
   if missing:
-    raise logs.LogFormatError(f"{path}: missing column(s) {missing} of RecFlow's layout; the file has "
-                              f"{schema.names}")
+    raise logs.LogFormatError(f"{path}: missing column(s) {missing} of RecFlow's layout; "
+                              f"the file has {schema.names}")
   columns = [*required, *(c for c in optional if c in names and c not in required)]
   for c in columns:
     kind = schema.field(c).type
     if not pa.types.is_integer(kind):
-      raise logs.LogFormatError(f"{path}: column '{c}' must hold integers (RecFlow's README: Integer), "
-                                f"got type {kind}")
+      raise logs.LogFormatError(f"{path}: column '{c}' must hold integers "
+                                f"(RecFlow's README: Integer), got type {kind}")
   try:
     if isinstance(source, str):
       table = feather.read_table(source, columns=columns, memory_map=True)
@@ -347,8 +210,8 @@ def _check_binary(columns: Mapping[str, np.ndarray], names: Sequence[str], path:
     bad = np.flatnonzero((values != 0) & (values != 1))
     if bad.size:
       i = int(bad[0])
-      raise logs.LogFormatError(f"{path}: row {i} (request {int(columns['request_id'][i])}): column "
-                                f"'{name}' must be 0 or 1, got {int(values[i])}")
+      raise logs.LogFormatError(f"{path}: row {i} (request {int(columns['request_id'][i])}): "
+                                f"column '{name}' must be 0 or 1, got {int(values[i])}")
 
 
 def _stage_codes(columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -373,7 +236,8 @@ def _read_request_id_dict(path: str) -> tuple[dict, dict]:
   # RecFlow ships these as pickles, and unpickling runs code the file names: read only files from
   # the dataset's own release (the manual dir is trusted input, like any TFDS manual download).
   if not _isfile(path):
-    raise FileNotFoundError(f"{path}: no such file (RecFlow layout: see uma2_tf/data/recflow.py)")
+    raise FileNotFoundError(f"{path}: no such file (RecFlow layout: see "
+                            "uma2_tf/sources/recflow_files.py)")
   try:
     data = pickle.loads(_read_bytes(path))
   except Exception as e:  # Unpickling raises many types.
@@ -399,8 +263,8 @@ def _read_request_id_dict(path: str) -> tuple[dict, dict]:
           not np.issubdtype(array.dtype, np.integer):
         raise logs.LogFormatError(
             f"{path}: request {rid}: stage '{stage}': expected an integer array [n, "
-            f"{len(REQUEST_DICT_COLUMNS)}] ({', '.join(REQUEST_DICT_COLUMNS)}), got dtype {array.dtype} "
-            f"shape {array.shape}")
+            f"{len(REQUEST_DICT_COLUMNS)}] ({', '.join(REQUEST_DICT_COLUMNS)}), "
+            f"got dtype {array.dtype} shape {array.shape}")
       rids.append(np.full(array.shape[0], int(rid), np.int64))
       arrays.append(array[:, :len(REQUEST_DICT_COLUMNS)].astype(np.int64))
       codes.append(np.full(array.shape[0], stage_id[stage], np.int64))
@@ -421,8 +285,9 @@ def _stage_file(manual_dir: str, date: str, stage_source: str) -> tuple[str, str
     return "all_stage", all_stage
   if stage_source == "request_id_dict" or _isfile(request_dict):
     return "request_id_dict", request_dict
-  raise FileNotFoundError(f"recflow {date}: neither {all_stage} nor {request_dict} exists; the stage "
-                          "samples of a day are in one of them (RecFlow layout: see uma2_tf/data/recflow.py)")
+  raise FileNotFoundError(f"recflow {date}: neither {all_stage} nor {request_dict} exists; "
+                          "the stage samples of a day are in one of them (RecFlow layout: see "
+                          "uma2_tf/sources/recflow_files.py)")
 
 
 def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
@@ -432,7 +297,8 @@ def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
   return np.concatenate([[0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1])
 
 
-def _count_missing_pairs(rid: np.ndarray, vid: np.ndarray, in_rid: np.ndarray, in_vid: np.ndarray) -> int:
+def _count_missing_pairs(rid: np.ndarray, vid: np.ndarray, in_rid: np.ndarray,
+                         in_vid: np.ndarray) -> int:
   """How many of the distinct (rid, vid) pairs are not among the (in_rid, in_vid) pairs."""
   source = np.concatenate([np.zeros(in_rid.size, np.int8), np.ones(rid.size, np.int8)])
   r, v = np.concatenate([in_rid, rid]), np.concatenate([in_vid, vid])
@@ -446,7 +312,7 @@ def _count_missing_pairs(rid: np.ndarray, vid: np.ndarray, in_rid: np.ndarray, i
 
 def read_day(manual_dir: str, date: str, *, label: str = "effective_view",
              user_features: Sequence[str] = USER_FEATURES, stage_source: str = "auto"):
-  """One day's requests and videos in the canonical layout of `uma2_tf.data.logs`.
+  """One day's requests and videos in the canonical layout of `uma2_tf.sources.logs`.
 
   Returns (requests DataFrame, items DataFrame, info dict of counts and files).
   """
@@ -474,8 +340,9 @@ def read_day(manual_dir: str, date: str, *, label: str = "effective_view",
   users_max = np.maximum.reduceat(rs["user_id"], starts) if starts.size else starts
   if np.any(users_min != users_max):
     i = int(np.flatnonzero(users_min != users_max)[0])
-    raise logs.LogFormatError(f"{realshow_path}: request {int(request_ids[i])}: its rows have different "
-                              f"user_id values ({int(users_min[i])}, {int(users_max[i])})")
+    raise logs.LogFormatError(f"{realshow_path}: request {int(request_ids[i])}: its rows have "
+                              f"different user_id values ({int(users_min[i])}, "
+                              f"{int(users_max[i])})")
 
   source, stage_path = _stage_file(manual_dir, date, stage_source)
   if source == "all_stage":
@@ -493,7 +360,8 @@ def read_day(manual_dir: str, date: str, *, label: str = "effective_view",
     more = f" (and {absent.size - 1} more)" if absent.size > 1 else ""
     raise logs.LogFormatError(
         f"{realshow_path}: request {int(absent[0])}{more} has no stage sample in {stage_path}: its "
-        "recall set is unknown (every exposed request has its samples in the stage files of its day)")
+        "recall set is unknown (every exposed request has its samples in the stage files of its "
+        "day)")
 
   # Exposed videos of each request, once each (first position), clicked if any of its rows is.
   key_order = np.lexsort((np.arange(rids.size), rs["video_id"], rids))
@@ -509,7 +377,8 @@ def read_day(manual_dir: str, date: str, *, label: str = "effective_view",
   info["duplicate_exposures"] = int((~first).sum())
   exp_rid, exp_vid, exp_click = rids[first], rs["video_id"][first], click[first]
 
-  # Recall set: stage rows plus the exposed videos (stage realshow); each video once, furthest stage.
+  # Recall set: stage rows plus the exposed videos (stage realshow); each video once, furthest
+  # stage.
   all_rid = np.concatenate([st["request_id"], exp_rid])
   all_vid = np.concatenate([st["video_id"], exp_vid])
   all_code = np.concatenate([st["stage"], np.full(exp_rid.size, REALSHOW_STAGE, np.int64)])
@@ -526,7 +395,8 @@ def read_day(manual_dir: str, date: str, *, label: str = "effective_view",
 
   stage_names = np.array(STAGES, dtype=object)
   exp_starts, rec_starts = _group_starts(exp_rid), _group_starts(rec_rid)
-  assert np.array_equal(exp_rid[exp_starts], request_ids) and np.array_equal(rec_rid[rec_starts], request_ids)
+  assert (np.array_equal(exp_rid[exp_starts], request_ids)
+          and np.array_equal(rec_rid[rec_starts], request_ids))
   requests = pd.DataFrame({
       "request_id": request_ids,
       "timestamp": np.minimum.reduceat(rs["request_timestamp"], starts) if starts.size else starts,
@@ -573,7 +443,8 @@ def read_tables(manual_dir: str, dates: Sequence[str], *, label: str = "effectiv
     rids = requests["request_id"].to_numpy(np.int64)
     again = rids[np.isin(rids, seen_rids)]
     if again.size:
-      earlier = next(d["date"] for d, r in zip(days, day_requests) if (r["request_id"] == again[0]).any())
+      earlier = next(d["date"] for d, r in zip(days, day_requests)
+                     if (r["request_id"] == again[0]).any())
       raise logs.LogFormatError(f"{info['realshow_file']}: request {int(again[0])} is also in "
                                 f"realshow/{earlier}.feather (request ids are unique)")
     seen_rids = np.union1d(seen_rids, rids)
@@ -588,20 +459,23 @@ def read_tables(manual_dir: str, dates: Sequence[str], *, label: str = "effectiv
 
 
 def check_days(manual_dir: str, dates: Sequence[str]) -> None:
-  """Raises FileNotFoundError, naming the first missing file, unless every day has its realshow file."""
+  """Raises FileNotFoundError, naming the first missing file, unless every day has its realshow
+  file."""
   if not _isdir(manual_dir):
-    raise FileNotFoundError(f"recflow: {manual_dir} is not a directory (the one holding realshow/ and "
-                            "all_stage/)")
+    raise FileNotFoundError(f"recflow: {manual_dir} is not a directory (the one holding realshow/ "
+                            "and all_stage/)")
   missing = [d for d in dates if not _isfile(os.path.join(manual_dir, "realshow", f"{d}.feather"))]
   if missing:
-    raise FileNotFoundError(f"recflow: {os.path.join(manual_dir, 'realshow', missing[0] + '.feather')} "
-                            f"does not exist ({len(missing)} of the {len(dates)} days asked for are "
-                            f"missing: {missing[:5]}{' ...' if len(missing) > 5 else ''})")
+    raise FileNotFoundError(f"recflow: "
+                            f"{os.path.join(manual_dir, 'realshow', missing[0] + '.feather')} "
+                            f"does not exist ({len(missing)} of the {len(dates)} days asked for "
+                            f"are missing: {missing[:5]}{' ...' if len(missing) > 5 else ''})")
 
 
 def source_description(manual_dir: str, days: Sequence[Mapping]) -> dict:
   """recflow_source.json's description of what was read: the files and counts of each day."""
-  source = {"manual_dir": manual_dir, "stages": list(STAGES), "days": sorted(days, key=lambda d: d["date"])}
+  source = {"manual_dir": manual_dir, "stages": list(STAGES),
+            "days": sorted(days, key=lambda d: d["date"])}
   id_cnt = os.path.join(manual_dir, "others", "id_cnt.pkl")
   if _isfile(id_cnt):
     try:
@@ -610,70 +484,3 @@ def source_description(manual_dir: str, days: Sequence[Mapping]) -> dict:
     except Exception as e:  # Informational only.
       logging.warning("%s: not read (%s)", id_cnt, e)
   return source
-
-
-# ----------------------------------------------------------------------------------------------
-# The same preparation as an Apache Beam pipeline (the `[beam]` extra).
-
-
-class RecflowBeam(Recflow, skip_registration=True):
-  """`recflow` prepared by an Apache Beam pipeline: the same dataset, on as many workers as the runner has.
-
-      pip install -e '.[beam]'
-      python -m pipelines.prepare --dataset=recflow/default --manual_dir=/data/RecFlow \
-          --beam_pipeline_options=runner=DirectRunner,direct_num_workers=8,direct_running_mode=multi_processing
-
-  Each day is read by one worker (`read_day`: one day's files, vectorised); ids, histories,
-  popularity and the side files are `logs_beam.write`'s. It writes the same directory
-  (`<data_dir>/recflow/<config>/<version>`) with the same records and side files as `Recflow`,
-  which reads it back (`datasets.load("recflow/<config>", data_dir)`). The README's "Preparing
-  RecFlow with Apache Beam" names the Dataflow, Flink and Spark options.
-  """
-
-  name = "recflow"
-
-  def _split_generators(self, dl_manager, pipeline):
-    import apache_beam as beam
-
-    from uma2_tf.data import logs_beam
-
-    config = self.builder_config
-    manual_dir = _manual_dir(dl_manager)
-    dates = sorted({*config.train_dates, *config.test_dates})
-    check_days(manual_dir, dates)  # Before any worker starts: a missing day is a usage error.
-    name = f"recflow/{config.name}"
-    directory = str(self.data_dir)
-    days = (pipeline
-            | "Days" >> beam.Create(dates)
-            | "ReadDay" >> beam.FlatMap(_day_elements, manual_dir=manual_dir, label=config.label,
-                                        user_features=config.user_features,
-                                        stage_source=config.stage_source).with_outputs(
-                                            "items", "info", main="requests"))
-    generators = logs_beam.write(pipeline, directory, days.requests, days.items, splits=config.splits,
-                                 source=name, user_features=config.user_features, item_features=ITEM_FEATURES,
-                                 stages=STAGES, has_recall_log=True)
-    _ = (days.info
-         | "ListDays" >> beam.combiners.ToList()
-         | "WriteSourceFile" >> beam.Map(_write_source_file, directory=directory, manual_dir=manual_dir,
-                                         name=name, label=config.label, splits=config.splits))
-    return generators
-
-
-def _write_source_file(days, *, directory: str, manual_dir: str, name: str, label: str, splits) -> None:
-  source = source_description(manual_dir, days)
-  source.update(name=name, label=label, splits=splits,
-                history="computed from the label's clicks in earlier requests of the days read "
-                        "(seq_effective_50_dict not read)")
-  schema_lib.atomic_write_text(os.path.join(directory, SOURCE_FILE), json.dumps(source, indent=2))
-
-
-def _day_elements(date: str, *, manual_dir: str, label: str, user_features: Sequence[str], stage_source: str):
-  """A date -> its requests (canonical dicts), its videos table (tagged "items") and its counts ("info")."""
-  from apache_beam import pvalue
-
-  requests, items, info = read_day(manual_dir, date, label=label, user_features=user_features,
-                                   stage_source=stage_source)
-  yield pvalue.TaggedOutput("info", info)
-  # Earlier days' rows win, as in read_tables.
-  yield pvalue.TaggedOutput("items", (date, {c: items[c].to_numpy() for c in items.columns}))
-  yield from requests.to_dict("records")

@@ -1,35 +1,12 @@
-"""The paper's Table 1 as an experiment: a grid of training runs, several seeds, one report.
+"""The report on Table 1's runs: the table, each row against its baseline, the paper's orderings.
 
-    grid = experiment.quick_grid(seeds=(0, 1, 2))          # or experiment.full_grid(seeds)
-    base = TrainConfig(dataset="uma2_simulated/default")
-    experiment.run_grid(grid, base, "reports/experiment_default")   # resumable: reruns skip done runs
-    experiment.write_report("reports/experiment_default", grid)      # table1.md, runs.csv, table1.png
+    report_lib.write_report("reports/experiment_default", grid)  # table1.md, runs.csv, table1.png
 
-A row of Table 1 is a way of treating negatives, trained on one tower:
-
-| row             | negatives (25 per positive)     | loss                                      |
-|-----------------|---------------------------------|-------------------------------------------|
-| SS-A            | exposed-unclicked only          | plain BCE (the GMM)                       |
-| SS-AB           | A and recalled-unexposed        | plain BCE                                 |
-| SS-ABC(random)  | uniform over the corpus         | plain BCE                                 |
-| SS-ABC(fixed)   | A:B:C = 1:4:20                  | plain BCE                                 |
-| UMA²            | A:B:C = 1:4:20                  | NSDN inverse-propensity weights (eq. 2)   |
-| UMA²_SOS        | A:B:C = 1:4:20                  | ablation: SOS's fixed per-space weights   |
-|                 |                                 | replace the learned propensities          |
-| UMA² (self-norm)| A:B:C = 1:4:20                  | ablation: NSDN weights divided by their   |
-|                 |                                 | batch mean per space                      |
-
-The competitors are towers (`towers.TOWERS`): FM, YouTube DNN, DAT, MIND, and ESAM on YouTube DNN
-and DAT (trained with SS-ABC(fixed), the negatives its domain adaptation needs). Each row is compared
-with its baseline - the row before it in the chain SS-A → SS-AB → SS-ABC(random) → SS-ABC(fixed) →
-UMA², and SS-ABC(fixed) on the same tower for UMA²_SOS and ESAM, UMA² for the self-normalised
-ablation - by its relative lift and a paired test over the same test users.
-
-Every run is an ordinary training run (`training.train`) in `<report_dir>/runs/<run id>/`. A run
-with `metrics.json` is finished and is never redone; an unfinished one resumes from its
-BackupAndRestore state, so a killed experiment restarted with the same command goes on where it
-stopped. A run dir whose `config.json` differs from what the grid now asks is an error, not
-silently mixed into the report.
+(`from uma2_tf.experiment import report as report_lib`; `grid` is the list of `grid.RunSpec` that
+`grid.run_grid` trained.) Only the finished runs are reported (`load_results`). Each cell is
+compared with its baseline (`RunSpec.baseline`) by the relative lift of the means over seeds and a
+paired test over the same test users (`compare`); the same test decides the paper's orderings
+(`orderings`).
 """
 from __future__ import annotations
 
@@ -41,162 +18,25 @@ import io
 import json
 import math
 import os
-import re
-import time
 from typing import Sequence
 
 import numpy as np
 from absl import logging
 
-from uma2_tf import training
+from uma2_tf import atomic_files
+from uma2_tf import run_dir
+from uma2_tf.run_dir import RunDir
 from uma2_tf.data import schema as schema_lib
-from uma2_tf.models import tasks
+from uma2_tf.experiment.grid import (ABLATION_ROWS, RUNS_DIR, SS_A, SS_AB, SS_ABC_FIXED,
+                                     SS_ABC_RANDOM, UMA2, UMA2_SOS, RunSpec)
 
-SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED = "SS-A", "SS-AB", "SS-ABC(random)", "SS-ABC(fixed)"
-UMA2, UMA2_SOS, UMA2_SELF_NORM = "UMA²", "UMA²_SOS", "UMA² (self-norm)"
-MAIN_ROWS = (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED, UMA2)
-ABLATION_ROWS = (UMA2_SOS, UMA2_SELF_NORM)
-ROWS = MAIN_ROWS + ABLATION_ROWS
-# The towers of the grid, with the names the paper gives them.
-TOWER_NAMES = {"fm": "FM", "youtube_dnn": "YouTubeDNN", "dat": "DAT", "mind": "MIND",
-               "esam_youtube_dnn": "ESAM_YTB", "esam_dat": "ESAM_DAT"}
-# ESAM is itself a way of using non-displayed items, compared with its plain tower.
-ESAM_BASE = {"esam_youtube_dnn": "youtube_dnn", "esam_dat": "dat"}
 TABLE_METRICS = ("hitrate", "precision", "recall")
 TABLE_KS = (100, 200)
 TEST_METRIC = "recall@100"  # What the paired tests and the chart compare.
 # Also tested in the orderings: an ordering can hold on the hit rate or deeper in the list and not
 # at Recall@100.
 SECONDARY_METRICS = ("hitrate@100", "recall@100", "recall@200")
-RUNS_DIR = "runs"
-EXPERIMENT_FILE = "experiment.json"
 
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """One cell of the grid: a row of Table 1 on a tower, with one seed."""
-
-  row: str
-  tower: str
-  seed: int
-
-  def __post_init__(self):
-    if self.row not in ROWS:
-      raise ValueError(f"unknown row {self.row!r}; rows are {ROWS}")
-
-  @property
-  def row_slug(self) -> str:
-    """The row as a name for files and flags: ss_abc_fixed, uma2_sos, ..."""
-    return re.sub(r"[^a-z0-9]+", "_", self.row.lower().replace("²", "2")).strip("_")
-
-  @property
-  def run_id(self) -> str:
-    return f"{self.tower}__{self.row_slug}__seed{self.seed}"
-
-  @property
-  def label(self) -> str:
-    """The model's name in the table, as the paper writes it: YouTubeDNN, ESAM_DAT, UMA²_YTB."""
-    short = {"youtube_dnn": "YTB"}.get(self.tower, TOWER_NAMES.get(self.tower, self.tower))
-    return {UMA2: f"UMA²_{short}", UMA2_SOS: f"UMA²_SOS_{short}",
-            UMA2_SELF_NORM: f"UMA²_{short} (self-norm)"}.get(self.row,
-                                                          TOWER_NAMES.get(self.tower, self.tower))
-
-  @property
-  def label_row(self) -> str:
-    """The label with its sampling strategy where the label alone does not say it."""
-    return self.label if self.row in (UMA2,) + ABLATION_ROWS else f"{self.label} [{self.row}]"
-
-  @property
-  def baseline(self) -> "RunSpec | None":
-    """The run this one is compared with (same seed), or None for the chain's first row."""
-    if self.tower in ESAM_BASE:
-      return RunSpec(SS_ABC_FIXED, ESAM_BASE[self.tower], self.seed)
-    previous = {SS_AB: SS_A, SS_ABC_RANDOM: SS_AB, SS_ABC_FIXED: SS_ABC_RANDOM, UMA2: SS_ABC_FIXED,
-                UMA2_SOS: SS_ABC_FIXED, UMA2_SELF_NORM: UMA2}
-    return RunSpec(previous[self.row], self.tower, self.seed) if self.row in previous else None
-
-  def train_config(self, base: training.TrainConfig, report_dir: str) -> training.TrainConfig:
-    strategy = {SS_A: "ss_a", SS_AB: "ss_ab", SS_ABC_RANDOM: "ss_abc_random"}.get(self.row, "ss_abc_fixed")
-    loss = dataclasses.replace(base.loss, use_nsdn=self.row in (UMA2, UMA2_SELF_NORM),
-                               weight_normalization="self_normalized" if self.row == UMA2_SELF_NORM
-                               else "none")
-    if self.row == UMA2_SOS:
-      loss = dataclasses.replace(loss, space_weights=(1.0, 1.0, tasks.SOS_RANDOM_WEIGHT))
-    return dataclasses.replace(
-        base, output_dir=os.path.join(report_dir, RUNS_DIR, self.run_id), tower=self.tower,
-        loss=loss, seed=self.seed,
-        sampling=dataclasses.replace(base.sampling, strategy=strategy, seed=self.seed))
-
-
-def quick_grid(seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
-  """YouTube DNN: the main chain and the SOS ablation (`experiment --quick`)."""
-  return [RunSpec(row, "youtube_dnn", s) for s in seeds
-          for row in (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED, UMA2, UMA2_SOS)]
-
-
-def full_grid(seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
-  """Table 1: every sampling strategy on FM, YouTube DNN, DAT and MIND; ESAM on YTB and DAT;
-  UMA² and both ablations on YTB and DAT."""
-  specs = []
-  for s in seeds:
-    for row in (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED):
-      specs += [RunSpec(row, tower, s) for tower in ("fm", "youtube_dnn", "dat", "mind")]
-    specs += [RunSpec(SS_ABC_FIXED, tower, s) for tower in ESAM_BASE]
-    specs += [RunSpec(row, tower, s) for row in (UMA2, UMA2_SOS, UMA2_SELF_NORM)
-              for tower in ("youtube_dnn", "dat")]
-  return specs
-
-
-def _is_finished(output_dir: str) -> bool:
-  return os.path.exists(os.path.join(output_dir, "metrics.json"))
-
-
-def _check_config(config: training.TrainConfig) -> None:
-  """A run dir written with another config must not be resumed or reported as this one."""
-  path = os.path.join(config.output_dir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    written = training.TrainConfig.from_json(f.read())
-  if written != config:
-    ours, theirs = dataclasses.asdict(config), dataclasses.asdict(written)
-    diff = sorted(k for k in ours if ours[k] != theirs[k])
-    raise ValueError(f"{config.output_dir} was trained with a different config ({', '.join(diff)} "
-                     "differ): use a new --report_dir, or delete that run dir to redo it")
-
-
-def run_grid(grid: Sequence[RunSpec], base: training.TrainConfig, report_dir: str,
-             verbose: int = 2) -> None:
-  """Trains every run of `grid` that is not finished, in order, one after another."""
-  os.makedirs(report_dir, exist_ok=True)
-  configs = [spec.train_config(base, report_dir) for spec in grid]
-  for config in configs:  # Every mismatch is found before hours of training, not after.
-    _check_config(config)
-  schema_lib.atomic_write_text(os.path.join(report_dir, EXPERIMENT_FILE), json.dumps(
-      {"base": json.loads(base.to_json()), "runs": [dataclasses.asdict(s) for s in grid]}, indent=2))
-  todo = [(s, c) for s, c in zip(grid, configs) if not _is_finished(c.output_dir)]
-  logging.info("experiment: %d runs, %d finished, %d to train", len(grid), len(grid) - len(todo),
-               len(todo))
-  import tf_keras as keras
-  from tqdm import tqdm
-
-  start = time.perf_counter()
-  evaluator = None  # Every run evaluates on the same test users: built once.
-  for i, (spec, config) in enumerate(tqdm(todo, desc="experiment runs", unit="run"), 1):
-    logging.info("run %d/%d: %s (%s, seed %d) -> %s", i, len(todo), spec.label, spec.row, spec.seed,
-                 config.output_dir)
-    keras.backend.clear_session()  # Runs share the process, not their graphs.
-    if evaluator is None:
-      from uma2_tf import evaluation
-      from uma2_tf.data import datasets
-      evaluator = evaluation.Evaluator(datasets.load(config.dataset, config.data_dir), config.eval_ks,
-                                       max_history=config.sampling.max_history)
-    training.train(config, verbose=verbose, evaluator=evaluator)
-  logging.info("experiment: trained %d runs in %.0f s", len(todo), time.perf_counter() - start)
-
-
-# ---------------------------------------------------------------------------------------------
-# The report.
 
 @dataclasses.dataclass
 class RunResult:
@@ -210,12 +50,11 @@ def load_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResu
   """The finished runs of `grid` and the reference retrievers' metrics (popularity, oracle)."""
   results, reference = [], {}
   for spec in grid:
-    out = os.path.join(report_dir, RUNS_DIR, spec.run_id)
-    if not _is_finished(out):
+    run = RunDir(os.path.join(report_dir, RUNS_DIR, spec.run_id))
+    if not run.is_finished():
       continue
-    with open(os.path.join(out, "metrics.json")) as f:
-      metrics = json.load(f)
-    with np.load(os.path.join(out, training.PER_USER_FILE)) as z:
+    metrics = run.read_json(run_dir.METRICS_JSON)
+    with np.load(run.file(run_dir.PER_USER)) as z:
       per_user = {k: z[k] for k in z.files}
     results.append(RunResult(spec, metrics["model"], per_user, metrics["run"]["train_seconds"]))
     for name in ("oracle", "popularity"):
@@ -249,7 +88,8 @@ def compare(row: list[RunResult], baseline: list[RunResult]) -> Comparison | Non
     return None
   for a, b in pairs:
     if not np.array_equal(a.per_user[schema_lib.USER_ID], b.per_user[schema_lib.USER_ID]):
-      raise ValueError(f"{a.spec.run_id} and {b.spec.run_id} were evaluated on different test users")
+      raise ValueError(f"{a.spec.run_id} and {b.spec.run_id} were evaluated on different "
+                       f"test users")
   # Averaging a user's difference over seeds first keeps users the unit of the test: seeds are
   # repeated measurements of the same user, not more users.
   def seed_averaged_difference(metric):
@@ -274,9 +114,10 @@ def compare(row: list[RunResult], baseline: list[RunResult]) -> Comparison | Non
     theirs = np.mean([b.metrics[metric] for _, b in pairs])
     lift[metric] = float(ours / theirs - 1) if theirs > 0 else float("nan")
   return Comparison(row=pairs[0][0].spec.label_row, baseline=pairs[0][1].spec.label_row,
-                    seeds=len(pairs), lift=lift, mean_difference=mean, ci95=(mean - half, mean + half),
-                    p_value=p_value, p_values=p_values,
-                    seeds_better=sum(a.metrics[TEST_METRIC] > b.metrics[TEST_METRIC] for a, b in pairs))
+                    seeds=len(pairs), lift=lift, mean_difference=mean,
+                    ci95=(mean - half, mean + half), p_value=p_value, p_values=p_values,
+                    seeds_better=sum(a.metrics[TEST_METRIC] > b.metrics[TEST_METRIC]
+                                     for a, b in pairs))
 
 
 def _table_columns() -> list[str]:
@@ -346,7 +187,8 @@ def orderings(results: list[RunResult]) -> list[dict]:
       if c is None:
         continue
       significant = not math.isnan(c.p_value) and c.p_value < 0.05
-      verdict = ("holds" if c.mean_difference > 0 else "reversed") if significant else "not significant"
+      verdict = (("holds" if c.mean_difference > 0 else "reversed") if significant
+                 else "not significant")
       out.append({"claim": f"{low_cell.label_row} < {cell.label_row}", "verdict": verdict,
                   **dataclasses.asdict(c)})
   return out
@@ -378,10 +220,11 @@ def table1_markdown(results: list[RunResult], reference: dict, title: str) -> st
       lines.append(f"| reference | {name} | " +
                    " | ".join(f"{reference[name][c]:.4f}" for c in columns) + " | | |")
   lines += ["", "## Each row against its baseline", "",
-            "Paired over the same test users: per user, Recall@100 of the row minus its baseline's, "
-            "averaged over the seeds both ran; the mean of that difference with its 95 % "
-            "confidence interval and a two-sided paired t-test (users are the unit; * p<0.05, "
-            "** p<0.01, *** p<0.001). `seeds better`: seeds whose run beat the baseline's.", "",
+            "Paired over the same test users: per user, Recall@100 of the row minus its "
+            "baseline's, averaged over the seeds both ran; the mean of that difference with its "
+            "95 % confidence interval and a two-sided paired t-test (users are the unit; "
+            "* p<0.05, ** p<0.01, *** p<0.001). `seeds better`: seeds whose run beat the "
+            "baseline's.", "",
             "| row | baseline | lift HR@100 | lift P@100 | lift R@100 | lift R@200 | "
             "mean ΔR@100 [95 % CI] | p | seeds better |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -405,8 +248,10 @@ def table1_markdown(results: list[RunResult], reference: dict, title: str) -> st
       lo, hi = claim["ci95"]
       others = [f"{100 * claim['lift'][m]:+.2f} %, {_p(claim['p_values'].get(m, float('nan')))}"
                 for m in ("hitrate@100", "recall@200")]
-      lines.append(f"| {claim['claim']} | {claim['verdict']} | {100 * claim['lift']['recall@100']:+.2f} % | "
-                   f"{claim['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {_p(claim['p_value'])} | "
+      lines.append(f"| {claim['claim']} | {claim['verdict']} | "
+                   f"{100 * claim['lift']['recall@100']:+.2f} % | "
+                   f"{claim['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
+                   f"{_p(claim['p_value'])} | "
                    f"{claim['seeds_better']}/{claim['seeds']} | {' | '.join(others)} |")
   return "\n".join(lines) + "\n"
 
@@ -428,7 +273,8 @@ def runs_csv(results: list[RunResult]) -> str:
 
 
 def chart(results: list[RunResult], reference: dict, path: str, title: str) -> None:
-  """Recall@100 per cell, mean with the seeds' min-max as error bars, popularity and oracle lines."""
+  """Recall@100 per cell, mean with the seeds' min-max as error bars, popularity and oracle
+  lines."""
   import matplotlib
   matplotlib.use("Agg")  # No display on a training host.
   import matplotlib.pyplot as plt
@@ -469,9 +315,9 @@ def write_report(report_dir: str, grid: Sequence[RunSpec], title: str = "Table 1
   table = table1_markdown(results, reference, title)
   paths = {name: os.path.join(report_dir, name) for name in
            ("table1.md", "runs.csv", "comparisons.json", "table1.png")}
-  schema_lib.atomic_write_text(paths["table1.md"], table)
-  schema_lib.atomic_write_text(paths["runs.csv"], runs_csv(results))
-  schema_lib.atomic_write_text(paths["comparisons.json"], json.dumps(
+  atomic_files.atomic_write_text(paths["table1.md"], table)
+  atomic_files.atomic_write_text(paths["runs.csv"], runs_csv(results))
+  atomic_files.atomic_write_text(paths["comparisons.json"], json.dumps(
       {"baselines": [dataclasses.asdict(c) for c in comparisons(results)],
        "orderings": orderings(results)}, indent=2))
   chart(results, reference, paths["table1.png"], title)

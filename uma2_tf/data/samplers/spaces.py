@@ -17,8 +17,8 @@ Strategies (paper Table 1), all with the same number of negatives per positive:
   ss_abc_fixed   A:B:C in a fixed ratio, 1:4:20 by default (UMA²'s choice)
 
 B restricted by stage: on logs that say which pipeline stage each recalled item reached
-(`LogSchema.stages`, e.g. RecFlow's `prerank_neg` .. `rerank_pos`), `SamplingConfig.b_stages` keeps in
-the B pool only the recalled-unexposed items whose `recalled_stage` is one of the named stages
+(`LogSchema.stages`, e.g. RecFlow's `prerank_neg` .. `rerank_pos`), `SamplingConfig.b_stages` keeps
+in the B pool only the recalled-unexposed items whose `recalled_stage` is one of the named stages
 (`b_stages=("rank_neg",)`: the "hard negatives from ranking" of two-tower practice). Items of the
 other stages are still recalled, so they are never drawn as C either; they are simply not used.
 `b_stages` shapes the pool that `ss_ab` and `ss_abc_fixed` draw B from; `ss_abc_random` labels its
@@ -36,7 +36,7 @@ report can say how often they happen; nothing is silently replaced by another sp
 Usage:
 
     config = SamplingConfig(strategy="ss_abc_fixed", num_negatives=25)
-    ds = make_training_dataset(dataset, config, batch_size=512)   # dataset: datasets.BuiltDataset
+    ds = samplers.make_training_dataset(dataset, config, batch_size=512)   # a reading.BuiltDataset
     for batch in ds.take(1):
       batch["pos_item"]      # int64[512]
       batch["neg_items"]     # int64[512, 25]
@@ -62,22 +62,12 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from uma2_tf.data import schema as schema_lib
+from uma2_tf.data.batch_keys import (FILL_EVENTS_KEY, NEG_EXPOSED, NEG_ITEMS, NEG_MASK,
+                                     NEG_RECALLED, NEG_SPACE, POS_ITEM, SPACE_A, SPACE_B, SPACE_C)
+from uma2_tf.data.samplers import base, ragged_ops
 
-SPACE_A, SPACE_B, SPACE_C = 0, 1, 2
-SPACE_NAMES = ("A", "B", "C")
 STRATEGIES = ("ss_a", "ss_ab", "ss_abc_random", "ss_abc_fixed")
 C_DISTRIBUTIONS = ("uniform", "popularity")
-# Per example: A pool smaller than asked (sampled with replacement) / empty (slots padded); same for
-# B; C slots left padded because too few draws fell outside the recall set.
-FILL_EVENTS = ("a_with_replacement", "a_padded", "b_with_replacement", "b_padded", "c_padded")
-
-POS_ITEM = "pos_item"
-NEG_ITEMS = "neg_items"
-NEG_SPACE = "neg_space"
-NEG_RECALLED = "neg_recalled"
-NEG_EXPOSED = "neg_exposed"
-NEG_MASK = "neg_mask"
-FILL_EVENTS_KEY = "fill_events"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +102,8 @@ class SamplingConfig:
 
   def __post_init__(self):
     if isinstance(self.b_stages, str):
-      raise ValueError(f"b_stages must be a sequence of stage names, got the string {self.b_stages!r}")
+      raise ValueError(f"b_stages must be a sequence of stage names, got the string "
+                       f"{self.b_stages!r}")
     object.__setattr__(self, "b_stages", tuple(self.b_stages))  # A list from JSON or flags.
     if not all(isinstance(s, str) and s for s in self.b_stages) or \
         len(set(self.b_stages)) != len(self.b_stages):
@@ -120,11 +111,13 @@ class SamplingConfig:
     if self.strategy not in STRATEGIES:
       raise ValueError(f"sampling strategy must be one of {STRATEGIES}, got {self.strategy!r}")
     if self.c_distribution not in C_DISTRIBUTIONS:
-      raise ValueError(f"c_distribution must be one of {C_DISTRIBUTIONS}, got {self.c_distribution!r}")
+      raise ValueError(f"c_distribution must be one of {C_DISTRIBUTIONS}, "
+                       f"got {self.c_distribution!r}")
     if self.num_negatives < 1:
       raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
     if len(self.ratio) != 3 or any(r < 0 for r in self.ratio) or sum(self.ratio) == 0:
-      raise ValueError(f"ratio must be three non-negative integers A:B:C, not all 0; got {self.ratio}")
+      raise ValueError(f"ratio must be three non-negative integers A:B:C, not all 0; "
+                       f"got {self.ratio}")
     if self.strategy == "ss_ab" and self.ratio[0] + self.ratio[1] == 0:
       raise ValueError(f"ss_ab needs a non-zero A:B part in ratio, got {self.ratio}")
     if self.c_oversample < 1:
@@ -141,6 +134,15 @@ class SamplingConfig:
       return (0, 0, n)
     weights = self.ratio if self.strategy == "ss_abc_fixed" else (self.ratio[0], self.ratio[1], 0)
     return _largest_remainder(weights, n)
+
+  def check_for_schema(self, schema: schema_lib.LogSchema,
+                       dataset_name: str = "the dataset") -> None:
+    check_config_for_schema(self, schema, dataset_name)
+
+  def build(self, dataset) -> "NegativeSampler":
+    """The sampler of this config for a `reading.BuiltDataset`."""
+    return NegativeSampler(self, dataset.schema.num_items, dataset.schema.user_feature_names,
+                           dataset.catalog.click_count, stages=dataset.schema.stages)
 
   def asks_for_b(self) -> bool:
     """Whether the strategy draws from space B (`ss_ab`, or `ss_abc_fixed` with a B part)."""
@@ -163,7 +165,8 @@ def check_config_for_schema(config: SamplingConfig, schema: schema_lib.LogSchema
   return stage_ids(config.b_stages, schema.stages, dataset_name)
 
 
-def stage_ids(b_stages: Sequence[str], stages: Sequence[str], dataset_name: str = "the dataset") -> tuple[int, ...]:
+def stage_ids(b_stages: Sequence[str], stages: Sequence[str],
+              dataset_name: str = "the dataset") -> tuple[int, ...]:
   """The `recalled_stage` values (1-based indices into `stages`) of the stage names `b_stages`."""
   stages = tuple(stages)
   if not b_stages:
@@ -188,7 +191,7 @@ def _largest_remainder(weights: Sequence[int], total: int) -> tuple[int, ...]:
   return tuple(counts)
 
 
-class NegativeSampler:
+class NegativeSampler(base.Sampler):
   """Turns a batch of parsed request records into per-positive training examples.
 
   Args:
@@ -242,11 +245,12 @@ class NegativeSampler:
     is_click = tf.equal(requests[schema_lib.CLICKED], 1)
     positives = tf.ragged.boolean_mask(exposed, is_click)
     a_pool = tf.ragged.boolean_mask(exposed, tf.logical_not(is_click))
-    unexposed = tf.logical_not(_row_isin(recalled, exposed, self.num_items))
+    unexposed = tf.logical_not(ragged_ops.row_isin(recalled, exposed, self.num_items))
     if self.b_stage_ids:
       stage = tf.cast(requests[schema_lib.RECALLED_STAGE].flat_values, tf.int64)
       in_stages = tf.reduce_any(
-          tf.equal(stage[:, tf.newaxis], tf.constant(self.b_stage_ids, tf.int64)[tf.newaxis, :]), axis=1)
+          tf.equal(stage[:, tf.newaxis], tf.constant(self.b_stage_ids, tf.int64)[tf.newaxis, :]),
+          axis=1)
       b_pool_mask = unexposed.with_flat_values(tf.logical_and(unexposed.flat_values, in_stages))
     else:
       b_pool_mask = unexposed
@@ -262,7 +266,7 @@ class NegativeSampler:
       if n == 0:
         events += [tf.zeros([num_pos], tf.int32)] * 2
         continue
-      items, mask, replaced, padded = _draw_from_pools(pool, row, n, s)
+      items, mask, replaced, padded = ragged_ops.draw_from_pools(pool, row, n, s)
       parts_items.append(items)
       parts_mask.append(mask)
       parts_space.append(tf.fill(tf.shape(items), space))
@@ -278,14 +282,14 @@ class NegativeSampler:
         excluded = positives
       else:
         excluded = recalled
-      ok = tf.logical_not(_isin_rows(row, draws, excluded, self.num_items))
-      items, mask = _first_valid(draws, ok, n_c)
+      ok = tf.logical_not(ragged_ops.isin_rows(row, draws, excluded, self.num_items))
+      items, mask = ragged_ops.first_valid(draws, ok, n_c)
       c_pad = tf.cast(tf.reduce_any(tf.logical_not(mask), axis=1), tf.int32)
       if cfg.strategy == "ss_abc_random":
-        in_a = _isin_rows(row, items, a_pool, self.num_items)
+        in_a = ragged_ops.isin_rows(row, items, a_pool, self.num_items)
         # The unrestricted B (recalled, not exposed): b_stages only shapes the pool drawn from.
         full_b = tf.ragged.boolean_mask(recalled, unexposed) if self.b_stage_ids else b_pool
-        in_b = _isin_rows(row, items, full_b, self.num_items)
+        in_b = ragged_ops.isin_rows(row, items, full_b, self.num_items)
         space = tf.where(in_a, SPACE_A, tf.where(in_b, SPACE_B, SPACE_C))
         neg_recalled = tf.cast(in_a | in_b, tf.float32)
         neg_exposed = tf.cast(in_a, tf.float32)
@@ -329,129 +333,10 @@ class NegativeSampler:
 
     shape = tf.stack([num_pos, self.num_c_draws])
     if self._c_cdf is None:
-      return tf.random.stateless_uniform(shape, seed, minval=1, maxval=self.num_items, dtype=tf.int64)
+      return tf.random.stateless_uniform(shape, seed, minval=1, maxval=self.num_items,
+                                         dtype=tf.int64)
     u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
     idx = tf.searchsorted(self._c_cdf, tf.reshape(u, [-1]), side="right", out_type=tf.int64)
     # Rounding can leave the last cdf entry a hair under 1.
     idx = tf.minimum(idx, self.num_items - 2)
     return tf.reshape(idx + 1, shape)
-
-
-def _row_isin(values, sets, num_items: int):
-  """values[r, j] in sets[r], both RaggedTensors over the same rows; ragged bool like `values`."""
-  import tensorflow as tf
-
-  flat = _isin_rows(values.value_rowids(), values.flat_values[:, tf.newaxis], sets, num_items)
-  return values.with_flat_values(flat[:, 0])
-
-
-def _isin_rows(row, values, sets, num_items: int):
-  """values[p, j] in sets[row[p]] for dense values [P, M] and a ragged `sets` [R, None]."""
-  import tensorflow as tf
-
-  # One sorted key per (row, item) of the sets; a 1-D binary search then answers every query.
-  keys = tf.sort(sets.value_rowids() * num_items + sets.flat_values)
-  keys = tf.concat([keys, tf.constant([-1], tf.int64)], axis=0)  # Never empty; -1 matches nothing.
-  query = row[:, tf.newaxis] * num_items + values
-  flat_query = tf.reshape(query, [-1])
-  pos = tf.searchsorted(keys[:-1], flat_query, out_type=tf.int64)
-  found = tf.equal(tf.gather(keys, pos), flat_query)
-  return tf.reshape(found, tf.shape(values))
-
-
-def _draw_from_pools(pool, row, n: int, seed):
-  """Draws n items per positive from its request's pool.
-
-  Without replacement when the pool holds at least n items; with replacement when it is smaller
-  but not empty; padded and masked when it is empty.
-
-  Returns:
-    items int64[P, n], mask bool[P, n], with_replacement bool[P], padded bool[P].
-  """
-  import tensorflow as tf
-
-  sizes = tf.gather(pool.row_lengths(), row)
-  width = tf.maximum(tf.reduce_max(pool.row_lengths()), n)
-  dense = tf.gather(pool.to_tensor(shape=tf.stack([pool.nrows(), width])), row)
-  num_pos = tf.shape(row, out_type=tf.int64)[0]
-  s_wor, s_wr = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  # Without replacement: the n smallest of one uniform score per pool slot (slots past the pool's
-  # end score 2, so they are never among the n smallest when the pool is big enough).
-  scores = tf.random.stateless_uniform(tf.stack([num_pos, width]), s_wor)
-  scores = tf.where(tf.range(width, dtype=tf.int64)[tf.newaxis, :] < sizes[:, tf.newaxis], scores, 2.0)
-  _, idx_wor = tf.math.top_k(-scores, k=n, sorted=False)
-  idx_wr = tf.random.stateless_uniform(tf.stack([num_pos, n]), s_wr, minval=0,
-                                       maxval=tf.int64.max, dtype=tf.int64)
-  idx_wr = idx_wr % tf.maximum(sizes, 1)[:, tf.newaxis]
-  enough = sizes >= n
-  idx = tf.where(enough[:, tf.newaxis], tf.cast(idx_wor, tf.int64), idx_wr)
-  items = tf.gather(dense, idx, batch_dims=1)
-  nonempty = sizes > 0
-  mask = tf.broadcast_to(nonempty[:, tf.newaxis], tf.shape(items))
-  return items, mask, tf.logical_and(nonempty, tf.logical_not(enough)), tf.logical_not(nonempty)
-
-
-def _first_valid(draws, ok, n: int):
-  """The first n draws per row that are `ok`, in draw order; mask False where fewer than n were."""
-  import tensorflow as tf
-
-  m = tf.shape(draws, out_type=tf.int64)[1]
-  rank = tf.range(m)[tf.newaxis, :] + tf.where(ok, tf.zeros_like(draws), m)
-  order = tf.argsort(rank, axis=1, stable=True)[:, :n]
-  return tf.gather(draws, order, batch_dims=1), tf.gather(ok, order, batch_dims=1)
-
-
-def make_training_dataset(dataset, config: SamplingConfig, batch_size: int, *, split: str = "train",
-                          input_context=None, shuffle: bool = True, shuffle_buffer: int = 8192,
-                          drop_remainder: bool = False):
-  """The training input: batches of `batch_size` positives, each with its negatives.
-
-  Args:
-    dataset: a `datasets.BuiltDataset`.
-    config: how negatives are drawn.
-    batch_size: positives per batch (per replica when `input_context` is given: pass the per-replica
-      size, e.g. `input_context.get_per_replica_batch_size(global_batch)`).
-    split: which split's requests to sample.
-    input_context: a `tf.distribute.InputContext`; each input pipeline reads its own part of the
-      records and draws with its own seed.
-    shuffle: shuffle shards and records (deterministically from `config.seed`, anew each epoch).
-  """
-  from uma2_tf.data import datasets
-
-  if split not in dataset.split_files:
-    raise ValueError(f"{dataset.name} has no split {split!r}; it has {sorted(dataset.split_files)}")
-  check_config_for_schema(config, dataset.schema, dataset.name)
-  pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
-  sampler = NegativeSampler(config, dataset.schema.num_items, dataset.schema.user_feature_names,
-                            dataset.catalog.click_count, stages=dataset.schema.stages)
-  requests = datasets.read_requests(
-      dataset.split_files[split], dataset.schema, config.requests_per_batch,
-      shuffle_buffer=shuffle_buffer if shuffle else 0, seed=config.seed + 1000 * pipeline_id,
-      input_context=input_context)
-  return sample_dataset(requests, sampler, batch_size, seed=config.seed + 1000 * pipeline_id,
-                        drop_remainder=drop_remainder)
-
-
-def sample_dataset(requests, sampler: NegativeSampler, batch_size: int, *, seed: int = 0,
-                   drop_remainder: bool = False):
-  """Applies `sampler` to a dataset of parsed request batches and rebatches into `batch_size`."""
-  import tensorflow as tf
-
-  # One int64 per request batch, the same sequence for the same seed but a new one each epoch.
-  batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-  ds = tf.data.Dataset.zip(requests, batch_seeds)
-  ds = ds.map(lambda r, s: sampler(r, tf.stack([s, tf.constant(seed, tf.int64)])),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
-  return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def count_fill_events(examples) -> dict:
-  """Sums `fill_events` over a dataset of examples: {"positives": n, "a_padded": k, ...}."""
-  totals = np.zeros(len(FILL_EVENTS), np.int64)
-  positives = 0
-  for batch in examples:
-    events = batch[FILL_EVENTS_KEY].numpy()
-    totals += events.sum(axis=0)
-    positives += events.shape[0]
-  return {"positives": positives, **{name: int(v) for name, v in zip(FILL_EVENTS, totals)}}

@@ -7,19 +7,20 @@ The manual dir holds one of two layouts (`.csv` or `.parquet` for every file, no
 
 **One row per request** — `requests.csv`:
 
-| column           | type            | meaning                                                        |
-|------------------|-----------------|----------------------------------------------------------------|
-| request_id       | int             | unique                                                         |
-| timestamp        | int             | any monotone unit; orders a user's requests (for `history`)     |
-| date             | str YYYY-MM-DD  | the day                                                        |
-| user_id          | int or str      | raw id                                                         |
-| exposed          | list            | item ids shown, in position order                              |
-| clicked          | list of 0/1     | aligned with `exposed`                                         |
-| recalled         | list (optional) | the whole recall set, containing `exposed`; without it the log has no space B |
-| recalled_stage   | list (optional) | the last stage each recalled item reached, aligned with `recalled` |
-| any other column | int or str      | a categorical user feature (age, gender, city, ...)            |
+| column           | type            | meaning                                                     |
+|------------------|-----------------|-------------------------------------------------------------|
+| request_id       | int             | unique                                                      |
+| timestamp        | int             | any monotone unit; orders a user's requests (for `history`) |
+| date             | str YYYY-MM-DD  | the day                                                     |
+| user_id          | int or str      | raw id                                                      |
+| exposed          | list            | item ids shown, in position order                           |
+| clicked          | list of 0/1     | aligned with `exposed`                                      |
+| recalled         | list (optional) | the whole recall set, containing `exposed`                  |
+| recalled_stage   | list (optional) | the last stage each recalled item reached                   |
+| any other column | int or str      | a categorical user feature (age, gender, city, ...)         |
 
-In CSV a list is one cell of space-separated values (`"17 4 993"`); in Parquet a list column.
+Without `recalled` the log has no space B; `recalled_stage` is aligned with `recalled`. In CSV
+a list is one cell of space-separated values (`"17 4 993"`); in Parquet a list column.
 
 **An exposure table plus a recall table** joined on `request_id` — `exposures.csv`, one row per
 exposed item: `request_id, timestamp, date, user_id, item_id, position, clicked` and the user
@@ -34,7 +35,7 @@ they are taken in order of first appearance. Splits: `splits.json` (optional)
 `{"train": ["2024-01-01", ...], "test": ["2024-01-08"]}`; without it the last date is `test` and
 every earlier one `train`.
 
-The records, side files and validation are those of every real-log builder (`uma2_tf.data.logs`):
+The records, side files and validation are those of every real-log builder (`uma2_tf.sources.logs`):
 raw ids are remapped to dense ones (their raw values in `ids.npz`), each user's `history` is their
 clicks before the request, and a malformed file stops the build with one error naming the file,
 the request or row, and the column.
@@ -47,7 +48,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from uma2_tf.data import datasets, logs
+from uma2_tf.sources import logs
+from uma2_tf.sources import manual_files
 from uma2_tf.data import schema as schema_lib
 
 FORMATS = (".csv", ".parquet")
@@ -75,8 +77,9 @@ class RequestLogs(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [RequestLogsConfig(name="default", description="Logs without user features or "
                                        "stages; `config_for` describes any other log.")]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "Put requests.csv (or exposures.csv [+ recalls.csv]) and items.csv " \
-                                 "in the manual dir; layout in uma2_tf/data/request_logs.py."
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ("Put requests.csv (or exposures.csv [+ recalls.csv]) and "
+                                  "items.csv in the manual dir; layout in "
+                                  "uma2_tf/sources/request_logs.py.")
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -86,7 +89,7 @@ class RequestLogs(tfds.core.GeneratorBasedBuilder):
             config.user_features, config.stages, config.has_recall_log)))
 
   def _split_generators(self, dl_manager):
-    directory = datasets.manual_dir(dl_manager)
+    directory = manual_files.manual_dir(dl_manager)
     config = self.builder_config
     read_dir, tables = config.read_from or (None, None)
     if read_dir is None or os.path.realpath(read_dir) != os.path.realpath(directory):
@@ -94,9 +97,10 @@ class RequestLogs(tfds.core.GeneratorBasedBuilder):
     declared = (config.user_features, config.stages, config.has_recall_log)
     if declared != (tables.user_features, tables.stages, tables.has_recall_log):
       raise logs.LogFormatError(
-          f"{directory}: the files have user features {tables.user_features}, stages {tables.stages}, "
-          f"recall log {tables.has_recall_log}; the config {config.name!r} declares {declared} "
-          "(build it with `python -m pipelines.prepare`, which reads them from the files)")
+          f"{directory}: the files have user features {tables.user_features}, "
+          f"stages {tables.stages}, recall log {tables.has_recall_log}; the config {config.name!r} "
+          f"declares {declared} (build it with `python -m pipelines.prepare`, which reads them "
+          "from the files)")
     generators = logs.write(str(self.data_dir), tables, read_splits(directory, tables),
                             source=f"request_logs/{config.name}")
     return {split: self._generate_examples(examples) for split, examples in generators.items()}
@@ -131,7 +135,8 @@ def _read(path: str):
       return pd.read_parquet(path)
     return pd.read_csv(path, dtype={"date": str}, keep_default_na=True)
   except Exception as e:  # pandas raises many types for unreadable files
-    raise logs.LogFormatError(f"{path}: cannot be read as {os.path.splitext(path)[1][1:]}: {e}") from None
+    raise logs.LogFormatError(f"{path}: cannot be read as {os.path.splitext(path)[1][1:]}: "
+                              f"{e}") from None
 
 
 def _cell_list(value, path: str, column: str, row: int) -> list:
@@ -163,7 +168,8 @@ def read_tables(directory: str) -> logs.LogTables:
   items_path = _find(directory, "items")
   items = _read(items_path)
   if "item_id" not in items.columns:
-    raise logs.LogFormatError(f"{items_path}: missing column 'item_id'; it has {list(items.columns)}")
+    raise logs.LogFormatError(f"{items_path}: missing column 'item_id'; "
+                              f"it has {list(items.columns)}")
   requests_path = _find(directory, "requests", required=False)
   if requests_path is not None:
     requests = _read(requests_path)
@@ -172,7 +178,8 @@ def read_tables(directory: str) -> logs.LogTables:
         _int_column(requests, column, requests_path)
     for column in LIST_COLUMNS:
       if column in requests.columns:
-        requests[column] = [_cell_list(v, requests_path, column, i) for i, v in enumerate(requests[column])]
+        requests[column] = [_cell_list(v, requests_path, column, i)
+                            for i, v in enumerate(requests[column])]
   else:
     requests = _join_exposures(directory)
   user_features = tuple(c for c in requests.columns
@@ -181,7 +188,8 @@ def read_tables(directory: str) -> logs.LogTables:
   if logs.RECALLED_STAGE in requests.columns:
     stages = _read_stages(directory, requests[logs.RECALLED_STAGE])
   return logs.LogTables(requests=requests, items=items, user_features=user_features,
-                        item_features=tuple(c for c in items.columns if c != "item_id"), stages=stages)
+                        item_features=tuple(c for c in items.columns if c != "item_id"),
+                        stages=stages)
 
 
 def _join_exposures(directory: str):
@@ -192,7 +200,8 @@ def _join_exposures(directory: str):
   exposures = _read(path)
   missing = [c for c in EXPOSURE_COLUMNS if c not in exposures.columns]
   if missing:
-    raise logs.LogFormatError(f"{path}: missing column(s) {missing}; it has {list(exposures.columns)}")
+    raise logs.LogFormatError(f"{path}: missing column(s) {missing}; "
+                              f"it has {list(exposures.columns)}")
   for column in ("request_id", "timestamp", "position", "clicked"):
     _int_column(exposures, column, path)
   user_features = [c for c in exposures.columns if c not in EXPOSURE_COLUMNS]
@@ -201,8 +210,8 @@ def _join_exposures(directory: str):
   varying = [c for c in per_request if varying[c] > 1]
   if varying:
     rid = exposures.groupby("request_id")[varying[0]].nunique().idxmax()
-    raise logs.LogFormatError(f"{path}: request {rid}: column '{varying[0]}' differs between its rows "
-                              "(it must be the same on every row of a request)")
+    raise logs.LogFormatError(f"{path}: request {rid}: column '{varying[0]}' differs between its "
+                              "rows (it must be the same on every row of a request)")
   exposures = exposures.sort_values(["request_id", "position"], kind="stable")
   grouped = exposures.groupby("request_id", sort=True)
   requests = grouped[per_request].first().reset_index()
@@ -213,13 +222,15 @@ def _join_exposures(directory: str):
     recalls = _read(recalls_path)
     missing = [c for c in ("request_id", "item_id") if c not in recalls.columns]
     if missing:
-      raise logs.LogFormatError(f"{recalls_path}: missing column(s) {missing}; it has {list(recalls.columns)}")
+      raise logs.LogFormatError(f"{recalls_path}: missing column(s) {missing}; "
+                                f"it has {list(recalls.columns)}")
     _int_column(recalls, "request_id", recalls_path)
     by_request = recalls.groupby("request_id", sort=True)
     absent = sorted(set(requests["request_id"]) - set(by_request.groups))
     if absent:
-      raise logs.LogFormatError(f"{recalls_path}: request {absent[0]} is in {os.path.basename(path)} but "
-                                "has no row here (its recall set is unknown)")
+      raise logs.LogFormatError(f"{recalls_path}: request {absent[0]} is in "
+                                f"{os.path.basename(path)} but has no row here "
+                                "(its recall set is unknown)")
     recalled = by_request["item_id"].agg(list)
     requests["recalled"] = [recalled[r] for r in requests["request_id"]]
     if "stage" in recalls.columns:
@@ -254,6 +265,7 @@ def read_splits(directory: str, tables: logs.LogTables) -> dict:
     return splits
   dates = sorted({d for d in tables.requests["date"] if isinstance(d, str)})
   if len(dates) < 2:
-    raise logs.LogFormatError(f"{directory}: the logs span {len(dates)} date(s); the default split needs "
-                              "at least 2 (the last is the test day), or give splits.json")
+    raise logs.LogFormatError(f"{directory}: the logs span {len(dates)} date(s); the default "
+                              "split needs at least 2 (the last is the test day), or give "
+                              "splits.json")
   return {"train": dates[:-1], "test": dates[-1:]}

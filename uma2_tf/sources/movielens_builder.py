@@ -1,9 +1,9 @@
 """`uma2_movielens`: simulated request logs over a world fitted from real MovieLens ratings.
 
     import tensorflow_datasets as tfds
-    builder = datasets.builder("uma2_movielens/ml100k", data_dir)
+    builder = registry.builder("uma2_movielens/ml100k", data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir="~/ml-100k"))
-    dataset = datasets.load("uma2_movielens/ml100k", data_dir)
+    dataset = registry.load("uma2_movielens/ml100k", data_dir)
     # or:  python -m pipelines.simulate --movielens_dir=~/ml-100k --data_dir=...
 
 The ratings file is read from TFDS's manual dir (`u.data` for `ml100k` and `tiny`, `ratings.dat`
@@ -30,7 +30,12 @@ import time
 import tensorflow_datasets as tfds
 from absl import logging
 
-from uma2_tf.data import datasets, movielens, simulator, validation
+from uma2_tf.data import validation
+from uma2_tf.sources import movielens
+from uma2_tf.sources import simulator
+from uma2_tf import atomic_files
+from uma2_tf.sources import manual_files
+from uma2_tf.data import reading
 from uma2_tf.data import schema as schema_lib
 
 FILES = {"ml100k": "u.data", "ml1m": "ratings.dat", "tiny": "u.data"}
@@ -97,10 +102,11 @@ class Uma2Movielens(tfds.core.GeneratorBasedBuilder):
     config.schema.save(directory)
     simulator.item_catalog(config, world, log).save(directory)
     world.save(directory)
-    schema_lib.atomic_write_text(os.path.join(directory, datasets.STATS_FILE),
+    atomic_files.atomic_write_text(os.path.join(directory, reading.STATS_FILE),
                                  json.dumps(simulator.compute_stats(log, config), indent=2))
     movielens.save_id_maps(directory, interactions)
-    movielens.write_source(directory, movielens.source_description(interactions, world, config, base.seed))
+    movielens.write_source(directory,
+                           movielens.source_description(interactions, world, config, base.seed))
     return {
         "train": self._generate_examples(config, world, log, (1, config.num_days - 1)),
         "test": self._generate_examples(config, world, log, (config.num_days, config.num_days)),
@@ -116,7 +122,7 @@ class Uma2Movielens(tfds.core.GeneratorBasedBuilder):
 
 def ratings_path(dl_manager, filename: str) -> str:
   """`<manual dir>/<filename>`, or one FileNotFoundError naming that path and where to get it."""
-  manual = datasets.manual_dir(dl_manager)
+  manual = manual_files.manual_dir(dl_manager)
   path = os.path.join(manual, filename) if manual else filename
   if not os.path.isfile(path):
     raise FileNotFoundError(

@@ -33,6 +33,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from uma2_tf.data import schema as schema_lib
+from uma2_tf import atomic_files
 
 WORLD_FILE = "world.npz"
 USER_FEATURES = ("age", "gender", "region")
@@ -59,7 +60,8 @@ class SimulatorConfig:
     demographic_correlation: probability that a user's age and gender follow their main interest
       (else uniform).
   Legacy pipeline:
-    recall_popular: items recalled from the `popular_pool` most popular items (uniformly among them).
+    recall_popular: items recalled from the `popular_pool` most popular items (uniformly among
+      them).
     recall_history: items recalled from the categories of the user's last `history_window` clicks
       (the interest categories for users without clicks), weighted by exp(pop_i).
     recall_old_model: the top items of a noisy affinity (user latent + N(0, old_model_noise)) over
@@ -67,7 +69,8 @@ class SimulatorConfig:
     recall_random: uniformly random items.
     exposure_size: E, items exposed per request (fewer only if the recall is smaller).
     ranking_noise: std of the noise the ranker adds to the true affinity.
-    click_alpha, click_bias, position_effect: click ~ Bernoulli(sigmoid(alpha a - bias - effect pos)).
+    click_alpha, click_bias, position_effect: click ~
+      Bernoulli(sigmoid(alpha a - bias - effect pos)).
     history_length: clicks kept per user (newest last) and written in each record.
   Time:
     num_days: N; days 1..N-1 train, day N test.
@@ -115,9 +118,10 @@ class SimulatorConfig:
   chunk_size: int = 2048
 
   def __post_init__(self):
-    positive_ints = ("num_users", "num_items", "num_categories", "authors_per_category", "latent_dim",
-                     "max_interests", "num_ages", "num_regions", "popular_pool", "history_window",
-                     "old_model_pool", "exposure_size", "history_length", "rounds_per_day", "chunk_size")
+    positive_ints = ("num_users", "num_items", "num_categories", "authors_per_category",
+                     "latent_dim", "max_interests", "num_ages", "num_regions", "popular_pool",
+                     "history_window", "old_model_pool", "exposure_size", "history_length",
+                     "rounds_per_day", "chunk_size")
     for name in positive_ints:
       if int(getattr(self, name)) < 1:
         raise ValueError(f"SimulatorConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -125,7 +129,8 @@ class SimulatorConfig:
       if int(getattr(self, name)) < 0:
         raise ValueError(f"SimulatorConfig.{name} must be >= 0, got {getattr(self, name)}")
     if self.num_days < 2:
-      raise ValueError(f"SimulatorConfig.num_days must be >= 2 (train days and a test day), got {self.num_days}")
+      raise ValueError(f"SimulatorConfig.num_days must be >= 2 (train days and a test day), "
+                       f"got {self.num_days}")
     if self.num_categories > self.num_items:
       raise ValueError(f"SimulatorConfig.num_categories ({self.num_categories}) exceeds num_items "
                        f"({self.num_items})")
@@ -133,11 +138,11 @@ class SimulatorConfig:
       raise ValueError(f"SimulatorConfig: need recall_popular <= popular_pool <= num_items, got "
                        f"{self.recall_popular}, {self.popular_pool}, {self.num_items}")
     if self.recall_old_model > self.old_model_pool or self.old_model_pool > self.num_items:
-      raise ValueError(f"SimulatorConfig: need recall_old_model <= old_model_pool <= num_items, got "
-                       f"{self.recall_old_model}, {self.old_model_pool}, {self.num_items}")
+      raise ValueError(f"SimulatorConfig: need recall_old_model <= old_model_pool <= num_items, "
+                       f"got {self.recall_old_model}, {self.old_model_pool}, {self.num_items}")
     if self.recall_size_max < self.exposure_size:
-      raise ValueError(f"SimulatorConfig: the recall channels ({self.recall_size_max} items) cannot "
-                       f"fill an exposure of {self.exposure_size}")
+      raise ValueError(f"SimulatorConfig: the recall channels ({self.recall_size_max} items) "
+                       f"cannot fill an exposure of {self.exposure_size}")
     if not 0 < self.requests_per_user_day <= self.rounds_per_day:
       raise ValueError(f"SimulatorConfig.requests_per_user_day must be in (0, rounds_per_day="
                        f"{self.rounds_per_day}], got {self.requests_per_user_day}")
@@ -161,18 +166,20 @@ class SimulatorConfig:
 
 CONFIGS: Mapping[str, SimulatorConfig] = {
     # For tests: builds in seconds.
-    "tiny": SimulatorConfig(num_users=600, num_items=1000, num_categories=12, authors_per_category=5,
-                            recall_popular=10, popular_pool=50, recall_history=20, recall_old_model=25,
-                            old_model_pool=300, recall_random=5, exposure_size=8, num_days=4,
+    "tiny": SimulatorConfig(num_users=600, num_items=1000, num_categories=12,
+                            authors_per_category=5, recall_popular=10, popular_pool=50,
+                            recall_history=20, recall_old_model=25, old_model_pool=300,
+                            recall_random=5, exposure_size=8, num_days=4,
                             requests_per_user_day=1.0, chunk_size=512),
     # For `make train`: ~1.1e5 train positives, builds in about a minute on 2 cores.
     "default": SimulatorConfig(),
     # Paper Table 2 scale: 1.63M users, 283K items. Measured: 569K train requests, 953K train
     # positives (Table 2: ~949K), 24.8M samples with 25 negatives each; built in 10 min 21 s on
-    # 2 cores with 2.1 GB peak memory (`/usr/bin/time -v python -m pipelines.simulate --config=paper`).
+    # 2 cores with 2.1 GB peak memory
+    # (`/usr/bin/time -v python -m pipelines.simulate --config=paper`).
     "paper": SimulatorConfig(num_users=1_630_000, num_items=283_000, num_categories=300,
-                             authors_per_category=60, old_model_pool=3000, requests_per_user_day=0.05,
-                             rounds_per_day=1, chunk_size=4096),
+                             authors_per_category=60, old_model_pool=3000,
+                             requests_per_user_day=0.05, rounds_per_day=1, chunk_size=4096),
 }
 
 
@@ -225,7 +232,7 @@ class World:
     return out
 
   def save(self, directory: str) -> None:
-    schema_lib.atomic_savez(
+    atomic_files.atomic_savez(
         os.path.join(directory, WORLD_FILE), user_latent=self.user_latent,
         item_latent=self.item_latent, item_popularity=self.item_popularity,
         popularity_beta=np.float64(self.popularity_beta), item_category=self.item_category,
@@ -236,13 +243,15 @@ class World:
   def load(cls, directory: str) -> "World":
     path = os.path.join(directory, WORLD_FILE)
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{path}: no {WORLD_FILE}; only simulated datasets have a true affinity")
+      raise FileNotFoundError(f"{path}: no {WORLD_FILE}; "
+                              f"only simulated datasets have a true affinity")
     with np.load(path) as z:
       return cls(user_latent=z["user_latent"], item_latent=z["item_latent"],
                  item_popularity=z["item_popularity"], popularity_beta=float(z["popularity_beta"]),
                  item_category=z["item_category"], item_author=z["item_author"],
                  user_interests=z["user_interests"],
-                 user_features={k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("user_feature/")})
+                 user_features={k.split("/", 1)[1]: z[k] for k in z.files
+                                if k.startswith("user_feature/")})
 
 
 @dataclasses.dataclass
@@ -277,7 +286,8 @@ class RequestLog:
 
 def build_world(config: SimulatorConfig, rng: np.random.Generator) -> World:
   """Draws the users, the items and their latents (step 1 of the module docstring)."""
-  n_items, n_users, d, n_cat = config.num_items, config.num_users, config.latent_dim, config.num_categories
+  n_items, n_users, d, n_cat = (config.num_items, config.num_users, config.latent_dim,
+                                config.num_categories)
   centres = rng.standard_normal((n_cat + 1, d)).astype(np.float32)
   centres[0] = 0
   category_share = 1.0 / np.arange(1, n_cat + 1) ** 1.1
@@ -303,24 +313,27 @@ def build_world(config: SimulatorConfig, rng: np.random.Generator) -> World:
   user_latent[0] = 0
 
   user_features = user_demographics(config, interests[:, 0], rng)
-  return World(user_latent=user_latent.astype(np.float32), item_latent=item_latent.astype(np.float32),
-               item_popularity=popularity, popularity_beta=config.popularity_beta,
-               item_category=category.astype(np.int64), item_author=author,
-               user_interests=interests.astype(np.int64),
+  return World(user_latent=user_latent.astype(np.float32),
+               item_latent=item_latent.astype(np.float32), item_popularity=popularity,
+               popularity_beta=config.popularity_beta, item_category=category.astype(np.int64),
+               item_author=author, user_interests=interests.astype(np.int64),
                user_features={k: v.astype(np.int64) for k, v in user_features.items()})
 
 
 def user_demographics(config: SimulatorConfig, main_interest: np.ndarray,
                       rng: np.random.Generator) -> dict[str, np.ndarray]:
   """Age, gender and region (int64[num_users + 1], row 0 padding) correlated with each user's main
-  interest category `main_interest` (int64[num_users + 1]); shared by every way of making a world."""
+  interest category `main_interest` (int64[num_users + 1]); shared by every way of making a
+  world."""
   main = main_interest
   n = len(main)
   follows = rng.random(n) < config.demographic_correlation
-  age = np.where(follows, (main * 7919) % config.num_ages + 1, rng.integers(1, config.num_ages + 1, n))
+  age = np.where(follows, (main * 7919) % config.num_ages + 1,
+                 rng.integers(1, config.num_ages + 1, n))
   gender = np.where(follows, main % 2 + 1, rng.integers(1, 3, n))
   region = np.where(rng.random(n) < config.demographic_correlation / 2,
-                    (main * 31) % config.num_regions + 1, rng.integers(1, config.num_regions + 1, n))
+                    (main * 31) % config.num_regions + 1,
+                    rng.integers(1, config.num_regions + 1, n))
   user_features = {"age": age, "gender": gender, "region": region}
   for column in user_features.values():
     column[0] = 0
@@ -379,7 +392,8 @@ class _LegacyPipeline:
       channels.append(self.category_items[np.minimum(position, len(self.category_items) - 1)])
     if c.recall_old_model:
       pool = rng.integers(1, c.num_items + 1, (n, c.old_model_pool))
-      scores = np.einsum("rd,rpd->rp", self.old_user_latent[users], world.item_latent[pool]) / self.sqrt_d + \
+      scores = np.einsum("rd,rpd->rp", self.old_user_latent[users],
+                         world.item_latent[pool]) / self.sqrt_d + \
           np.float32(c.popularity_beta) * world.item_popularity[pool]
       top = np.argpartition(-scores, c.recall_old_model - 1, axis=1)[:, :c.recall_old_model]
       channels.append(np.take_along_axis(pool, top, 1))
@@ -401,12 +415,15 @@ class _LegacyPipeline:
     duplicate[:, 1:] = candidates[:, 1:] == candidates[:, :-1]
     seen = (candidates[:, :, None] == history[:, None, :]).any(2)
     valid = ~duplicate & ~seen
-    affinity = np.einsum("rd,rcd->rc", world.user_latent[users], world.item_latent[candidates]) / self.sqrt_d + \
+    affinity = np.einsum("rd,rcd->rc", world.user_latent[users],
+                         world.item_latent[candidates]) / self.sqrt_d + \
         np.float32(c.popularity_beta) * world.item_popularity[candidates]
-    rank_score = affinity + np.float32(c.ranking_noise) * rng.standard_normal(affinity.shape, np.float32)
+    rank_score = affinity + np.float32(c.ranking_noise) * rng.standard_normal(affinity.shape,
+                                                                              np.float32)
     rank_score[~valid] = -np.inf
     order = np.argsort(-rank_score, axis=1, kind="stable")
-    recalled = np.where(np.take_along_axis(valid, order, 1), np.take_along_axis(candidates, order, 1), 0)
+    recalled = np.where(np.take_along_axis(valid, order, 1),
+                        np.take_along_axis(candidates, order, 1), 0)
     n_recalled = valid.sum(1)
     e = c.exposure_size
     exposed = recalled[:, :e]
@@ -417,7 +434,8 @@ class _LegacyPipeline:
     return recalled, n_recalled, exposed, clicked.astype(np.int64)
 
 
-def simulate(config: SimulatorConfig, progress=None, world: World | None = None) -> tuple[World, RequestLog]:
+def simulate(config: SimulatorConfig, progress=None,
+             world: World | None = None) -> tuple[World, RequestLog]:
   """Runs the whole simulation. `progress(done_days, num_days)` is called after each day.
 
   `world`, if given, replaces the one `build_world` would draw (e.g. a world fitted from real
@@ -450,7 +468,8 @@ def simulate(config: SimulatorConfig, progress=None, world: World | None = None)
         columns["day"].append(np.full(len(users), day))
         columns["user_id"].append(users)
         next_id += len(users)
-        _append_ragged(pieces, lengths, schema_lib.HISTORY, user_history, (user_history > 0).sum(1), left_padded=True)
+        _append_ragged(pieces, lengths, schema_lib.HISTORY, user_history,
+                       (user_history > 0).sum(1), left_padded=True)
         _append_ragged(pieces, lengths, schema_lib.RECALLED, recalled, n_recalled)
         _append_ragged(pieces, lengths, schema_lib.EXPOSED, exposed, n_exposed)
         _append_ragged(pieces, lengths, schema_lib.CLICKED, clicked, n_exposed)
@@ -484,7 +503,8 @@ def _check_world(world: World, config: SimulatorConfig) -> None:
     arrays[f"user_features[{name!r}]"] = world.user_features[name]
   for name, shape in expected.items():
     if arrays[name].shape != shape:
-      raise ValueError(f"simulate: world.{name} has shape {arrays[name].shape}, the config needs {shape}")
+      raise ValueError(f"simulate: world.{name} has shape {arrays[name].shape}, "
+                       f"the config needs {shape}")
   if world.item_category.max() > config.num_categories:
     raise ValueError(f"simulate: world has category {world.item_category.max()}, the config has "
                      f"{config.num_categories}")
@@ -517,7 +537,8 @@ def item_catalog(config: SimulatorConfig, world: World, log: RequestLog) -> sche
   in_train = np.repeat(train, np.diff(exposed_offsets))
   n = config.num_items + 1
   exposure_count = np.bincount(exposed_values[in_train], minlength=n).astype(np.int64)
-  click_count = np.bincount(exposed_values[in_train], weights=clicked_values[in_train], minlength=n).astype(np.int64)
+  click_count = np.bincount(exposed_values[in_train], weights=clicked_values[in_train],
+                            minlength=n).astype(np.int64)
   # Buckets 1..10 by rank of (clicks, exposures); ties share the lower rank's bucket.
   order = np.lexsort((exposure_count[1:], click_count[1:]))
   rank = np.empty(config.num_items, np.int64)
@@ -525,7 +546,8 @@ def item_catalog(config: SimulatorConfig, world: World, log: RequestLog) -> sche
   pop_bucket = np.zeros(n, np.int64)
   pop_bucket[1:] = rank * NUM_POP_BUCKETS // config.num_items + 1
   return schema_lib.ItemCatalog(
-      features={"category": world.item_category, "author": world.item_author, "pop_bucket": pop_bucket},
+      features={"category": world.item_category, "author": world.item_author,
+                "pop_bucket": pop_bucket},
       click_count=click_count, exposure_count=exposure_count)
 
 
@@ -538,7 +560,8 @@ def compute_stats(log: RequestLog, config: SimulatorConfig, num_negatives: int =
   clicks = np.where(exposed_len > 0, clicks, 0)  # reduceat repeats the next value on empty slices.
   a_pool = exposed_len - clicks
   b_pool = recalled_len - exposed_len
-  stats = {"num_users": config.num_users, "num_items": config.num_items, "num_days": config.num_days}
+  stats = {"num_users": config.num_users, "num_items": config.num_items,
+           "num_days": config.num_days}
   for split, rows in (("train", log.day < config.num_days), ("test", log.day == config.num_days)):
     positives = int(clicks[rows].sum())
     with_pools = int(clicks[rows & (a_pool >= 1) & (b_pool >= 4)].sum())
@@ -547,8 +570,10 @@ def compute_stats(log: RequestLog, config: SimulatorConfig, num_negatives: int =
         f"{split}_active_users": int(len(np.unique(log.user_id[rows]))),
         f"{split}_positives": positives,
         f"{split}_samples": positives * (1 + num_negatives),
-        f"{split}_mean_recall_size": round(float(recalled_len[rows].mean()), 2) if rows.any() else 0.0,
-        f"{split}_mean_exposure_size": round(float(exposed_len[rows].mean()), 2) if rows.any() else 0.0,
+        f"{split}_mean_recall_size": (round(float(recalled_len[rows].mean()), 2)
+                                      if rows.any() else 0.0),
+        f"{split}_mean_exposure_size": (round(float(exposed_len[rows].mean()), 2)
+                                        if rows.any() else 0.0),
         f"{split}_ctr": round(positives / max(1, int(exposed_len[rows].sum())), 4),
         f"{split}_share_positives_with_1a_4b": round(with_pools / max(1, positives), 4),
     })

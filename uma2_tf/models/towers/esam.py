@@ -1,7 +1,7 @@
 """ESAM (Chen et al., SIGIR 2020, "ESAM: Discriminative Domain Adaptation with Non-Displayed Items
 to Improve Long-Tail Performance") on top of any tower: the UMA² paper's ESAM competitors.
 
-    tower = towers.build_tower("esam_youtube_dnn", schema, catalog)    # ESAM(YoutubeDNN(...))
+    tower = ESAM(YoutubeDNN(schema, catalog))     # or towers.build_tower("esam_youtube_dnn", ...)
     model = UMA2Model(tower, UMA2Task(LossConfig(use_nsdn=False)))
     aux = tower.auxiliary_loss(batch, user_embedding, item_embedding)  # what compute_loss adds
     terms = esam_terms(batch, item_embedding, logits)                  # {"da", "dc", "st"}
@@ -67,9 +67,9 @@ import uma2_tf  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf.data import sampling
+from uma2_tf.data import batch_keys
 from uma2_tf.data import schema as schema_lib
-from uma2_tf.models import towers
+from uma2_tf.models.towers.base import Tower
 
 TERMS = ("da", "dc", "st")
 # Constructor arguments of `ESAM` a factory takes out of the kwargs before building the base.
@@ -79,9 +79,9 @@ ESAM_ARGS = ("da_weight", "dc_weight", "st_weight", "intra_margin", "inter_margi
 
 def slot_masks(features):
   """Source / target masks [B, 1+N] of every slot (slot 0 the positive), padded slots 0."""
-  neg_mask = tf.cast(features[sampling.NEG_MASK], tf.float32)
-  neg_space = features[sampling.NEG_SPACE]
-  is_a = tf.cast(neg_space == sampling.SPACE_A, tf.float32) * neg_mask
+  neg_mask = tf.cast(features[batch_keys.NEG_MASK], tf.float32)
+  neg_space = features[batch_keys.NEG_SPACE]
+  is_a = tf.cast(neg_space == batch_keys.SPACE_A, tf.float32) * neg_mask
   ones = tf.ones_like(neg_mask[:, :1])
   source = tf.concat([ones, is_a], axis=1)
   target = tf.concat([tf.zeros_like(ones), neg_mask - is_a], axis=1)
@@ -148,7 +148,7 @@ def esam_terms(features, item_embedding, logits, intra_margin: float = 0.2,
           "st": pseudo_label_entropy(logits, target, pseudo_low, pseudo_high)}
 
 
-class ESAM(towers.Tower):
+class ESAM(Tower):
   """A base tower trained with ESAM's domain-adaptation losses (see the module docstring).
 
   Args:
@@ -158,7 +158,7 @@ class ESAM(towers.Tower):
     pseudo_low, pseudo_high: p1, p2 of the self-training.
   """
 
-  def __init__(self, base: towers.Tower, da_weight: float = 1000.0, dc_weight: float = 1.0,
+  def __init__(self, base: Tower, da_weight: float = 1000.0, dc_weight: float = 1.0,
                st_weight: float = 1.0, intra_margin: float = 0.2, inter_margin: float = 0.9,
                pseudo_low: float = 0.2, pseudo_high: float = 0.8, name: str = "esam", **kwargs):
     super().__init__(name=name, **kwargs)
@@ -200,9 +200,3 @@ class ESAM(towers.Tower):
       total += self.term_weights[name] * value
     return total
 
-
-def build(base: str, schema, catalog, **kwargs) -> ESAM:
-  """ESAM on `towers.TOWERS[base]`; ESAM's own arguments (`ESAM_ARGS`) are taken out of kwargs,
-  the rest go to the base tower."""
-  own = {k: kwargs.pop(k) for k in ESAM_ARGS if k in kwargs}
-  return ESAM(towers.build_tower(base, schema, catalog, **kwargs), name=f"esam_{base}", **own)

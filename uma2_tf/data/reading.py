@@ -1,0 +1,104 @@
+"""Opening a built dataset and reading its request records as batched tf.data.
+
+A built dataset is a TFDS dataset directory (TFRecord shards per split) plus side files written by
+its builder: `schema.json` (`LogSchema`), `catalog.npz` (`ItemCatalog`) and `stats.json`.
+
+    dataset = registry.load("uma2_simulated/default", data_dir)     # uma2_tf.sources.registry
+    requests = reading.read_requests(dataset.split_files["train"], dataset.schema,
+                                     requests_per_batch=256, seed=0)
+
+Records are read straight from the shards and parsed a batch at a time with the schema's parsing
+spec (`schema.parsing_spec`): vectorised parsing is several times faster than TFDS's per-example
+decoding, and it is the same spec for every dataset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Mapping, Sequence
+
+from uma2_tf.data import schema as schema_lib
+
+STATS_FILE = "stats.json"
+
+
+class DatasetNotBuiltError(FileNotFoundError):
+  """The dataset asked for has not been prepared in the data dir."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltDataset:
+  """A prepared dataset on disk.
+
+  Attributes:
+    name: TFDS name with config, e.g. `uma2_simulated/default`.
+    directory: the versioned dataset dir holding the shards and the side files.
+    schema: id spaces and user features of the records.
+    catalog: item features and training-day popularity.
+    split_files: split name -> its TFRecord shard paths, in order.
+  """
+
+  name: str
+  directory: str
+  schema: schema_lib.LogSchema
+  catalog: schema_lib.ItemCatalog
+  split_files: Mapping[str, tuple[str, ...]]
+
+  def stats(self) -> dict:
+    path = os.path.join(self.directory, STATS_FILE)
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
+
+  def num_records(self, split: str) -> int:
+    return int(self._builder_info().splits[split].num_examples)
+
+  def _builder_info(self):
+    import tensorflow_datasets as tfds
+    return tfds.builder_from_directory(self.directory).info
+
+
+def read_requests(files: Sequence[str], schema: schema_lib.LogSchema, requests_per_batch: int, *,
+                  shuffle_buffer: int = 0, seed: int = 0, input_context=None,
+                  cycle_length: int = 4):
+  """Batches of parsed request records from TFRecord shards.
+
+  Args:
+    files: TFRecord shards of one split.
+    schema: the records' schema; lists come back as `tf.RaggedTensor`s, scalars as dense vectors.
+    requests_per_batch: records per parsed batch (the last batch may be smaller).
+    shuffle_buffer: if > 0, shards and records are shuffled (deterministically from `seed`, and
+      differently in each epoch).
+    seed: seed of the shuffles.
+    input_context: a `tf.distribute.InputContext`; each input pipeline then reads its own part:
+      whole shards when there are at least as many shards as pipelines, else every n-th record.
+  Returns:
+    A `tf.data.Dataset` of dicts as `schema.parse_requests` returns them.
+  """
+  import tensorflow as tf
+
+  if not files:
+    raise ValueError("read_requests: no files to read")
+  missing = [f for f in files if not tf.io.gfile.exists(f)]
+  if missing:
+    raise FileNotFoundError(f"request shard {missing[0]} does not exist")
+  ds = tf.data.Dataset.from_tensor_slices(list(files))
+  shard_records = False
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    if len(files) >= input_context.num_input_pipelines:
+      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    else:
+      shard_records = True
+  if shuffle_buffer > 0:
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length,
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if shard_records:
+    ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  if shuffle_buffer > 0:
+    ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+  ds = ds.batch(requests_per_batch)
+  return ds.map(lambda serialized: schema_lib.parse_requests(serialized, schema),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

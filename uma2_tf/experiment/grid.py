@@ -1,0 +1,189 @@
+"""The grid of Table 1: its cells (a row on a tower, one seed) and the training runs behind them.
+
+    grid = grid_lib.quick_grid(seeds=(0, 1, 2))          # or grid_lib.full_grid(seeds)
+    base = TrainConfig(dataset="uma2_simulated/default")
+    grid_lib.run_grid(grid, base, "reports/experiment_default")  # resumable: reruns skip done runs
+
+(`from uma2_tf.experiment import grid as grid_lib`; the report on the runs is `experiment.report`.)
+
+A row of Table 1 is a way of treating negatives, trained on one tower:
+
+| row             | negatives (25 per positive)     | loss                                      |
+|-----------------|---------------------------------|-------------------------------------------|
+| SS-A            | exposed-unclicked only          | plain BCE (the GMM)                       |
+| SS-AB           | A and recalled-unexposed        | plain BCE                                 |
+| SS-ABC(random)  | uniform over the corpus         | plain BCE                                 |
+| SS-ABC(fixed)   | A:B:C = 1:4:20                  | plain BCE                                 |
+| UMA²            | A:B:C = 1:4:20                  | NSDN inverse-propensity weights (eq. 2)   |
+| UMA²_SOS        | A:B:C = 1:4:20                  | ablation: SOS's fixed per-space weights   |
+|                 |                                 | replace the learned propensities          |
+| UMA² (self-norm)| A:B:C = 1:4:20                  | ablation: NSDN weights divided by their   |
+|                 |                                 | batch mean per space                      |
+
+The competitors are towers (`towers.TOWERS`): FM, YouTube DNN, DAT, MIND, and ESAM on YouTube DNN
+and DAT (trained with SS-ABC(fixed), the negatives its domain adaptation needs). A cell's baseline
+(`RunSpec.baseline`, what the report compares it with) is the row before it in the chain
+SS-A → SS-AB → SS-ABC(random) → SS-ABC(fixed) → UMA², and SS-ABC(fixed) on the same tower for
+UMA²_SOS and ESAM, UMA² for the self-normalised ablation.
+
+Every run is an ordinary training run (`training.train`) in `<report_dir>/runs/<run id>/`. A run
+with `metrics.json` is finished and is never redone; an unfinished one resumes from its
+BackupAndRestore state, so a killed experiment restarted with the same command goes on where it
+stopped. A run dir whose `config.json` differs from what the grid now asks is an error, not
+silently mixed into the report.
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+import dataclasses
+import json
+import os
+import re
+import time
+from typing import Sequence
+
+from absl import logging
+
+from uma2_tf import atomic_files, run_dir
+from uma2_tf import tasks
+from uma2_tf import training
+from uma2_tf.run_dir import RunDir
+
+SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED = "SS-A", "SS-AB", "SS-ABC(random)", "SS-ABC(fixed)"
+UMA2, UMA2_SOS, UMA2_SELF_NORM = "UMA²", "UMA²_SOS", "UMA² (self-norm)"
+MAIN_ROWS = (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED, UMA2)
+ABLATION_ROWS = (UMA2_SOS, UMA2_SELF_NORM)
+ROWS = MAIN_ROWS + ABLATION_ROWS
+# The towers of the grid, with the names the paper gives them.
+TOWER_NAMES = {"fm": "FM", "youtube_dnn": "YouTubeDNN", "dat": "DAT", "mind": "MIND",
+               "esam_youtube_dnn": "ESAM_YTB", "esam_dat": "ESAM_DAT"}
+# ESAM is itself a way of using non-displayed items, compared with its plain tower.
+ESAM_BASE = {"esam_youtube_dnn": "youtube_dnn", "esam_dat": "dat"}
+RUNS_DIR = "runs"
+EXPERIMENT_FILE = "experiment.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One cell of the grid: a row of Table 1 on a tower, with one seed."""
+
+  row: str
+  tower: str
+  seed: int
+
+  def __post_init__(self):
+    if self.row not in ROWS:
+      raise ValueError(f"unknown row {self.row!r}; rows are {ROWS}")
+
+  @property
+  def row_slug(self) -> str:
+    """The row as a name for files and flags: ss_abc_fixed, uma2_sos, ..."""
+    return re.sub(r"[^a-z0-9]+", "_", self.row.lower().replace("²", "2")).strip("_")
+
+  @property
+  def run_id(self) -> str:
+    return f"{self.tower}__{self.row_slug}__seed{self.seed}"
+
+  @property
+  def label(self) -> str:
+    """The model's name in the table, as the paper writes it: YouTubeDNN, ESAM_DAT, UMA²_YTB."""
+    short = {"youtube_dnn": "YTB"}.get(self.tower, TOWER_NAMES.get(self.tower, self.tower))
+    return {UMA2: f"UMA²_{short}", UMA2_SOS: f"UMA²_SOS_{short}",
+            UMA2_SELF_NORM: f"UMA²_{short} (self-norm)"}.get(self.row,
+                                                          TOWER_NAMES.get(self.tower, self.tower))
+
+  @property
+  def label_row(self) -> str:
+    """The label with its sampling strategy where the label alone does not say it."""
+    return self.label if self.row in (UMA2,) + ABLATION_ROWS else f"{self.label} [{self.row}]"
+
+  @property
+  def baseline(self) -> "RunSpec | None":
+    """The run this one is compared with (same seed), or None for the chain's first row."""
+    if self.tower in ESAM_BASE:
+      return RunSpec(SS_ABC_FIXED, ESAM_BASE[self.tower], self.seed)
+    previous = {SS_AB: SS_A, SS_ABC_RANDOM: SS_AB, SS_ABC_FIXED: SS_ABC_RANDOM, UMA2: SS_ABC_FIXED,
+                UMA2_SOS: SS_ABC_FIXED, UMA2_SELF_NORM: UMA2}
+    return RunSpec(previous[self.row], self.tower, self.seed) if self.row in previous else None
+
+  def train_config(self, base: training.TrainConfig, report_dir: str) -> training.TrainConfig:
+    strategy = {SS_A: "ss_a", SS_AB: "ss_ab",
+                SS_ABC_RANDOM: "ss_abc_random"}.get(self.row, "ss_abc_fixed")
+    loss = dataclasses.replace(base.loss, use_nsdn=self.row in (UMA2, UMA2_SELF_NORM),
+                               weight_normalization="self_normalized" if self.row == UMA2_SELF_NORM
+                               else "none")
+    if self.row == UMA2_SOS:
+      loss = dataclasses.replace(loss, space_weights=(1.0, 1.0, tasks.SOS_RANDOM_WEIGHT))
+    return dataclasses.replace(
+        base, output_dir=os.path.join(report_dir, RUNS_DIR, self.run_id), tower=self.tower,
+        loss=loss, seed=self.seed,
+        sampling=dataclasses.replace(base.sampling, strategy=strategy, seed=self.seed))
+
+
+def quick_grid(seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
+  """YouTube DNN: the main chain and the SOS ablation (`experiment --quick`)."""
+  return [RunSpec(row, "youtube_dnn", s) for s in seeds
+          for row in (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED, UMA2, UMA2_SOS)]
+
+
+def full_grid(seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
+  """Table 1: every sampling strategy on FM, YouTube DNN, DAT and MIND; ESAM on YTB and DAT;
+  UMA² and both ablations on YTB and DAT."""
+  specs = []
+  for s in seeds:
+    for row in (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED):
+      specs += [RunSpec(row, tower, s) for tower in ("fm", "youtube_dnn", "dat", "mind")]
+    specs += [RunSpec(SS_ABC_FIXED, tower, s) for tower in ESAM_BASE]
+    specs += [RunSpec(row, tower, s) for row in (UMA2, UMA2_SOS, UMA2_SELF_NORM)
+              for tower in ("youtube_dnn", "dat")]
+  return specs
+
+
+def is_finished(output_dir: str) -> bool:
+  """Whether the run in `output_dir` is done: it wrote its metrics."""
+  return RunDir(output_dir).is_finished()
+
+
+def _check_config(config: training.TrainConfig) -> None:
+  """A run dir written with another config must not be resumed or reported as this one."""
+  run = RunDir(config.output_dir)
+  if not run.exists(run_dir.CONFIG):
+    return
+  written = training.TrainConfig.load(config.output_dir)
+  if written != config:
+    ours, theirs = dataclasses.asdict(config), dataclasses.asdict(written)
+    diff = sorted(k for k in ours if ours[k] != theirs[k])
+    raise ValueError(f"{config.output_dir} was trained with a different config ({', '.join(diff)} "
+                     "differ): use a new --report_dir, or delete that run dir to redo it")
+
+
+def run_grid(grid: Sequence[RunSpec], base: training.TrainConfig, report_dir: str,
+             verbose: int = 2) -> None:
+  """Trains every run of `grid` that is not finished, in order, one after another."""
+  os.makedirs(report_dir, exist_ok=True)
+  configs = [spec.train_config(base, report_dir) for spec in grid]
+  for config in configs:  # Every mismatch is found before hours of training, not after.
+    _check_config(config)
+  atomic_files.atomic_write_text(os.path.join(report_dir, EXPERIMENT_FILE), json.dumps(
+      {"base": json.loads(base.to_json()), "runs": [dataclasses.asdict(s) for s in grid]},
+      indent=2))
+  todo = [(s, c) for s, c in zip(grid, configs) if not is_finished(c.output_dir)]
+  logging.info("experiment: %d runs, %d finished, %d to train", len(grid), len(grid) - len(todo),
+               len(todo))
+  import tf_keras as keras
+  from tqdm import tqdm
+
+  start = time.perf_counter()
+  evaluator = None  # Every run evaluates on the same test users: built once.
+  for i, (spec, config) in enumerate(tqdm(todo, desc="experiment runs", unit="run"), 1):
+    logging.info("run %d/%d: %s (%s, seed %d) -> %s", i, len(todo), spec.label, spec.row, spec.seed,
+                 config.output_dir)
+    keras.backend.clear_session()  # Runs share the process, not their graphs.
+    if evaluator is None:
+      from uma2_tf import evaluation
+      from uma2_tf.sources import registry
+      evaluator = evaluation.Evaluator(registry.load(config.dataset, config.data_dir),
+                                       config.eval_ks, max_history=config.sampling.max_history)
+    training.train(config, verbose=verbose, evaluator=evaluator)
+  logging.info("experiment: trained %d runs in %.0f s", len(todo), time.perf_counter() - start)

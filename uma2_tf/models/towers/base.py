@@ -1,0 +1,77 @@
+"""The interface of a two-tower model (GMM): anything with `user_embedding` / `item_embedding`.
+
+UMA² is model-agnostic: `UMA2Model` wraps any `Tower`. A new tower family is one module with a
+`Tower` subclass, registered in `uma2_tf.models.towers.TOWERS`.
+
+    u = tower.user_embedding(batch)                 # [B, d]
+    v = tower.item_embedding(batch["neg_items"])    # [B, N, d]
+    scores = tower.matching_logits(batch, u, v)     # [B, N]
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+from typing import Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from uma2_tf.models.features import FeatureEmbeddings
+
+
+def mlp(hidden: Sequence[int], output_dim: int, name: str) -> keras.Sequential:
+  """ReLU layers then a linear output layer (an inner product needs signed, unbounded vectors)."""
+  layers = [keras.layers.Dense(h, activation="relu", name=f"{name}_{i}")
+            for i, h in enumerate(hidden)]
+  layers.append(keras.layers.Dense(output_dim, name=f"{name}_out"))
+  return keras.Sequential(layers, name=name)
+
+
+def as_float32(x):
+  """A tower's final embeddings in float32 (a no-op unless the layers compute in 16 bits)."""
+  return tf.cast(x, tf.float32)
+
+
+class Tower(keras.Model):
+  """Interface of a two-tower model. Subclasses build `self.embeddings` and the two towers.
+
+  `auxiliary_loss` lets a tower add its own training loss (e.g. DAT's adaptive-mimic loss, ESAM's
+  domain adaptation); it is given the batch (with its sampling labels: `neg_space`, `neg_mask`,
+  ...), the user embeddings and the item embeddings of every slot [B, 1+N, d] (slot 0 the
+  positive), and returns a scalar already averaged over positives.
+
+  `matching_logits` scores every slot: [B, 1+N]. The default is the inner product; a multi-interest
+  tower (MIND), whose `user_embedding` is [B, K, d], picks or mixes its interests here (e.g. its
+  label-aware attention on the positive). At retrieval a [B, K, d] user embedding means K queries
+  per user whose results merge by score (`metrics.top_k_items`). `num_interests` is that K (1 for a
+  single-vector tower); export serves single-vector towers only.
+
+  Under Keras mixed precision (`mixed_float16` / `mixed_bfloat16`) the layers compute in 16 bits,
+  but `user_embedding` / `item_embedding` return float32 (`as_float32`): the scores, the losses,
+  evaluation and export then read float32 whatever the policy.
+
+  `user_vector` / `item_vector`, when given, are `self.embeddings`' vectors of the same inputs,
+  already computed by a caller that shares the tables (the NSDN heads): the tower uses them instead
+  of looking the embeddings up a second time. A tower that does not embed through
+  `self.embeddings` ignores them.
+  """
+
+  embeddings: FeatureEmbeddings
+  num_interests: int = 1
+
+  def user_embedding(self, features, training: bool = False, user_vector=None):
+    raise NotImplementedError
+
+  def item_embedding(self, item_ids, training: bool = False, item_vector=None):
+    raise NotImplementedError
+
+  def matching_logits(self, features, user_embedding, item_embedding, training: bool = False):
+    del features, training
+    return tf.einsum("bd,bnd->bn", user_embedding, item_embedding)
+
+  def auxiliary_loss(self, features, user_embedding, item_embedding):
+    del features, user_embedding, item_embedding
+    return tf.constant(0.0)
+
+  def call(self, features, training=False):
+    return self.user_embedding(features, training=training)

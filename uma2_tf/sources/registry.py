@@ -1,0 +1,88 @@
+"""The registry of dataset builders: a TFDS name with its config to a prepared dataset on disk.
+
+    dataset = registry.load("uma2_simulated/default", data_dir)       # a `reading.BuiltDataset`
+    builder = registry.builder("recflow/tiny", data_dir)               # the TFDS builder
+
+Importing this module registers every builder of `uma2_tf.sources` with TFDS (a builder registers
+under its snake_case class name when its module is imported). The builders themselves never import
+this module, so registration needs no cycle.
+"""
+from __future__ import annotations
+
+import os
+
+import tensorflow_datasets as tfds
+
+from uma2_tf.data import reading
+from uma2_tf.data import schema as schema_lib
+# Imported for their registration with TFDS.
+from uma2_tf.sources import kuairand, movielens_builder, recflow, request_logs, simulated  # noqa: F401
+
+# Builders of real logs, prepared from a user's files with `pipelines.prepare`.
+REAL_LOG_BUILDERS = ("recflow", "kuairand", "request_logs")
+
+
+def builder(name: str, data_dir: str):
+  """The TFDS builder for `name` (e.g. `uma2_simulated/tiny`) rooted at `data_dir`.
+
+  A config made for one user's files (`request_logs/<name>`, see `pipelines/prepare.py`, or a
+  `recflow` config with other dates) is not registered: once built, its builder is read back from
+  its directory.
+  """
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"unknown dataset {name!r}: {e}") from None
+  except ValueError as e:  # Unknown builder config.
+    prepared = prepared_directory(name, data_dir)
+    if prepared is not None:
+      return tfds.builder_from_directory(prepared)
+    if name.split("/")[0] == "request_logs":
+      raise reading.DatasetNotBuiltError(
+          f"dataset {name} is not built under {data_dir}; build it with "
+          f"`python -m pipelines.prepare --dataset={name} "
+          f"--manual_dir=<directory holding the log files> --data_dir={data_dir}`") from None
+    raise ValueError(f"dataset {name!r}: {e}") from None
+
+
+def prepared_directory(name: str, data_dir: str) -> str | None:
+  """`data_dir/<builder>/<config>/<newest version>` if it holds a prepared dataset, else None."""
+  if "/" not in name:
+    return None
+  base = os.path.join(os.path.expanduser(data_dir), *name.split("/")[:2])
+  if not os.path.isdir(base):
+    return None
+  versions = sorted((v for v in os.listdir(base)
+                     if os.path.exists(os.path.join(base, v, "dataset_info.json"))),
+                    key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
+  return os.path.join(base, versions[-1]) if versions else None
+
+
+def load(name: str, data_dir: str, prepare: bool = False) -> reading.BuiltDataset:
+  """Opens a built dataset; builds it first when `prepare` is set, else fails naming `make data`."""
+  b = builder(name, data_dir)
+  if not b.is_prepared():
+    if not prepare:
+      config = name.split('/')[-1]
+      if name.startswith("uma2_movielens"):
+        how = (f"`python -m pipelines.simulate "
+               f"--movielens_dir=<directory holding the ratings file> "
+               f"--movielens_config={config} --data_dir={data_dir}`")
+      elif name.split("/")[0] in REAL_LOG_BUILDERS:
+        how = (f"`python -m pipelines.prepare --dataset={name} --manual_dir=<directory holding the "
+               f"log files> --data_dir={data_dir}`")
+      else:
+        how = (f"`make data` or `python -m pipelines.simulate --config={config} "
+               f"--data_dir={data_dir}`")
+      raise reading.DatasetNotBuiltError(f"dataset {name} is not built under {data_dir}; "
+                                         f"build it with {how}")
+    b.download_and_prepare()
+  directory = str(b.data_dir)
+  return reading.BuiltDataset(
+      name=name,
+      directory=directory,
+      schema=schema_lib.LogSchema.load(directory),
+      catalog=schema_lib.ItemCatalog.load(directory),
+      split_files={split: tuple(str(p) for p in info.filepaths)
+                   for split, info in b.info.splits.items()},
+  )
