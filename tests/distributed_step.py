@@ -17,9 +17,8 @@ import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from uma2_tf import distribute, training  # noqa: E402
-from uma2_tf.data import batch_keys
-from uma2_tf.sources import registry
-from uma2_tf.data import samplers
+from uma2_tf.data import batch_keys, samplers  # noqa: E402
+from uma2_tf.sources import registry  # noqa: E402
 from uma2_tf.tasks import LossConfig  # noqa: E402
 
 
@@ -62,9 +61,17 @@ def main(data_dir, output_dir):
     two = one_sgd_step(mirrored, config, dataset, batch, weights)
     scale = max(float(np.abs(d).max()) for d in one)
     report[f"{name}_max_abs_update"] = scale
-    report[f"{name}_max_rel_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(one, two)) / scale
-  config = training.TrainConfig(dataset="uma2_simulated/tiny", data_dir=data_dir, output_dir=output_dir,
-                                strategy="mirrored", epochs=1, batch_size=256)
+    report[f"{name}_max_rel_diff"] = (
+      max(float(np.abs(a - b).max()) for a, b in zip(one, two)) / scale
+    )
+  config = training.TrainConfig(
+    dataset="uma2_simulated/tiny",
+    data_dir=data_dir,
+    output_dir=output_dir,
+    strategy="mirrored",
+    epochs=1,
+    batch_size=256,
+  )
   report["fit_recall@100"] = training.train(config, verbose=0)["model"]["recall@100"]
   print(json.dumps(report))
 

@@ -29,10 +29,19 @@ def in_process_cluster(num_workers: int, num_ps: int):
 
 
 def main(data_dir, run_dir, export_dir):
-  strategy = distribute.build_strategy("parameter_server", cluster_resolver=in_process_cluster(1, NUM_PS))
-  config = training.TrainConfig(dataset="uma2_simulated/tiny", data_dir=data_dir, output_dir=run_dir,
-                                strategy="parameter_server", epochs=1, batch_size=128,
-                                early_stopping_patience=0, evaluate_each_epoch=False)
+  strategy = distribute.build_strategy(
+    "parameter_server", cluster_resolver=in_process_cluster(1, NUM_PS)
+  )
+  config = training.TrainConfig(
+    dataset="uma2_simulated/tiny",
+    data_dir=data_dir,
+    output_dir=run_dir,
+    strategy="parameter_server",
+    epochs=1,
+    batch_size=128,
+    early_stopping_patience=0,
+    evaluate_each_epoch=False,
+  )
   # The trainer's model is local to it; build the same one here to read the trained tables back.
   captured = {}
   build = training.build_model

@@ -40,20 +40,32 @@ def test_every_train_config_field_is_a_flag_with_the_dataclass_default():
   from pipelines import train as train_cli
 
   names = dict(leaf_fields(training.TrainConfig))
-  assert {"evaluate_each_epoch", "sampling.max_history", "sampling.popularity_alpha",
-          "sampling.c_oversample", "sampling.requests_per_batch", "loss.propensity_floor"} <= set(names)
+  assert {
+    "evaluate_each_epoch",
+    "sampling.max_history",
+    "sampling.popularity_alpha",
+    "sampling.c_oversample",
+    "sampling.requests_per_batch",
+    "loss.propensity_floor",
+  } <= set(names)
   for name, default in names.items():
     flag = train_cli.FLAGS[name]
     expected = [str(v) for v in default] if isinstance(default, tuple) else default
     assert flag.default == expected, name
-    assert flag.help and flag.help != name.replace("_", " "), f"--{name} has no help from the docstring"
+    assert flag.help and flag.help != name.replace("_", " "), (
+      f"--{name} has no help from the docstring"
+    )
 
 
 def test_help_comes_from_the_docstring():
   docs = config_flags.field_docs(samplers.SamplingConfig)
-  assert docs["c_oversample"] == "C candidates drawn per C slot before removing those in the recall set."
+  assert (
+    docs["c_oversample"] == "C candidates drawn per C slot before removing those in the recall set."
+  )
   # A description over several lines is joined.
-  assert docs["ratio"].startswith("A:B:C proportions") and docs["ratio"].endswith("by largest remainder.")
+  assert docs["ratio"].startswith("A:B:C proportions") and docs["ratio"].endswith(
+    "by largest remainder."
+  )
 
 
 def test_defaults_without_flags(train_flags):
@@ -61,9 +73,15 @@ def test_defaults_without_flags(train_flags):
 
 
 def test_nested_flags_and_their_old_names_give_the_same_config(train_flags):
-  new = train_flags("--sampling.strategy=ss_ab", "--sampling.ratio=1,3,0", "--loss.use_nsdn=false",
-                    "--loss.lambdas=1,2,3,4,5", "--sampling.max_history=7", "--evaluate_each_epoch=false",
-                    "--early_stopping_patience=0")
+  new = train_flags(
+    "--sampling.strategy=ss_ab",
+    "--sampling.ratio=1,3,0",
+    "--loss.use_nsdn=false",
+    "--loss.lambdas=1,2,3,4,5",
+    "--sampling.max_history=7",
+    "--evaluate_each_epoch=false",
+    "--early_stopping_patience=0",
+  )
   old = train_flags("--strategy_name=ss_ab", "--ratio=1,3,0", "--nonsdn", "--lambdas=1,2,3,4,5",
                     "--max_history=7", "--noevaluate_each_epoch", "--early_stopping_patience=0")
   assert new == old
@@ -80,11 +98,22 @@ def test_seed_seeds_the_sampler_unless_it_has_its_own(train_flags):
 
 def test_config_file_reproduces_a_run_exactly_and_flags_override_it(train_flags, tmp_path):
   written = training.TrainConfig(
-      dataset="uma2_simulated/tiny", data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run"),
-      tower="dat", epochs=3, eval_ks=(10, 20), seed=4,
-      sampling=samplers.SamplingConfig(strategy="ss_abc_random", num_negatives=9, seed=11,
-                                       c_distribution="popularity", popularity_alpha=-0.5),
-      loss=LossConfig(propensity_floor=0.1, weight_normalization="self_normalized"))
+    dataset="uma2_simulated/tiny",
+    data_dir=str(tmp_path / "data"),
+    output_dir=str(tmp_path / "run"),
+    tower="dat",
+    epochs=3,
+    eval_ks=(10, 20),
+    seed=4,
+    sampling=samplers.SamplingConfig(
+      strategy="ss_abc_random",
+      num_negatives=9,
+      seed=11,
+      c_distribution="popularity",
+      popularity_alpha=-0.5,
+    ),
+    loss=LossConfig(propensity_floor=0.1, weight_normalization="self_normalized"),
+  )
   path = tmp_path / "config.json"
   path.write_text(written.to_json())
   assert train_flags(f"--config={path}") == written
@@ -99,7 +128,9 @@ def test_config_file_with_an_unknown_field_is_named(train_flags, tmp_path):
   raw["loss"]["propensity_flor"] = 0.1
   path = tmp_path / "config.json"
   path.write_text(json.dumps(raw))
-  with pytest.raises(ValueError, match=r"config.json: unknown field\(s\) \['loss.propensity_flor'\]"):
+  with pytest.raises(
+    ValueError, match=r"config.json: unknown field\(s\) \['loss.propensity_flor'\]"
+  ):
     train_flags(f"--config={path}")
   path.write_text(json.dumps({"sampling": {"ratio": [1, "x", 3]}}))
   with pytest.raises(ValueError, match=r"sampling.ratio: expected a comma-separated list of int"):
@@ -114,8 +145,18 @@ def test_bad_values_name_the_flag(train_flags):
 
 
 def test_misspelt_nested_flag_is_one_clear_error(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "pipelines.train", f"--output_dir={tmp_path}",
-                           "--loss.propensity_flor=0.1"], capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pipelines.train",
+      f"--output_dir={tmp_path}",
+      "--loss.propensity_flor=0.1",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode != 0
   assert "Unknown command line flag 'loss.propensity_flor'" in result.stderr
   assert "Did you mean: loss.propensity_floor" in result.stderr

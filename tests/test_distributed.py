@@ -17,14 +17,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_two_replicas_take_the_same_step_as_one_device_and_fit_runs(tiny_data_dir, tmp_path):
-  result = subprocess.run([sys.executable, SCRIPT, tiny_data_dir, str(tmp_path)], capture_output=True,
-                          text=True, timeout=600)
+  result = subprocess.run(
+    [sys.executable, SCRIPT, tiny_data_dir, str(tmp_path)],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert report["replicas"] == 2
   for name in ("gmm", "uma2"):
     assert report[f"{name}_max_abs_update"] > 0
-    # The global batch's gradient, whichever way it is split: the loss terms all-reduce their counts.
+    # The global batch's gradient, whichever way it is split: the loss terms all-reduce their
+    # counts.
     assert report[f"{name}_max_rel_diff"] < 1e-4, report
   assert report["fit_recall@100"] > 0
   assert os.path.exists(os.path.join(tmp_path, "metrics.json"))
@@ -37,13 +42,19 @@ def _set_tf_config(monkeypatch, value):
   monkeypatch.setenv("TF_CONFIG", value if isinstance(value, str) else json_lib.dumps(value))
 
 
-@pytest.mark.parametrize("tf_config, message", [
+@pytest.mark.parametrize(
+  "tf_config, message",
+  [
     ("{not json", "TF_CONFIG is not JSON"),
     ({"task": {"type": "worker", "index": 0}}, "non-empty \"cluster\""),
     ({"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}, "host:port"),
     ({"cluster": {"worker": ["127.0.0.1:1"]}}, "\"task\""),
-    ({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}, "not in its cluster"),
-])
+    (
+      {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}},
+      "not in its cluster",
+    ),
+  ],
+)
 def test_a_bad_tf_config_is_one_clear_error(monkeypatch, tf_config, message):
   from uma2_tf import distribute
 
@@ -58,7 +69,9 @@ def test_each_strategy_checks_that_its_cluster_can_run_it(monkeypatch):
   monkeypatch.delenv("TF_CONFIG", raising=False)
   with pytest.raises(ValueError, match="--strategy=multi_worker needs TF_CONFIG"):
     distribute.check_cluster("multi_worker")
-  _set_tf_config(monkeypatch, {"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 1}})
+  _set_tf_config(
+    monkeypatch, {"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 1}}
+  )
   with pytest.raises(ValueError, match=r"no \['chief', 'ps'\] task"):
     distribute.check_cluster("parameter_server")
   _set_tf_config(monkeypatch, {"cluster": {"worker": ["h:1"], "ps": ["h:2"]},
@@ -77,7 +90,9 @@ def test_the_chief_is_the_chief_task_or_else_worker_0(monkeypatch):
   assert distribute.current_task() == distribute.Task("worker", 0, True, 2)
   _set_tf_config(monkeypatch, {"cluster": workers, "task": {"type": "worker", "index": 1}})
   assert not distribute.current_task().is_chief
-  _set_tf_config(monkeypatch, {"cluster": {"chief": ["h:0"], **workers}, "task": {"type": "worker", "index": 0}})
+  _set_tf_config(
+    monkeypatch, {"cluster": {"chief": ["h:0"], **workers}, "task": {"type": "worker", "index": 0}}
+  )
   assert distribute.current_task() == distribute.Task("worker", 0, False, 3)  # the chief trains too
   cluster = {"chief": ["h:0"], "worker": ["h:1"], "ps": ["h:2", "h:3"]}
   _set_tf_config(monkeypatch, {"cluster": cluster, "task": {"type": "chief", "index": 0}})
@@ -110,8 +125,12 @@ def test_launch_writes_one_tf_config_per_process():
   addresses = [a for v in cluster.values() for a in v]
   assert len(set(addresses)) == 4 and all(a.startswith("127.0.0.1:") for a in addresses)
   tasks = [(label, c["task"]) for label, c in launcher.task_environments(cluster)]
-  assert tasks == [("chief 0", {"type": "chief", "index": 0}), ("worker 0", {"type": "worker", "index": 0}),
-                   ("worker 1", {"type": "worker", "index": 1}), ("ps 0", {"type": "ps", "index": 0})]
+  assert tasks == [
+    ("chief 0", {"type": "chief", "index": 0}),
+    ("worker 0", {"type": "worker", "index": 0}),
+    ("worker 1", {"type": "worker", "index": 1}),
+    ("ps 0", {"type": "ps", "index": 0}),
+  ]
   with pytest.raises(ValueError, match="--ps must be >= 1"):
     launcher.cluster_spec("parameter_server", workers=1, ps=0)
   assert list(launcher.cluster_spec("multi_worker", workers=3, ps=2)) == ["worker"]
@@ -140,7 +159,9 @@ def test_each_worker_reads_its_own_requests_and_together_all(tiny_dataset, pipel
     return ids
 
   everything = request_ids(None)
-  parts = [request_ids(tf.distribute.InputContext(pipelines, i, pipelines)) for i in range(pipelines)]
+  parts = [
+    request_ids(tf.distribute.InputContext(pipelines, i, pipelines)) for i in range(pipelines)
+  ]
   for i in range(pipelines):
     assert len(parts[i]) == len(set(parts[i])) > 0
     for j in range(i):
@@ -159,11 +180,19 @@ def test_each_worker_reads_its_own_requests_and_together_all(tiny_dataset, pipel
 # --- real jobs --------------------------------------------------------------------------------
 
 def _launch(args, train_args, **kwargs):
-  return subprocess.Popen([sys.executable, "-m", "pipelines.launch", *args, "--", *train_args],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+  return subprocess.Popen(
+    [sys.executable, "-m", "pipelines.launch", *args, "--", *train_args],
+    cwd=REPO,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    **kwargs,
+  )
 
 
-def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_process(tiny_data_dir, tmp_path):
+def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_process(
+  tiny_data_dir, tmp_path
+):
   """2 workers on loopback (pipelines.launch): killed during epoch 2, the same command resumes from
   the backup on both workers (epochs 1, 2, 3 each run once), both end with identical weights, and
   the result is within tolerance of the same training in one process.
@@ -175,8 +204,15 @@ def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_pr
   from uma2_tf import training
 
   out = str(tmp_path / "mw")
-  train_args = [f"--data_dir={tiny_data_dir}", "--dataset=uma2_simulated/tiny", f"--output_dir={out}",
-                "--epochs=3", "--batch_size=64", "--backup_every_steps=29", "--early_stopping_patience=0"]
+  train_args = [
+    f"--data_dir={tiny_data_dir}",
+    "--dataset=uma2_simulated/tiny",
+    f"--output_dir={out}",
+    "--epochs=3",
+    "--batch_size=64",
+    "--backup_every_steps=29",
+    "--early_stopping_patience=0",
+  ]
   first = _launch(["--workers=2"], train_args)
   seen = []
   for line in first.stdout:
@@ -186,7 +222,11 @@ def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_pr
       break
   rest, _ = first.communicate(timeout=120)
   assert first.returncode not in (0, None), "".join(seen[-30:]) + rest[-3000:]
-  assert os.path.isdir(os.path.join(out, "backup")), (os.listdir(out), "".join(seen[-10:]), rest[-3000:])
+  assert os.path.isdir(os.path.join(out, "backup")), (
+    os.listdir(out),
+    "".join(seen[-10:]),
+    rest[-3000:],
+  )
   assert not os.path.exists(os.path.join(out, "metrics.json"))
 
   second = _launch(["--workers=2"], train_args)
@@ -208,12 +248,24 @@ def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_pr
   assert distributed["run"]["weights_sha256"] == fingerprints["[worker 0]"]
   assert not os.path.exists(os.path.join(out, "backup"))  # removed once training has finished
 
-  single = training.train(training.TrainConfig(
-      dataset="uma2_simulated/tiny", data_dir=tiny_data_dir, output_dir=str(tmp_path / "one"), epochs=3,
-      batch_size=64, early_stopping_patience=0), verbose=0)
+  single = training.train(
+    training.TrainConfig(
+      dataset="uma2_simulated/tiny",
+      data_dir=tiny_data_dir,
+      output_dir=str(tmp_path / "one"),
+      epochs=3,
+      batch_size=64,
+      early_stopping_patience=0,
+    ),
+    verbose=0,
+  )
   for key in ("recall@100", "hitrate@100"):
     # Same global batch and steps; the workers draw different negatives than one process does.
-    assert abs(distributed["model"][key] - single["model"][key]) < 0.08, (key, distributed["model"], single["model"])
+    assert abs(distributed["model"][key] - single["model"][key]) < 0.08, (
+      key,
+      distributed["model"],
+      single["model"],
+    )
   for head in ("er", "re"):
     assert abs(distributed["propensity_auc"][head] - single["propensity_auc"][head]) < 0.08
 
@@ -223,23 +275,45 @@ def test_a_failing_worker_stops_the_whole_job(tiny_data_dir, tmp_path):
   # worker 0 would wait for it forever, so the launcher must stop it and report the failure.
   from uma2_tf import launcher
 
-  command = [sys.executable, "-m", "pipelines.train", "--strategy=multi_worker",
-             "--dataset=uma2_simulated/tiny", f"--data_dir={tiny_data_dir}", f"--output_dir={tmp_path}"]
+  command = [
+    sys.executable,
+    "-m",
+    "pipelines.train",
+    "--strategy=multi_worker",
+    "--dataset=uma2_simulated/tiny",
+    f"--data_dir={tiny_data_dir}",
+    f"--output_dir={tmp_path}",
+  ]
   cluster = launcher.cluster_spec("multi_worker", workers=2, ps=0)
-  envs = [dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-          for i in (0, 5)]
+  envs = [
+    dict(
+      os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+    )
+    for i in (0, 5)
+  ]
   job = launcher.Job([(f"worker {i}", command, env) for i, env in enumerate(envs)])
   assert job.wait(["worker 0", "worker 1"], grace_seconds=5) == 2
   assert all(p.poll() is not None for _, p in job.processes)
 
 
 def test_a_parameter_server_job_shards_tables_and_exports_them_whole(tiny_data_dir, tmp_path):
-  result = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ps_job.py"), tiny_data_dir,
-                           str(tmp_path / "run"), str(tmp_path / "export")],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(os.path.dirname(__file__), "ps_job.py"),
+      tiny_data_dir,
+      str(tmp_path / "run"),
+      str(tmp_path / "export"),
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-5000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
-  # tiny: 1001 items and 601 users, 32 wide: both id tables sharded over the 2 ps, on different ones.
+  # tiny: 1001 items and 601 users, 32 wide: both id tables sharded over the 2 ps, on different
+  # ones.
   assert sorted(report["sharded_variables"].values()) == [[301, 300], [501, 500]]
   assert len(set(report["item_table_shards"])) == 2
   assert all("/job:ps/" in device for device in report["item_table_shards"])
@@ -253,9 +327,17 @@ def test_a_parameter_server_job_runs_from_the_launcher(tiny_data_dir, tmp_path):
   """`make train-distributed STRATEGY=parameter_server`: the chief trains and writes the run, the
   worker and ps processes serve the cluster and are stopped once the chief has finished."""
   out = str(tmp_path / "ps")
-  job = _launch(["--strategy=parameter_server", "--workers=1", "--ps=2"],
-                [f"--data_dir={tiny_data_dir}", "--dataset=uma2_simulated/tiny", f"--output_dir={out}",
-                 "--epochs=1", "--batch_size=256", "--early_stopping_patience=0"])
+  job = _launch(
+    ["--strategy=parameter_server", "--workers=1", "--ps=2"],
+    [
+      f"--data_dir={tiny_data_dir}",
+      "--dataset=uma2_simulated/tiny",
+      f"--output_dir={out}",
+      "--epochs=1",
+      "--batch_size=256",
+      "--early_stopping_patience=0",
+    ],
+  )
   log, _ = job.communicate(timeout=600)
   assert job.returncode == 0, log[-5000:]
   assert "serving the cluster as ps 1" in log and "serving the cluster as worker 0" in log

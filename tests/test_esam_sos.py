@@ -73,7 +73,7 @@ def numpy_esam(emb, space, mask, request, logits, m1=M1, m2=M2, p1=P1, p2=P2):
       dc += sum(max(0.0, ((v - c_shown) ** 2).sum() - m1) for v in shown[q])
       dc += max(0.0, m2 - ((c_click - c_shown) ** 2).sum())
   dc /= num
-  confident = [s for s in (sigmoid(l) for _, l in target) if s < p1 or s > p2]
+  confident = [s for s in (sigmoid(logit) for _, logit in target) if s < p1 or s > p2]
   st = float(np.mean([-s * np.log(s) for s in confident])) if confident else 0.0
   return {"da": da, "dc": dc, "st": st}
 

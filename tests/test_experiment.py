@@ -41,7 +41,11 @@ def test_run_specs_map_to_train_configs():
   from uma2_tf import tasks
   sos = RunSpec(grid_lib.UMA2_SOS, "youtube_dnn", 0).train_config(base, "r").loss
   assert sos.space_weights == (1.0, 1.0, tasks.SOS_RANDOM_WEIGHT)
-  assert RunSpec(grid_lib.UMA2, "youtube_dnn", 0).train_config(base, "r").loss.space_weights == (1, 1, 1)
+  assert RunSpec(grid_lib.UMA2, "youtube_dnn", 0).train_config(base, "r").loss.space_weights == (
+    1,
+    1,
+    1,
+  )
 
 
 def test_baselines_form_the_papers_chain():
@@ -80,8 +84,12 @@ def test_compare_by_hand():
   diff = np.array([0.25, 0.25, 0.5, 0.0])  # per user, averaged over seeds 0 and 1
   assert c.seeds == 2 and c.seeds_better == 2
   assert c.mean_difference == pytest.approx(diff.mean())
-  assert c.p_value == pytest.approx(stats.ttest_rel([0.25, 0.75, 0.75, 1.0], [0.0, 0.5, 0.25, 1.0]).pvalue)
-  assert c.p_values == {"recall@100": c.p_value}  # The other metrics are not in these per-user files.
+  assert c.p_value == pytest.approx(
+    stats.ttest_rel([0.25, 0.75, 0.75, 1.0], [0.0, 0.5, 0.25, 1.0]).pvalue
+  )
+  assert c.p_values == {
+    "recall@100": c.p_value
+  }  # The other metrics are not in these per-user files.
   half = stats.t.ppf(0.975, 3) * diff.std(ddof=1) / 2
   assert c.ci95 == pytest.approx((diff.mean() - half, diff.mean() + half))
   ours, theirs = np.mean([0.75, 0.625]), np.mean([0.5, 0.375])
@@ -127,8 +135,13 @@ def test_report_files(tmp_path):
   assert set(claims.values()) <= {"holds", "not significant", "reversed"}
   assert "The paper's orderings" in table
   comparisons = comparisons["baselines"]
-  assert {c["row"] for c in comparisons} == {"YouTubeDNN [SS-AB]", "YouTubeDNN [SS-ABC(random)]",
-                                             "YouTubeDNN [SS-ABC(fixed)]", "UMA²_YTB", "UMA²_SOS_YTB"}
+  assert {c["row"] for c in comparisons} == {
+    "YouTubeDNN [SS-AB]",
+    "YouTubeDNN [SS-ABC(random)]",
+    "YouTubeDNN [SS-ABC(fixed)]",
+    "UMA²_YTB",
+    "UMA²_SOS_YTB",
+  }
   assert open(tmp_path / "table1.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -139,8 +152,15 @@ def _cli(*args, **kwargs):
 
 def test_experiment_cli_runs_reports_and_resumes(tmp_path, tiny_data_dir):
   report_dir = str(tmp_path / "report")
-  args = ["--dataset=uma2_simulated/tiny", f"--data_dir={tiny_data_dir}", f"--report_dir={report_dir}",
-          "--quick", "--seeds=0", "--epochs=1", "--batch_size=256"]
+  args = [
+    "--dataset=uma2_simulated/tiny",
+    f"--data_dir={tiny_data_dir}",
+    f"--report_dir={report_dir}",
+    "--quick",
+    "--seeds=0",
+    "--epochs=1",
+    "--batch_size=256",
+  ]
   # Killed once its first run is finished: the restart must keep that run, not redo it.
   first = os.path.join(report_dir, "runs", grid_lib.quick_grid((0,))[0].run_id, "metrics.json")
   process = subprocess.Popen([sys.executable, "-m", "pipelines.experiment", *args], cwd=REPO,
@@ -185,7 +205,9 @@ def test_ordering_verdicts():
   users = tuple(range(1, 41))
   low = np.linspace(0.0, 0.4, 40)
   runs = [_result(grid_lib.SS_ABC_FIXED, s, low, users) for s in (0, 1)]
-  runs += [_result(grid_lib.UMA2, s, low + 0.3 + 0.01 * np.sin(np.arange(40)), users) for s in (0, 1)]
+  runs += [
+    _result(grid_lib.UMA2, s, low + 0.3 + 0.01 * np.sin(np.arange(40)), users) for s in (0, 1)
+  ]
   runs += [_result(grid_lib.SS_ABC_RANDOM, s, low + 0.5 + 0.01 * np.cos(np.arange(40)), users)
            for s in (0, 1)]
   runs += [_result(grid_lib.UMA2_SOS, s, low + 0.3 + 0.02 * np.cos(np.arange(40) + s), users)

@@ -50,7 +50,9 @@ def test_export_writes_a_complete_numbered_version(exported, trained_run):
     assert z["embeddings"].shape == (1000, metadata["embedding_dim"])
 
 
-def test_reloaded_models_answer_like_the_trained_model(exported, trained_run, tiny_dataset, tmp_path):
+def test_reloaded_models_answer_like_the_trained_model(
+  exported, trained_run, tiny_dataset, tmp_path
+):
   _, version_dir = exported
   _, _, model = export.load_trained_model(trained_run)
   users = evaluation.Evaluator(tiny_dataset, ks=(100,)).users
@@ -58,8 +60,12 @@ def test_reloaded_models_answer_like_the_trained_model(exported, trained_run, ti
   queries = str(tmp_path / "queries.npz")
   np.savez(queries, k=np.int64(100), **features)
   out_path = str(tmp_path / "out.npz")
-  result = subprocess.run([sys.executable, LOADER, version_dir, queries, out_path], capture_output=True,
-                          text=True, timeout=300)
+  result = subprocess.run(
+    [sys.executable, LOADER, version_dir, queries, out_path],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   out = dict(np.load(out_path))
 
@@ -72,7 +78,9 @@ def test_reloaded_models_answer_like_the_trained_model(exported, trained_run, ti
   np.testing.assert_array_equal(out["brute_ids"], expected_ids)
   np.testing.assert_allclose(out["brute_scores"], expected_scores, rtol=1e-5, atol=1e-5)
 
-  overlap = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(out["scann_ids"], out["brute_ids"])])
+  overlap = np.mean(
+    [len(set(a) & set(b)) / 100 for a, b in zip(out["scann_ids"], out["brute_ids"])]
+  )
   assert overlap >= 0.95, overlap
   assert (out["scann_ids"] >= 1).all()  # The padding item is not in the index.
 
@@ -114,7 +122,9 @@ def test_cli_errors_are_one_line(trained_run, tmp_path, args, message):
 def test_scann_parameters_default_from_the_corpus():
   p = export.scann_parameters(1_000_000, export.ExportConfig())
   assert p["num_leaves"] == 1000 and p["num_leaves_to_search"] == 100 and p["max_k"] == 1000
-  assert export.scann_parameters(100_000, export.ExportConfig())["num_leaves_to_search"] == 79  # 25K items
+  assert (
+    export.scann_parameters(100_000, export.ExportConfig())["num_leaves_to_search"] == 79
+  )  # 25K items
   assert export.scann_parameters(1000, export.ExportConfig())["num_leaves_to_search"] == 32  # all
   with pytest.raises(ValueError, match="max_k"):
     export.scann_parameters(100, export.ExportConfig(max_k=101))
@@ -125,9 +135,21 @@ def test_scann_parameters_default_from_the_corpus():
 def test_stock_models_are_readable_by_saved_model_cli(exported, name):
   _, version_dir = exported
   cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-  result = subprocess.run([cli, "show", "--dir", os.path.join(version_dir, name), "--tag_set", "serve",
-                           "--signature_def", "serving_default"], capture_output=True, text=True,
-                          timeout=120)
+  result = subprocess.run(
+    [
+      cli,
+      "show",
+      "--dir",
+      os.path.join(version_dir, name),
+      "--tag_set",
+      "serve",
+      "--signature_def",
+      "serving_default",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   expected = "user_embedding" if name == export.QUERY_MODEL else "item_ids"
   assert expected in result.stdout and "history" in result.stdout

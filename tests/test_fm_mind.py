@@ -285,8 +285,12 @@ def test_towers_are_registered():
 
 def small_world(num_users: int, num_items: int, ages: int, categories: int):
   """A schema and catalog with one user feature (age) and one item feature (category = id mod)."""
-  schema = schema_lib.LogSchema(num_users=num_users, num_items=num_items, user_features={"age": ages},
-                                item_features={"category": categories})
+  schema = schema_lib.LogSchema(
+    num_users=num_users,
+    num_items=num_items,
+    user_features={"age": ages},
+    item_features={"category": categories},
+  )
   catalog = schema_lib.ItemCatalog(features={"category": np.arange(num_items) % categories},
                                    click_count=np.zeros(num_items, np.int64),
                                    exposure_count=np.zeros(num_items, np.int64))

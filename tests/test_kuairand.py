@@ -34,9 +34,11 @@ RANDOM = "log_random_4_22_to_5_08_pure.csv"
 USERS = "user_features_pure.csv"
 VIDEOS = "video_features_basic_pure.csv"
 # The real headers (KuaiRand README and the KuaiRand-Pure archive; see uma2_tf/sources/kuairand.py).
-LOG_HEADER = ("user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,"
-              "is_hate,long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,"
-              "is_profile_enter,is_rand,tab")
+LOG_HEADER = (
+  "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,"
+  "is_hate,long_view,play_time_ms,duration_ms,profile_stay_time,comment_stay_time,"
+  "is_profile_enter,is_rand,tab"
+)
 USER_HEADER = ("user_id,user_active_degree,is_lowactive_period,is_live_streamer,is_video_author,"
                "follow_user_num,follow_user_num_range,fans_user_num,fans_user_num_range,friend_user_num,"
                "friend_user_num_range,register_days,register_days_range,"
@@ -66,7 +68,9 @@ def records(dataset):
   for split, files in dataset.split_files.items():
     rows = []
     for batch in reading.read_requests(files, dataset.schema, 1024):
-      batch = {k: (v.to_list() if hasattr(v, "to_list") else v.numpy().tolist()) for k, v in batch.items()}
+      batch = {
+        k: (v.to_list() if hasattr(v, "to_list") else v.numpy().tolist()) for k, v in batch.items()
+      }
       rows += [{k: batch[k][i] for k in batch} for i in range(len(batch[schema_lib.REQUEST_ID]))]
     out[split] = rows
   return out
@@ -107,7 +111,9 @@ def test_fixture_has_the_real_files_headers_and_dtypes():
   assert sorted(set(read_csv(STANDARD[0])["date"])) == [20220419, 20220420, 20220421]
   assert max(read_csv(STANDARD[1])["date"]) == TEST_DATE
   users, videos = read_csv(USERS), read_csv(VIDEOS)
-  assert users["user_active_degree"].dtype == object and users["register_days_range"].dtype == object
+  assert (
+    users["user_active_degree"].dtype == object and users["register_days_range"].dtype == object
+  )
   assert users["onehot_feat4"].isna().sum() == 1  # One missing value.
   assert users["fans_user_num"].dtype == np.int64
   assert [videos[c].dtype for c in ("video_id", "author_id", "visible_status", "video_duration",
@@ -142,7 +148,9 @@ def test_hand_checked_pseudo_request(records, ids):
   """User 7, 2022-04-21, 10:00: tab 1 shows videos 1500, 35 (clicked), 4210, 35 again (not clicked);
   tab 0 shows 88. Two requests; the repeat of 35 merges into its first position, clicked."""
   users, items, tabs = ids
-  mine = [r for r in records["train"] if r["user_id"] == users[7] and r["day"] == 3]  # 04-19, 20, 21.
+  mine = [
+    r for r in records["train"] if r["user_id"] == users[7] and r["day"] == 3
+  ]  # 04-19, 20, 21.
   by_tab = {r["tab"]: r for r in mine}
   tab1, tab0 = by_tab[tabs[1]], by_tab[tabs[0]]
   assert tab1["exposed"] == [items[1500], items[35], items[4210]]
@@ -151,15 +159,20 @@ def test_hand_checked_pseudo_request(records, ids):
   assert tab0["exposed"] == [items[88]] and tab0["clicked"] == [0]
   assert tab0["request_id"] < tab1["request_id"]  # Tab 0's exposure came first (time_ms).
   assert set(tab1["history"]).isdisjoint({items[35]})  # Not clicked before; history is the past.
-  later = [r for r in records["train"] if r["user_id"] == users[7] and r["request_id"] > tab1["request_id"]]
+  later = [
+    r for r in records["train"] if r["user_id"] == users[7] and r["request_id"] > tab1["request_id"]
+  ]
   assert later and all(items[35] in r["history"] for r in later)
 
 
 def test_sampler_draws_a_from_unclicked_exposures_and_no_b(dataset, records, ids):
   """The hand-checked request's positive (35) gets one A negative, from 1500 and 4210, and no B."""
   users, items, tabs = ids
-  rid = next(r["request_id"] for r in records["train"]
-             if r["user_id"] == users[7] and r["tab"] == tabs[1] and r["exposed"][:1] == [items[1500]])
+  rid = next(
+    r["request_id"]
+    for r in records["train"]
+    if r["user_id"] == users[7] and r["tab"] == tabs[1] and r["exposed"][:1] == [items[1500]]
+  )
   config = samplers.SamplingConfig(ratio=(1, 0, 24), seed=3)
   found = 0
   for batch in samplers.make_training_dataset(dataset, config, batch_size=512, shuffle=False):
@@ -182,9 +195,17 @@ def test_splits_and_test_random(dataset, records, ids):
   assert set(dataset.split_files) == {"train", "test", "test_random"}
   stats = dataset.stats()
   assert stats["dates"]["test"] == stats["dates"]["test_random"] == ["2022-05-08"]
-  assert stats["dates"]["train"] == ["2022-04-19", "2022-04-20", "2022-04-21", "2022-05-06", "2022-05-07"]
+  assert stats["dates"]["train"] == [
+    "2022-04-19",
+    "2022-04-20",
+    "2022-04-21",
+    "2022-05-06",
+    "2022-05-07",
+  ]
   last_day = max(r["day"] for r in records["train"]) + 1
-  assert {r["day"] for r in records["test"]} == {r["day"] for r in records["test_random"]} == {last_day}
+  assert (
+    {r["day"] for r in records["test"]} == {r["day"] for r in records["test_random"]} == {last_day}
+  )
   for split in ("train", "test", "test_random"):
     assert stats[f"{split}_requests"] == len(records[split])
     assert stats[f"{split}_clicks"] == sum(sum(r["clicked"]) for r in records[split])
@@ -198,7 +219,9 @@ def test_splits_and_test_random(dataset, records, ids):
   assert stats["kuairand"]["random_rows_used"] == len(raw)
   assert stats["kuairand"]["random_rows_unused"] == len(read_csv(RANDOM)) - len(raw)
   standard_test = read_csv(STANDARD[1]).query(f"date == {TEST_DATE}")
-  assert stats["test_exposures"] == len(standard_test.drop_duplicates(["user_id", "hourmin", "tab", "video_id"]))
+  assert stats["test_exposures"] == len(
+    standard_test.drop_duplicates(["user_id", "hourmin", "tab", "video_id"])
+  )
   ids_train = {r["request_id"] for r in records["train"]}
   ids_test = {r["request_id"] for r in records["test"]}
   ids_random = {r["request_id"] for r in records["test_random"]}
@@ -209,7 +232,9 @@ def test_splits_and_test_random(dataset, records, ids):
 def test_popularity_counts_only_the_training_standard_log(dataset, ids):
   _, items, _ = ids
   log = pd.concat([read_csv(n) for n in STANDARD]).query(f"date < {TEST_DATE}")
-  merged = log.groupby(["user_id", "date", "hourmin", "tab", "video_id"])["is_click"].max().reset_index()
+  merged = (
+    log.groupby(["user_id", "date", "hourmin", "tab", "video_id"])["is_click"].max().reset_index()
+  )
   clicks = np.zeros(dataset.schema.num_items, np.int64)
   exposures = np.zeros(dataset.schema.num_items, np.int64)
   np.add.at(exposures, merged["video_id"].map(items).to_numpy(), 1)
@@ -255,7 +280,9 @@ def test_one_training_epoch_reports_test_random(data_dir, tmp_path):
   metrics = json.load(open(tmp_path / "run" / "metrics.json"))
   assert metrics["test_random"] == json.loads(json.dumps(results["test_random"]))
   for split in (metrics, metrics["test_random"]):
-    assert {f"{m}@{k}" for m in ("hitrate", "recall", "precision") for k in (5, 10, 20)} <= set(split["model"])
+    assert {f"{m}@{k}" for m in ("hitrate", "recall", "precision") for k in (5, 10, 20)} <= set(
+      split["model"]
+    )
     assert all(0.0 <= v <= 1.0 for v in split["model"].values())
     assert "popularity" in split and "oracle" not in split
     assert set(split["propensity_auc"]) == {"er"}  # No B: RE has no negative class.
@@ -269,7 +296,9 @@ def test_asking_for_b_on_kuairand_is_refused_or_left_empty(dataset):
   """No recall log: B is unavailable, never filled with something else."""
   config = samplers.SamplingConfig(ratio=(1, 4, 20), seed=1)
   try:
-    batch = next(iter(samplers.make_training_dataset(dataset, config, batch_size=256, shuffle=False)))
+    batch = next(
+      iter(samplers.make_training_dataset(dataset, config, batch_size=256, shuffle=False))
+    )
   except ValueError as e:  # The sampler refuses strategies that ask for B here.
     assert "B" in str(e)
     return
@@ -305,22 +334,43 @@ def set_cell(line_number, column, value):
   return edit
 
 
-@pytest.mark.parametrize("name,edit,expected", [
+@pytest.mark.parametrize(
+  "name,edit,expected",
+  [
     (STANDARD[0], drop_column("is_click"), "missing column 'is_click'"),
     (RANDOM, drop_column("time_ms"), "missing column 'time_ms'"),
     (STANDARD[1], drop_column("tab"), "missing column 'tab'"),
     (VIDEOS, drop_column("author_id"), "missing column 'author_id'"),
-    (STANDARD[1], set_cell(5, "time_ms", "1651802467137.5"), "line 5: column 'time_ms' must hold integers"),
-    (STANDARD[0], set_cell(7, "video_id", "v42"), "line 7: column 'video_id' must hold integers (int64 in "
-                                                   "KuaiRand), got 'v42'"),
-    (STANDARD[0], set_cell(3, "user_id", ""), "line 3: column 'user_id' must hold integers (int64 in "
-                                               "KuaiRand), got an empty cell"),
+    (
+      STANDARD[1],
+      set_cell(5, "time_ms", "1651802467137.5"),
+      "line 5: column 'time_ms' must hold integers",
+    ),
+    (
+      STANDARD[0],
+      set_cell(7, "video_id", "v42"),
+      "line 7: column 'video_id' must hold integers (int64 in KuaiRand), got 'v42'",
+    ),
+    (
+      STANDARD[0],
+      set_cell(3, "user_id", ""),
+      "line 3: column 'user_id' must hold integers (int64 in KuaiRand), got an empty cell",
+    ),
     (STANDARD[0], set_cell(4, "date", "2022-04-19"), "line 4: column 'date' must hold integers"),
     (RANDOM, set_cell(2, "is_click", "2"), "line 2: column 'is_click' must be 0 or 1, got 2"),
-    (STANDARD[0], set_cell(6, "date", "20220431"), "line 6: column 'date' must be a date YYYYMMDD, got 20220431"),
-    (STANDARD[1], set_cell(9, "hourmin", "1060"), "line 9: column 'hourmin' must be a time of day HHMM"),
+    (
+      STANDARD[0],
+      set_cell(6, "date", "20220431"),
+      "line 6: column 'date' must be a date YYYYMMDD, got 20220431",
+    ),
+    (
+      STANDARD[1],
+      set_cell(9, "hourmin", "1060"),
+      "line 9: column 'hourmin' must be a time of day HHMM",
+    ),
     (USERS, set_cell(4, "user_id", "x"), "line 4: column 'user_id' must hold integers"),
-])
+  ],
+)
 def test_malformed_file_gives_one_clear_error(tmp_path, name, edit, expected):
   directory, path = broken_copy(tmp_path, name, edit)
   with pytest.raises(logs.LogFormatError) as e:
@@ -359,7 +409,10 @@ def test_configs_name_the_real_files():
   assert set(configs) == {"pure", "1k", "27k", "tiny"}
   assert configs["pure"].files == kuairand.Files(
       standard=STANDARD, random=RANDOM, users=USERS, videos=VIDEOS)
-  assert configs["1k"].files.standard == ("log_standard_4_08_to_4_21_1k.csv", "log_standard_4_22_to_5_08_1k.csv")
+  assert configs["1k"].files.standard == (
+    "log_standard_4_08_to_4_21_1k.csv",
+    "log_standard_4_22_to_5_08_1k.csv",
+  )
   assert configs["27k"].files.standard == (
       "log_standard_4_08_to_4_21_27k_part1.csv", "log_standard_4_08_to_4_21_27k_part2.csv",
       "log_standard_4_22_to_5_08_27k_part1.csv", "log_standard_4_22_to_5_08_27k_part2.csv")

@@ -1,5 +1,6 @@
-"""The Apache Beam preparation (`logs_beam`, `recflow_beam.RecflowBeam`, `prepare --beam_pipeline_options`)
-gives the same records and side files as the in-memory one, and fails on bad logs as it does.
+"""The Apache Beam preparation (`logs_beam`, `recflow_beam.RecflowBeam`,
+`prepare --beam_pipeline_options`) gives the same records and side files as the in-memory one, and
+fails on bad logs as it does.
 
 Beam runs on its DirectRunner, in this process (the CLI test: in a child process)."""
 import uma2_tf  # noqa: F401
@@ -17,14 +18,13 @@ import pytest
 
 beam = pytest.importorskip("apache_beam")
 
-from uma2_tf.sources import logs  # noqa: E402
-from uma2_tf.sources import logs_beam
-from uma2_tf.sources import recflow
-from uma2_tf.sources import recflow_files
+# After the importorskip: these import apache_beam.
 from uma2_tf.data import schema as schema_lib  # noqa: E402
+from uma2_tf.sources import logs, logs_beam, recflow, recflow_files  # noqa: E402
 
-FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "recflow",
-                       "RecFlow")
+FIXTURE = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "recflow", "RecFlow"
+)
 SIDE_JSON = (schema_lib.SCHEMA_FILE, "stats.json")
 SIDE_NPZ = (schema_lib.CATALOG_FILE, logs.IDS_FILE)
 
@@ -106,7 +106,10 @@ def test_recflow_beam_dataset_loads_as_recflow(built_both_ways):
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(with_beam)))
   dataset = registry.load("recflow/tiny", data_dir)
   assert dataset.schema.stages == recflow_files.STAGES
-  assert dataset.num_records("train") == json.load(open(os.path.join(with_beam, "stats.json")))["train_requests"]
+  assert (
+    dataset.num_records("train")
+    == json.load(open(os.path.join(with_beam, "stats.json")))["train_requests"]
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +118,8 @@ def test_recflow_beam_dataset_loads_as_recflow(built_both_ways):
 
 
 def _hand_log(**overrides) -> logs.LogTables:
-  requests = pd.DataFrame({
+  requests = pd.DataFrame(
+    {
       "request_id": [10, 11, 12, 13, 14, 15],
       "timestamp": [5, 1, 3, 2, 4, 9],
       "date": ["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-02", "2024-01-02", "2024-01-09"],
@@ -123,11 +127,25 @@ def _hand_log(**overrides) -> logs.LogTables:
       "age": ["30s", None, "20s", "30s", "20s", "40s"],
       "exposed": [["b", "a"], ["a", "c"], ["c"], ["d", "a"], ["a", "b"], ["a"]],
       "clicked": [[1, 0], [1, 1], [0], [0, 1], [1, 0], [1]],
-      "recalled": [["b", "a", "e"], ["a", "c", "d"], ["c", "e"], ["d", "a"], ["a", "b", "c"], ["a"]],
-      "recalled_stage": [["show", "show", "rank"], ["show", "show", "pre"], ["show", "pre"],
-                         ["show", "show"], ["show", "show", "rank"], ["show"]],
+      "recalled": [
+        ["b", "a", "e"],
+        ["a", "c", "d"],
+        ["c", "e"],
+        ["d", "a"],
+        ["a", "b", "c"],
+        ["a"],
+      ],
+      "recalled_stage": [
+        ["show", "show", "rank"],
+        ["show", "show", "pre"],
+        ["show", "pre"],
+        ["show", "show"],
+        ["show", "show", "rank"],
+        ["show"],
+      ],
       "split": [None, None, None, None, "test", None],
-  })
+    }
+  )
   items = pd.DataFrame({"item_id": ["a", "b", "c", "d", "e"], "genre": ["x", "y", None, "x", "z"]})
   tables = dict(requests=requests, items=items, user_features=("age",), item_features=("genre",),
                 stages=("pre", "rank", "show"))
@@ -143,7 +161,8 @@ def _run_beam_writer(tables: logs.LogTables, directory: str, check_records=None)
 
   with beam.Pipeline(options=_options()) as pipeline:
     requests = pipeline | "Requests" >> beam.Create(tables.requests.to_dict("records"))
-    # Two batches that share item "c": the earlier batch's row wins, as `logs.write` keeps the first.
+    # Two batches that share item "c": the earlier batch's row wins, as `logs.write` keeps the
+    # first.
     later = pd.concat([pd.DataFrame({"item_id": ["c"], "genre": ["late"]}), tables.items.iloc[2:]])
     items = pipeline | "Items" >> beam.Create([
         (1, {c: later[c].to_numpy() for c in later.columns}),
@@ -159,7 +178,9 @@ def _run_beam_writer(tables: logs.LogTables, directory: str, check_records=None)
 def test_generic_writer_matches_logs_write(tmp_path):
   tables = _hand_log()
   generators = logs.write(str(tmp_path / "memory"), tables, SPLITS, source="hand", max_history=3)
-  expected = {split: [(rid, _comparable(r)) for rid, r in records] for split, records in generators.items()}
+  expected = {
+    split: [(rid, _comparable(r)) for rid, r in records] for split, records in generators.items()
+  }
   assert len(expected["train"]) == 4 and len(expected["test"]) == 1  # 15 is outside every split.
   _run_beam_writer(tables, str(tmp_path / "beam"), expected)
   _assert_same_side_files(str(tmp_path / "memory"), str(tmp_path / "beam"))
@@ -172,15 +193,31 @@ def test_generic_writer_matches_logs_write(tmp_path):
   assert test_record["history"] == (1, 3) and test_record["recalled_stage"] == (3, 3, 2)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r.assign(request_id=[10, 11, 12, 13, 14, 10]), "request_id 10 appears more than once"),
-    (lambda r: r.assign(recalled=[["b"], *r["recalled"][1:]]),
-     "request 10: exposed item 'a' is not in 'recalled'"),
-    (lambda r: r.assign(split=[None, "valid", None, None, "test", None]), "names split(s) ['valid']"),
-    (lambda r: r.assign(exposed=[["b", "zz"], *r["exposed"][1:]], recalled=[["b", "zz"], *r["recalled"][1:]],
-                        recalled_stage=[["show", "show"], *r["recalled_stage"][1:]]),
-     "request 10: item 'zz' is not in the items table"),
-])
+@pytest.mark.parametrize(
+  "change, message",
+  [
+    (
+      lambda r: r.assign(request_id=[10, 11, 12, 13, 14, 10]),
+      "request_id 10 appears more than once",
+    ),
+    (
+      lambda r: r.assign(recalled=[["b"], *r["recalled"][1:]]),
+      "request 10: exposed item 'a' is not in 'recalled'",
+    ),
+    (
+      lambda r: r.assign(split=[None, "valid", None, None, "test", None]),
+      "names split(s) ['valid']",
+    ),
+    (
+      lambda r: r.assign(
+        exposed=[["b", "zz"], *r["exposed"][1:]],
+        recalled=[["b", "zz"], *r["recalled"][1:]],
+        recalled_stage=[["show", "show"], *r["recalled_stage"][1:]],
+      ),
+      "request 10: item 'zz' is not in the items table",
+    ),
+  ],
+)
 def test_generic_writer_rejects_a_bad_log_like_logs_write(tmp_path, change, message):
   tables = _hand_log()
   tables = logs.LogTables(**{**tables.__dict__, "requests": change(tables.requests)})
@@ -230,7 +267,10 @@ def test_cli_beam_build_of_a_malformed_file_fails_in_one_line_and_leaves_nothing
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 2, result.stderr[-3000:]
   last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ") and "all_stage/2024-01-14.feather: missing column(s) ['rank_neg']" in last
+  assert (
+    last.startswith("error: ")
+    and "all_stage/2024-01-14.feather: missing column(s) ['rank_neg']" in last
+  )
   assert "Traceback" not in result.stderr
   built = data_dir / "recflow" / "tiny"
   assert not built.exists() or not any(built.iterdir()), list(built.iterdir())

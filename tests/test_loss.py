@@ -17,7 +17,9 @@ POS = np.array([1.2, -0.3], np.float32)
 NEG = np.array([[0.5, -1.0, 2.0, 0.1], [1.5, 0.2, -0.7, 3.0]], np.float32)
 SPACE = np.array([[A, B, C, C], [A, B, B, C]], np.int32)
 MASK = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], np.float32)  # Last slot of row 0 is padding.
-ER = np.array([[0.8, -0.2, 1.0, -3.0, 5.0], [2.0, 0.3, -4.0, 0.1, -1.0]], np.float32)  # slot 0: positive
+ER = np.array(
+  [[0.8, -0.2, 1.0, -3.0, 5.0], [2.0, 0.3, -4.0, 0.1, -1.0]], np.float32
+)  # slot 0: positive
 RE = np.array([[1.1, 0.4, -0.5, 0.0, 2.0], [0.5, -2.5, 0.7, -0.2, 0.3]], np.float32)
 RECALLED = ((SPACE != C) * MASK).astype(np.float32)
 EXPOSED = ((SPACE == A) * MASK).astype(np.float32)
@@ -63,7 +65,9 @@ def task_loss(config, **overrides):
   return task, {k: tf.constant(v) for k, v in args.items()}
 
 
-@pytest.mark.parametrize("floor,normalization", [(0.05, "none"), (0.3, "none"), (0.05, "self_normalized")])
+@pytest.mark.parametrize(
+  "floor,normalization", [(0.05, "none"), (0.3, "none"), (0.05, "self_normalized")]
+)
 def test_every_term_and_the_total_match_numpy(floor, normalization):
   config = LossConfig(lambdas=LAMBDAS, propensity_floor=floor, weight_normalization=normalization)
   task, args = task_loss(config)
@@ -71,7 +75,7 @@ def test_every_term_and_the_total_match_numpy(floor, normalization):
   expected = numpy_terms(floor, normalization)
   for name in expected:
     assert got[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
-  total = expected["positive"] + sum(l * expected[t] for l, t in zip(
+  total = expected["positive"] + sum(lam * expected[t] for lam, t in zip(
       LAMBDAS, ("space_a", "space_b", "space_c", "er", "re")))
   assert float(task(**args)) == pytest.approx(total, rel=1e-5)
 
@@ -80,7 +84,9 @@ def test_floor_caps_the_weights():
   # ER logit -4 → p1 ≈ 0.018 < 0.3, so that B slot's weight is exactly 1/0.3.
   config = LossConfig(propensity_floor=0.3)
   task, args = task_loss(config)
-  w = task.negative_weights(args["neg_space"], args["neg_mask"], args["er_logits"][:, 1:], args["re_logits"][:, 1:]).numpy()
+  w = task.negative_weights(
+    args["neg_space"], args["neg_mask"], args["er_logits"][:, 1:], args["re_logits"][:, 1:]
+  ).numpy()
   assert w[1, 1] == pytest.approx(1 / 0.3, rel=1e-6)
   assert w.max() == pytest.approx(1 / 0.3, rel=1e-6)  # A's 1/(p1·p2) is capped at 1/floor too.
   assert w[0, 2] == w[0, 3] == w[1, 3] == 1.0  # C slots and padding: weight 1.
@@ -182,8 +188,17 @@ def test_training_fits_the_matching_task_and_the_propensity_tasks(tower):
   assert history["loss_positive"][-1] < history["loss_positive"][0]
 
 
-@pytest.mark.parametrize("tower,share", [("youtube_dnn", True), ("youtube_dnn", False), ("dat", True),
-                                         ("fm", True), ("mind", True), ("esam_dat", True)])
+@pytest.mark.parametrize(
+  "tower,share",
+  [
+    ("youtube_dnn", True),
+    ("youtube_dnn", False),
+    ("dat", True),
+    ("fm", True),
+    ("mind", True),
+    ("esam_dat", True),
+  ],
+)
 def test_deduplicated_item_tower_matches_one_pass_per_slot(tower, share):
   # Slots repeat items (13 in both rows, padding 0 twice): the item tower running once per distinct
   # item must give the per-slot outputs, loss and gradients of running once per slot.

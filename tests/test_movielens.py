@@ -1,4 +1,5 @@
-"""The MovieLens world: reading u.data, fitting a world to it, the `uma2_movielens` builder, the CLI.
+"""The MovieLens world: reading u.data, fitting a world to it, the `uma2_movielens` builder, the
+CLI.
 
 Everything runs on the committed fixture `data/movielens/u.data` (60 users, 123 rated items of 126,
 2707 ratings in ml-100k's format; see data/movielens/README.md).
@@ -52,7 +53,12 @@ def test_reads_the_fixture_with_dense_ids(interactions):
   lines = open(FIXTURE).read().splitlines()
   assert len(interactions) == len(lines) == 2707
   first = [int(x) for x in lines[0].split("\t")]
-  assert [interactions.user[0], interactions.item[0], interactions.rating[0], interactions.timestamp[0]] == first
+  assert [
+    interactions.user[0],
+    interactions.item[0],
+    interactions.rating[0],
+    interactions.timestamp[0],
+  ] == first
   np.testing.assert_array_equal(interactions.user_ids, np.arange(1, 61))
   assert len(interactions.item_ids) == 123
   assert not {7, 50, 99} & set(interactions.item_ids)  # Never rated: gaps in the raw ids.
@@ -75,12 +81,18 @@ def test_reads_ml1m_double_colon_separator(interactions, tmp_path):
 GOOD = "1\t10\t4\t881250949\n"
 
 
-@pytest.mark.parametrize("text,line,expected", [
+@pytest.mark.parametrize(
+  "text,line,expected",
+  [
     ("", None, "empty file"),
     (GOOD + "2\t11\t3\n", 2, "expected 4 tab-separated fields"),
     (GOOD + "2 11 3 881250949\n", 2, "expected 4 tab-separated fields"),
     (GOOD + "2\t11\t3\t881250949\t5\n", 2, "got 5"),
-    (GOOD + "2\t11\t4.5\t881250949\n", 2, "field rating: expected a non-negative integer, got '4.5'"),
+    (
+      GOOD + "2\t11\t4.5\t881250949\n",
+      2,
+      "field rating: expected a non-negative integer, got '4.5'",
+    ),
     (GOOD + "x\t11\t3\t881250949\n", 2, "field user id: expected a non-negative integer, got 'x'"),
     (GOOD + "2\t11\t3\t-5\n", 2, "field timestamp: expected a non-negative integer, got '-5'"),
     (GOOD + "2\t1_1\t3\t881250949\n", 2, "field item id: expected a non-negative integer"),
@@ -90,9 +102,13 @@ GOOD = "1\t10\t4\t881250949\n"
     (GOOD + "2\t0\t3\t881250949\n", 2, "field item id: expected an id >= 1, got 0"),
     (GOOD + "\n" + GOOD, 2, "empty line"),
     (GOOD + "2::11::3::881250949\n", 2, "expected 4 tab-separated fields"),
-    (GOOD + "2\t11\t3\t881250949\n1\t10\t5\t881250999\n", 3,
-     "field item id: user 1 already rated item 10 on line 1"),
-])
+    (
+      GOOD + "2\t11\t3\t881250949\n1\t10\t5\t881250999\n",
+      3,
+      "field item id: user 1 already rated item 10 on line 1",
+    ),
+  ],
+)
 def test_malformed_lines_name_file_line_field_and_expectation(tmp_path, text, line, expected):
   path = tmp_path / "u.data"
   path.write_text(text)
@@ -119,15 +135,24 @@ def test_fitted_world_shapes_and_padding(fitted):
   assert (config.num_users, config.num_items) == (n_u, n_i)
   assert world.user_latent.shape == (n_u + 1, d) and world.item_latent.shape == (n_i + 1, d)
   assert world.user_interests.shape == (n_u + 1, CONFIG.max_interests)
-  for array in (world.user_latent[0], world.item_latent[0], world.item_popularity[0], world.item_category[0],
-                world.item_author[0], world.user_interests[0], *(f[0] for f in world.user_features.values())):
+  for array in (
+    world.user_latent[0],
+    world.item_latent[0],
+    world.item_popularity[0],
+    world.item_category[0],
+    world.item_author[0],
+    world.user_interests[0],
+    *(f[0] for f in world.user_features.values()),
+  ):
     assert not np.any(array), "row 0 is padding"
   assert set(world.item_category[1:]) == set(range(1, config.num_categories + 1))
   # Category 1 is the largest, as the simulator's Zipf categories.
   sizes = np.bincount(world.item_category[1:])[1:]
   assert sizes[0] == sizes.max()
   # Authors write in one category, as in build_world.
-  assert ((world.item_author[1:] - 1) // config.authors_per_category + 1 == world.item_category[1:]).all()
+  assert (
+    (world.item_author[1:] - 1) // config.authors_per_category + 1 == world.item_category[1:]
+  ).all()
   for name, column in world.user_features.items():
     assert column[1:].min() >= 1, name
   assert config.schema.num_users == n_u + 1 and config.schema.num_items == n_i + 1
@@ -155,7 +180,9 @@ def test_fit_is_deterministic_for_a_seed(fitted, interactions):
 def test_affinity_spread_matches_the_simulated_worlds(fitted):
   world, config = fitted
   user_rms, target = movielens.reference_scale(config, SEED)
-  assert movielens.affinity_spread(world.user_latent, world.item_latent) == pytest.approx(target, rel=1e-3)
+  assert movielens.affinity_spread(world.user_latent, world.item_latent) == pytest.approx(
+    target, rel=1e-3
+  )
   # Every user has the simulated users' RMS: activity does not make a user click more.
   norms = np.linalg.norm(world.user_latent[1:], axis=1)
   np.testing.assert_allclose(norms, user_rms * np.sqrt(config.latent_dim), rtol=1e-4)
@@ -169,8 +196,12 @@ def test_popularity_is_the_standardised_log_count(fitted, interactions):
   _, items = interactions.dense()
   log_count = np.log(np.bincount(items)[1:])
   pop = world.item_popularity[1:]
-  np.testing.assert_allclose(pop, config.popularity_sigma * (log_count - log_count.mean()) / log_count.std(),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    pop,
+    config.popularity_sigma * (log_count - log_count.mean()) / log_count.std(),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 def test_true_top_items_are_the_users_rated_items(fitted, interactions):
@@ -191,7 +222,9 @@ def test_interests_are_the_categories_users_rate_most(fitted, interactions):
   world, config = fitted
   users, items = interactions.dense()
   for user in (1, 17, 60):
-    counts = np.bincount(world.item_category[items[users == user]], minlength=config.num_categories + 1)
+    counts = np.bincount(
+      world.item_category[items[users == user]], minlength=config.num_categories + 1
+    )
     interests = world.user_interests[user]
     assert interests[0] == counts[1:].argmax() + 1
     kept = interests[interests > 0]
@@ -270,9 +303,17 @@ def test_one_training_epoch_on_the_movielens_world(built, tmp_path):
   from uma2_tf import training
 
   data_dir, _ = built
-  config = training.TrainConfig(dataset="uma2_movielens/tiny", data_dir=data_dir, output_dir=str(tmp_path),
-                                batch_size=64, epochs=1, eval_ks=(10, 20, 50), monitor="recall@20",
-                                early_stopping_patience=0, backup_every_steps=1000)
+  config = training.TrainConfig(
+    dataset="uma2_movielens/tiny",
+    data_dir=data_dir,
+    output_dir=str(tmp_path),
+    batch_size=64,
+    epochs=1,
+    eval_ks=(10, 20, 50),
+    monitor="recall@20",
+    early_stopping_patience=0,
+    backup_every_steps=1000,
+  )
   results = training.train(config, verbose=0)
   assert results["run"]["epochs_run"] == 1
   assert 0.0 <= results["model"]["recall@50"] <= 1.0 and "oracle_recall@50" in results["model"]
@@ -311,7 +352,9 @@ def test_cli_reuses_a_build_only_from_the_same_file(built, tmp_path):
   lines = open(FIXTURE).read().splitlines(keepends=True)
   (changed / "u.data").write_text("".join(lines[:-1]))
   other = cli([f"--movielens_dir={changed}", f"--data_dir={data_dir}"])
-  assert other.returncode == 2 and "was built from" in other.stderr and "Traceback" not in other.stderr
+  assert (
+    other.returncode == 2 and "was built from" in other.stderr and "Traceback" not in other.stderr
+  )
 
 
 def test_cli_errors_are_one_line_with_exit_2(tmp_path):
@@ -328,4 +371,4 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
   assert "line 2708, field rating: expected a non-negative integer, got 'five'" in bad.stderr
   for result in (missing, bad):
     assert "Traceback" not in result.stderr
-    assert len([l for l in result.stderr.splitlines() if l.startswith("error:")]) == 1
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1

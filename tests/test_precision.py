@@ -176,8 +176,9 @@ def test_mixed_precision_training_lowers_the_loss_and_evaluates(set_policy, tiny
   assert all(0.0 <= v <= 1.0 for v in values)
 
 
-def test_a_mixed_precision_run_trains_through_the_trainer_and_exports_float32(set_policy, tiny_data_dir,
-                                                                               tmp_path):
+def test_a_mixed_precision_run_trains_through_the_trainer_and_exports_float32(
+  set_policy, tiny_data_dir, tmp_path
+):
   """`--precision` end to end: the trainer sets the policy for the run and puts the old one back;
   the export is float32 even when the exporting process has a mixed policy set."""
   from uma2_tf import export, training

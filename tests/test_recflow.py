@@ -23,8 +23,9 @@ from uma2_tf.sources import recflow
 from uma2_tf.sources import recflow_files
 from uma2_tf.sources import registry
 
-FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "recflow",
-                       "RecFlow")
+FIXTURE = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "recflow", "RecFlow"
+)
 HAND = 1000001  # data/recflow/make_fixture.py: HAND_REQUEST.
 TINY_DATES = (*recflow.TINY_TRAIN_DATES, *recflow.TINY_TEST_DATES)
 
@@ -54,7 +55,9 @@ def records(tiny_recflow):
     for batch in reading.read_requests(files, dataset.schema, 1000):
       batch = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()}
       for i, rid in enumerate(batch["request_id"]):
-        out[int(rid)] = {k: (v[i] if isinstance(v, np.ndarray) else v[i].numpy()) for k, v in batch.items()}
+        out[int(rid)] = {
+          k: (v[i] if isinstance(v, np.ndarray) else v[i].numpy()) for k, v in batch.items()
+        }
         out[int(rid)]["split"] = split
   return out, dataset
 
@@ -94,13 +97,19 @@ def test_hand_checked_request(records):
   assert {f: ids[f"user_feature/{f}"][r[f]] for f in recflow_files.USER_FEATURES} == \
       {"age": "0", "gender": "0", "province": "0"}
   dense3 = list(ids["item_raw_id"]).index("3")
-  feats = {f: ids[f"item_feature/{f}"][dataset.catalog.features[f][dense3]] for f in recflow_files.ITEM_FEATURES}
+  feats = {
+    f: ids[f"item_feature/{f}"][dataset.catalog.features[f][dense3]]
+    for f in recflow_files.ITEM_FEATURES
+  }
   videos = pd.read_feather(os.path.join(FIXTURE, "realshow", "2024-01-13.feather"))
   v3 = videos[videos["video_id"] == 3].iloc[0]
-  assert feats == {"author_id": str(v3["author_id"]), "category_level_one": str(v3["category_level_one"]),
-                   "category_level_two": str(v3["category_level_two"]),
-                   "upload_type": str(v3["upload_type"]),
-                   "duration_bucket": str(recflow_files.duration_bucket(v3["duration"]))}
+  assert feats == {
+    "author_id": str(v3["author_id"]),
+    "category_level_one": str(v3["category_level_one"]),
+    "category_level_two": str(v3["category_level_two"]),
+    "upload_type": str(v3["upload_type"]),
+    "duration_bucket": str(recflow_files.duration_bucket(v3["duration"])),
+  }
 
 
 def test_splits_histories_and_what_was_left_out(records):
@@ -122,8 +131,10 @@ def test_splits_histories_and_what_was_left_out(records):
   assert stats["train_requests"] == 32 and stats["stages"] == list(recflow_files.STAGES)
 
 
-@pytest.mark.parametrize("label, clicked", [("effective_view", [1, 0, 1, 0]), ("long_view", [0, 0, 1, 0]),
-                                            ("like", [1, 0, 0, 0])])
+@pytest.mark.parametrize(
+  "label, clicked",
+  [("effective_view", [1, 0, 1, 0]), ("long_view", [0, 0, 1, 0]), ("like", [1, 0, 0, 0])],
+)
 def test_label_column(label, clicked):
   tables, _ = recflow_files.read_tables(FIXTURE, TINY_DATES, label=label)
   row = tables.requests.set_index("request_id").loc[HAND]
@@ -136,7 +147,9 @@ def test_irregular_rows_are_counted_not_silent(tmp_path):
   day = "2024-01-13.feather"
 
   def realshow(t):
-    again = t[(t["request_id"] == HAND) & (t["video_id"] == 17)].assign(effective_view=1, rerank_index=9)
+    again = t[(t["request_id"] == HAND) & (t["video_id"] == 17)].assign(
+      effective_view=1, rerank_index=9
+    )
     hidden = t[(t["request_id"] == HAND) & (t["video_id"] == 3)].assign(video_id=99, realshow=0)
     return pd.concat([t, again, hidden])
 
@@ -153,8 +166,12 @@ def test_irregular_rows_are_counted_not_silent(tmp_path):
   stage = dict(zip(row["recalled"].tolist(), row["recalled_stage"].tolist()))
   assert stage[8] == "realshow" and 98 not in stage and 99 not in stage
   day1 = source["days"][0]
-  assert (day1["duplicate_exposures"], day1["realshow_rows_not_shown"], day1["stage_rows_without_flag"],
-          day1["exposed_videos_missing_from_stage_samples"]) == (1, 1, 1, 1)
+  assert (
+    day1["duplicate_exposures"],
+    day1["realshow_rows_not_shown"],
+    day1["stage_rows_without_flag"],
+    day1["exposed_videos_missing_from_stage_samples"],
+  ) == (1, 1, 1, 1)
 
 
 def test_request_in_two_days_is_an_error(tmp_path):
@@ -162,10 +179,14 @@ def test_request_in_two_days_is_an_error(tmp_path):
   shutil.copytree(FIXTURE, manual)
   first = int(pd.read_feather(manual / "realshow" / "2024-01-14.feather")["request_id"].min())
   for folder in ("realshow", "all_stage"):  # Day 2's first request renumbered as day 1's first.
-    _edit_feather(manual / folder / "2024-01-14.feather",
-                  lambda t: t.assign(request_id=t["request_id"].where(t["request_id"] != first, HAND)))
-  with pytest.raises(logs.LogFormatError, match=f"realshow/2024-01-14.feather: request {HAND} is also in "
-                                                "realshow/2024-01-13.feather"):
+    _edit_feather(
+      manual / folder / "2024-01-14.feather",
+      lambda t: t.assign(request_id=t["request_id"].where(t["request_id"] != first, HAND)),
+    )
+  with pytest.raises(
+    logs.LogFormatError,
+    match=f"realshow/2024-01-14.feather: request {HAND} is also in realshow/2024-01-13.feather",
+  ):
     recflow_files.read_tables(str(manual), TINY_DATES)
 
 
@@ -185,7 +206,9 @@ def _same_tables(a, b):
 
 def test_request_id_dict_gives_the_same_tables_and_replaces_a_missing_all_stage_day(tmp_path):
   from_all_stage, _ = recflow_files.read_tables(FIXTURE, TINY_DATES)
-  from_pickles, source = recflow_files.read_tables(FIXTURE, TINY_DATES, stage_source="request_id_dict")
+  from_pickles, source = recflow_files.read_tables(
+    FIXTURE, TINY_DATES, stage_source="request_id_dict"
+  )
   _same_tables(from_all_stage, from_pickles)
   assert {d["stage_source"] for d in source["days"]} == {"request_id_dict"}
   # The Hugging Face copy lacks all_stage/2024-01-13.feather: `auto` reads that day's pickle.
@@ -194,7 +217,11 @@ def test_request_id_dict_gives_the_same_tables_and_replaces_a_missing_all_stage_
   os.remove(manual / "all_stage" / "2024-01-13.feather")
   tables, source = recflow_files.read_tables(str(manual), TINY_DATES)
   _same_tables(from_all_stage, tables)
-  assert [d["stage_source"] for d in source["days"]] == ["request_id_dict", "all_stage", "all_stage"]
+  assert [d["stage_source"] for d in source["days"]] == [
+    "request_id_dict",
+    "all_stage",
+    "all_stage",
+  ]
 
 
 def test_b_restricted_to_ranking_negatives(records):
@@ -218,10 +245,23 @@ def test_b_restricted_to_ranking_negatives(records):
 def test_one_epoch_through_the_train_cli(tiny_recflow, tmp_path):
   out = tmp_path / "run"
   result = subprocess.run(
-      [sys.executable, "-m", "pipelines.train", "--dataset=recflow/tiny", f"--data_dir={tiny_recflow}",
-       f"--output_dir={out}", "--epochs=1", "--batch_size=32", "--eval_ks=10,50", "--monitor=recall@50",
-       "--b_stages=rank_neg,rank_pos,rerank_neg,rerank_pos"],
-      capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "pipelines.train",
+      "--dataset=recflow/tiny",
+      f"--data_dir={tiny_recflow}",
+      f"--output_dir={out}",
+      "--epochs=1",
+      "--batch_size=32",
+      "--eval_ks=10,50",
+      "--monitor=recall@50",
+      "--b_stages=rank_neg,rank_pos,rerank_neg,rerank_pos",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.load(open(out / "metrics.json"))
   assert 0 <= metrics["model"]["recall@50"] <= 1
@@ -232,8 +272,19 @@ def test_one_epoch_through_the_train_cli(tiny_recflow, tmp_path):
 
 def test_unknown_b_stage_is_one_line_at_the_cli(tiny_recflow, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "pipelines.train", "--dataset=recflow/tiny", f"--data_dir={tiny_recflow}",
-       f"--output_dir={tmp_path}", "--b_stages=rank"], capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "pipelines.train",
+      "--dataset=recflow/tiny",
+      f"--data_dir={tiny_recflow}",
+      f"--output_dir={tmp_path}",
+      "--b_stages=rank",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 2, result.stderr[-3000:]
   assert "unknown stage(s) ['rank']" in result.stderr and "Traceback" not in result.stderr
 
@@ -250,18 +301,33 @@ def _edit_pickle(path, edit):
 
 
 MALFORMED = {
-    "missing_column": (("realshow", "2024-01-14.feather"), lambda t: t.drop(columns=["effective_view"]),
-                       "realshow/2024-01-14.feather: missing column(s) ['effective_view']"),
-    "wrong_dtype": (("all_stage", "2024-01-13.feather"), lambda t: t.astype({"video_id": "float64"}),
-                    "all_stage/2024-01-13.feather: column 'video_id' must hold integers (RecFlow's "
-                    "README: Integer), got type double"),
-    "string_ids": (("realshow", "2024-01-15.feather"), lambda t: t.astype({"user_id": str}),
-                   "realshow/2024-01-15.feather: column 'user_id' must hold integers"),
-    "absent_from_stage_file": (("all_stage", "2024-01-13.feather"), lambda t: t[t["request_id"] != HAND],
-                               f"realshow/2024-01-13.feather: request {HAND} has no stage sample in "),
-    "not_binary": (("realshow", "2024-01-13.feather"), lambda t: t.assign(effective_view=2),
-                   "realshow/2024-01-13.feather: row 0 (request 1000001): column 'effective_view' "
-                   "must be 0 or 1, got 2"),
+  "missing_column": (
+    ("realshow", "2024-01-14.feather"),
+    lambda t: t.drop(columns=["effective_view"]),
+    "realshow/2024-01-14.feather: missing column(s) ['effective_view']",
+  ),
+  "wrong_dtype": (
+    ("all_stage", "2024-01-13.feather"),
+    lambda t: t.astype({"video_id": "float64"}),
+    "all_stage/2024-01-13.feather: column 'video_id' must hold integers (RecFlow's "
+    "README: Integer), got type double",
+  ),
+  "string_ids": (
+    ("realshow", "2024-01-15.feather"),
+    lambda t: t.astype({"user_id": str}),
+    "realshow/2024-01-15.feather: column 'user_id' must hold integers",
+  ),
+  "absent_from_stage_file": (
+    ("all_stage", "2024-01-13.feather"),
+    lambda t: t[t["request_id"] != HAND],
+    f"realshow/2024-01-13.feather: request {HAND} has no stage sample in ",
+  ),
+  "not_binary": (
+    ("realshow", "2024-01-13.feather"),
+    lambda t: t.assign(effective_view=2),
+    "realshow/2024-01-13.feather: row 0 (request 1000001): column 'effective_view' "
+    "must be 0 or 1, got 2",
+  ),
 }
 
 
@@ -277,12 +343,22 @@ def test_a_malformed_file_is_one_clear_error(tmp_path, case):
   assert not (tmp_path / "tfds" / "recflow" / "tiny" / "1.0.0").exists()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: {k: (v if k != HAND else {"rank_neg": np.zeros((2, 8), np.float32)}) for k, v in d.items()},
-     f"request {HAND}: stage 'rank_neg': expected an integer array [n, 8]"),
-    (lambda d: {k: v for k, v in d.items() if k != HAND}, f"request {HAND} has no stage sample in "),
+@pytest.mark.parametrize(
+  "edit, message",
+  [
+    (
+      lambda d: {
+        k: (v if k != HAND else {"rank_neg": np.zeros((2, 8), np.float32)}) for k, v in d.items()
+      },
+      f"request {HAND}: stage 'rank_neg': expected an integer array [n, 8]",
+    ),
+    (
+      lambda d: {k: v for k, v in d.items() if k != HAND},
+      f"request {HAND} has no stage sample in ",
+    ),
     (lambda d: list(d), "expected a dict {request_id: {stage: array}}, got list"),
-])
+  ],
+)
 def test_a_malformed_request_id_dict_is_one_clear_error(tmp_path, edit, message):
   manual = tmp_path / "RecFlow"
   shutil.copytree(FIXTURE, manual)
@@ -322,10 +398,14 @@ def test_configs():
   default = names["default"]
   assert default.train_dates[0] == "2024-01-13" and default.train_dates[-1] == "2024-02-17"
   assert len(default.train_dates) == 36 and default.test_dates == ("2024-02-18",)
-  assert names["like"].label == "like" and names["tiny"].splits == {"train": list(recflow.TINY_TRAIN_DATES),
-                                                                     "test": list(recflow.TINY_TEST_DATES)}
+  assert names["like"].label == "like" and names["tiny"].splits == {
+    "train": list(recflow.TINY_TRAIN_DATES),
+    "test": list(recflow.TINY_TEST_DATES),
+  }
   with pytest.raises(ValueError, match="label"):
-    recflow.RecflowConfig(name="x", train_dates=("2024-01-13",), test_dates=("2024-01-14",), label="click")
+    recflow.RecflowConfig(
+      name="x", train_dates=("2024-01-13",), test_dates=("2024-01-14",), label="click"
+    )
   with pytest.raises(ValueError, match="disjoint"):
     recflow.RecflowConfig(name="x", train_dates=("2024-01-13",), test_dates=("2024-01-13",))
   assert registry.builder("recflow/default", "/nonexistent").builder_config.name == "default"

@@ -15,11 +15,14 @@ import pytest
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.sources import logs
 
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "request_logs")
+FIXTURES = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "request_logs"
+)
 
 
 def small_tables(**changes):
-  requests = pd.DataFrame({
+  requests = pd.DataFrame(
+    {
       "request_id": [10, 11, 12, 13],
       "timestamp": [100, 50, 200, 300],
       "date": ["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-03"],
@@ -28,13 +31,24 @@ def small_tables(**changes):
       "exposed": [["x", "y"], ["y"], ["z"], ["x"]],
       "clicked": [[1, 0], [1], [1], [0]],
       "recalled": [["x", "y", "z"], ["y", "x"], ["z", "y"], ["x"]],
-      "recalled_stage": [["rerank", "rerank", "rank"], ["rerank", "rank"], ["rerank", "rank"], ["rerank"]],
-  })
+      "recalled_stage": [
+        ["rerank", "rerank", "rank"],
+        ["rerank", "rank"],
+        ["rerank", "rank"],
+        ["rerank"],
+      ],
+    }
+  )
   items = pd.DataFrame({"item_id": ["x", "y", "z", "w"], "category": ["c2", "c1", "c2", "c3"]})
   for column, value in changes.items():
     requests[column] = value
-  return logs.LogTables(requests=requests, items=items, user_features=("city",), item_features=("category",),
-                        stages=("rank", "rerank"))
+  return logs.LogTables(
+    requests=requests,
+    items=items,
+    user_features=("city",),
+    item_features=("category",),
+    stages=("rank", "rerank"),
+  )
 
 
 def test_write_remaps_ids_builds_histories_and_counts_train_popularity(tmp_path):
@@ -81,30 +95,67 @@ def test_exposure_only_logs_have_no_space_b(tmp_path):
   assert not schema_lib.LogSchema.load(str(tmp_path)).has_recall_log
 
 
-@pytest.mark.parametrize("changes, message", [
+@pytest.mark.parametrize(
+  "changes, message",
+  [
     (dict(clicked=[[1], [1], [1], [0]]), "request 10: 'clicked' has 1 values for 2 exposed items"),
     (dict(clicked=[[1, 2], [1], [1], [0]]), "request 10: 'clicked' must hold 0/1"),
-    (dict(exposed=[["x", "q"], ["y"], ["z"], ["x"]]), "request 10: exposed item 'q' is not in 'recalled'"),
-    (dict(recalled=[["x", "y", "q"], ["y", "x"], ["z", "y"], ["x"]]), "request 10: item 'q' is not in the items table"),
-    (dict(recalled_stage=[["rerank", "rank"], ["rerank", "rank"], ["rerank", "rank"], ["rerank"]]),
-     "request 10: 'recalled_stage' has 2 values for 3 recalled items"),
-    (dict(recalled_stage=[["rerank", "rerank", "prerank"], ["rerank", "rank"], ["rerank", "rank"], ["rerank"]]),
-     "request 10: unknown stage 'prerank'"),
-    (dict(date=["2024/01/01", "2024-01-01", "2024-01-02", "2024-01-03"]), "request 10: 'date' must be a YYYY-MM-DD"),
+    (
+      dict(exposed=[["x", "q"], ["y"], ["z"], ["x"]]),
+      "request 10: exposed item 'q' is not in 'recalled'",
+    ),
+    (
+      dict(recalled=[["x", "y", "q"], ["y", "x"], ["z", "y"], ["x"]]),
+      "request 10: item 'q' is not in the items table",
+    ),
+    (
+      dict(recalled_stage=[["rerank", "rank"], ["rerank", "rank"], ["rerank", "rank"], ["rerank"]]),
+      "request 10: 'recalled_stage' has 2 values for 3 recalled items",
+    ),
+    (
+      dict(
+        recalled_stage=[
+          ["rerank", "rerank", "prerank"],
+          ["rerank", "rank"],
+          ["rerank", "rank"],
+          ["rerank"],
+        ]
+      ),
+      "request 10: unknown stage 'prerank'",
+    ),
+    (
+      dict(date=["2024/01/01", "2024-01-01", "2024-01-02", "2024-01-03"]),
+      "request 10: 'date' must be a YYYY-MM-DD",
+    ),
     (dict(request_id=[10, 10, 12, 13]), "request_id 10 appears more than once"),
     (dict(timestamp=[1.5, 2.0, 3.0, 4.0]), "column 'timestamp' must hold integers"),
-])
+  ],
+)
 def test_a_malformed_table_is_one_error_naming_request_and_column(tmp_path, changes, message):
   with pytest.raises(logs.LogFormatError, match=message.replace("(", r"\(").replace(")", r"\)")):
-    logs.write(str(tmp_path), small_tables(**changes), {"train": ["2024-01-01"], "test": ["2024-01-03"]},
-               source="small")
+    logs.write(
+      str(tmp_path),
+      small_tables(**changes),
+      {"train": ["2024-01-01"], "test": ["2024-01-03"]},
+      source="small",
+    )
   assert not os.path.exists(tmp_path / schema_lib.SCHEMA_FILE)  # nothing written half-way
 
 
 def _prepare(name, manual_dir, data_dir):
-  return subprocess.run([sys.executable, "-m", "pipelines.prepare", f"--dataset=request_logs/{name}",
-                         f"--manual_dir={manual_dir}", f"--data_dir={data_dir}"],
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pipelines.prepare",
+      f"--dataset=request_logs/{name}",
+      f"--manual_dir={manual_dir}",
+      f"--data_dir={data_dir}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +190,19 @@ def test_both_layouts_give_the_same_records(built_logs):
 def test_one_epoch_on_own_logs_through_the_trainer(built_logs, tmp_path):
   from uma2_tf import training
 
-  results = training.train(training.TrainConfig(
-      dataset="request_logs/two_tables", data_dir=built_logs, output_dir=str(tmp_path), epochs=1,
-      batch_size=64, eval_ks=(5, 10, 20), monitor="recall@10", early_stopping_patience=0), verbose=0)
+  results = training.train(
+    training.TrainConfig(
+      dataset="request_logs/two_tables",
+      data_dir=built_logs,
+      output_dir=str(tmp_path),
+      epochs=1,
+      batch_size=64,
+      eval_ks=(5, 10, 20),
+      monitor="recall@10",
+      early_stopping_patience=0,
+    ),
+    verbose=0,
+  )
   assert 0 <= results["model"]["recall@10"] <= 1 and "oracle" not in results  # no world: no oracle
   assert results["run"]["train_positives"] == 567
 
@@ -166,8 +227,18 @@ def test_a_malformed_file_stops_the_build_with_one_line(tmp_path, layout, table,
 
 
 def test_eval_ks_beyond_the_corpus_is_one_flag_error(built_logs, tmp_path):
-  result = subprocess.run([sys.executable, "-m", "pipelines.train", "--dataset=request_logs/one_row",
-                           f"--data_dir={built_logs}", f"--output_dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pipelines.train",
+      "--dataset=request_logs/one_row",
+      f"--data_dir={built_logs}",
+      f"--output_dir={tmp_path}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
   assert "--eval_ks: the largest K (200) must be below the corpus size" in result.stderr

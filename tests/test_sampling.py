@@ -121,7 +121,9 @@ def test_popularity_c_sampling_matches_its_distribution():
   uniform = np.full(len(allowed), draws.size / len(allowed))
   assert scipy.stats.chisquare(observed, uniform).pvalue < 1e-12
   probs = sampler.c_probabilities()
-  np.testing.assert_allclose(probs[1:], (click_count[1:] + 1.0) ** 0.75 / ((click_count[1:] + 1.0) ** 0.75).sum())
+  np.testing.assert_allclose(
+    probs[1:], (click_count[1:] + 1.0) ** 0.75 / ((click_count[1:] + 1.0) ** 0.75).sum()
+  )
 
 
 # --- Real sampled batches of the `tiny` simulated dataset. ---------------------------------------
@@ -171,19 +173,27 @@ def test_real_batches_respect_spaces_labels_and_masks(tiny_dataset, tiny_request
         else:
           assert item not in (clicked if strategy == "ss_abc_random" else recalled)
           assert strategy != "ss_abc_random" or item not in recalled
-      np.testing.assert_array_equal(b["neg_recalled"][i], ((space != SPACE_C) & (mask > 0)).astype(np.float32))
-      np.testing.assert_array_equal(b["neg_exposed"][i], ((space == SPACE_A) & (mask > 0)).astype(np.float32))
+      np.testing.assert_array_equal(
+        b["neg_recalled"][i], ((space != SPACE_C) & (mask > 0)).astype(np.float32)
+      )
+      np.testing.assert_array_equal(
+        b["neg_exposed"][i], ((space == SPACE_A) & (mask > 0)).astype(np.float32)
+      )
       events = b["fill_events"][i]
       assert events[1] == (len(a_pool) == 0 and n_a > 0)
       assert events[0] == (0 < len(a_pool) < n_a)
       assert events[3] == (len(b_pool) == 0 and n_b > 0)
       assert events[2] == (0 < len(b_pool) < n_b)
-      np.testing.assert_array_equal(mask[space == SPACE_A] if n_a else [], [0.0 if events[1] else 1.0] * n_a)
+      np.testing.assert_array_equal(
+        mask[space == SPACE_A] if n_a else [], [0.0 if events[1] else 1.0] * n_a
+      )
 
 
 def test_every_positive_appears_once_per_epoch(tiny_dataset, tiny_requests):
   ds = samplers.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=100)
-  seen = sorted((int(r), int(p)) for b in ds for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy()))
+  seen = sorted(
+    (int(r), int(p)) for b in ds for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy())
+  )
   expected = sorted((rid, int(item)) for rid, r in tiny_requests.items()
                     for item in r["exposed"][r["clicked"] == 1])
   assert seen == expected
@@ -213,10 +223,16 @@ def test_input_pipelines_read_disjoint_parts(tiny_dataset):
     ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id)
     ds = samplers.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=64,
                                         input_context=ctx, shuffle=False)
-    return {(int(r), int(p)) for b in ds for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy())}
+    return {
+      (int(r), int(p)) for b in ds for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy())
+    }
 
-  whole = samplers.make_training_dataset(tiny_dataset, SamplingConfig(), batch_size=64, shuffle=False)
-  all_pos = {(int(r), int(p)) for b in whole for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy())}
+  whole = samplers.make_training_dataset(
+    tiny_dataset, SamplingConfig(), batch_size=64, shuffle=False
+  )
+  all_pos = {
+    (int(r), int(p)) for b in whole for r, p in zip(b["request_id"].numpy(), b["pos_item"].numpy())
+  }
   first, second = positives(0), positives(1)
   assert first and second and not first & second
   assert first | second == all_pos

@@ -53,7 +53,9 @@ def parse(schema, requests=REQUESTS):
       record["recalled_stage"] = np.array(r["stage"])
     records.append(record)
   features = schema_lib.tfds_features(schema)
-  return schema_lib.parse_requests(tf.constant([features.serialize_example(r) for r in records]), schema)
+  return schema_lib.parse_requests(
+    tf.constant([features.serialize_example(r) for r in records]), schema
+  )
 
 
 def b_items_by_request(config, seeds=range(5)):
@@ -62,7 +64,9 @@ def b_items_by_request(config, seeds=range(5)):
   drawn = {1: set(), 2: set()}
   for s in seeds:
     ex = {k: v.numpy() for k, v in sampler(parse(STAGED), tf.constant([s, 7], tf.int64)).items()}
-    for rid, items, space, mask in zip(ex["request_id"], ex["neg_items"], ex["neg_space"], ex["neg_mask"]):
+    for rid, items, space, mask in zip(
+      ex["request_id"], ex["neg_items"], ex["neg_space"], ex["neg_mask"]
+    ):
       drawn[rid] |= set(items[(space == SPACE_B) & (mask > 0)].tolist())
   return drawn
 
@@ -79,7 +83,9 @@ def test_b_pool_is_the_unexposed_items_of_the_named_stages(b_stages):
 
 
 def test_empty_stage_pool_is_padded_and_counted_not_replaced():
-  config = SamplingConfig(strategy="ss_ab", ratio=(1, 1, 0), num_negatives=2, b_stages=("coarse_neg",))
+  config = SamplingConfig(
+    strategy="ss_ab", ratio=(1, 1, 0), num_negatives=2, b_stages=("coarse_neg",)
+  )
   sampler = samplers.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
   ex = {k: v.numpy() for k, v in sampler(parse(STAGED), tf.constant([1, 2], tf.int64)).items()}
   by_request = {rid: i for i, rid in enumerate(ex["request_id"])}
@@ -101,7 +107,9 @@ def test_c_still_excludes_recalled_items_of_other_stages():
   sampler = samplers.NegativeSampler(config, STAGED.num_items, ["age"], stages=STAGES)
   for s in range(20):
     ex = {k: v.numpy() for k, v in sampler(parse(STAGED), tf.constant([s, 3], tf.int64)).items()}
-    for rid, items, space, mask in zip(ex["request_id"], ex["neg_items"], ex["neg_space"], ex["neg_mask"]):
+    for rid, items, space, mask in zip(
+      ex["request_id"], ex["neg_items"], ex["neg_space"], ex["neg_mask"]
+    ):
       recalled = set(REQUESTS[rid - 1]["recalled"])
       c = set(items[(space == SPACE_C) & (mask > 0)].tolist())
       assert not c & recalled
@@ -118,7 +126,10 @@ def test_config_b_stages_is_normalised_and_checked():
   # A run's config.json round-trips (JSON gives a list).
   from uma2_tf import training
   config = training.TrainConfig(sampling=SamplingConfig(b_stages=("rank_neg", "coarse_neg")))
-  assert training.TrainConfig.from_json(config.to_json()).sampling.b_stages == ("rank_neg", "coarse_neg")
+  assert training.TrainConfig.from_json(config.to_json()).sampling.b_stages == (
+    "rank_neg",
+    "coarse_neg",
+  )
 
 
 def test_check_config_for_schema():
@@ -143,8 +154,13 @@ def _fake_dataset(schema):
   catalog = schema_lib.ItemCatalog(features={"category": np.zeros(schema.num_items, np.int64)},
                                    click_count=np.zeros(schema.num_items, np.int64),
                                    exposure_count=np.zeros(schema.num_items, np.int64))
-  return reading.BuiltDataset(name="fake/x", directory="/nonexistent", schema=schema, catalog=catalog,
-                               split_files={"train": ("/nonexistent/train.tfrecord",)})
+  return reading.BuiltDataset(
+    name="fake/x",
+    directory="/nonexistent",
+    schema=schema,
+    catalog=catalog,
+    split_files={"train": ("/nonexistent/train.tfrecord",)},
+  )
 
 
 def test_make_training_dataset_refuses_what_the_dataset_lacks():
@@ -161,7 +177,10 @@ def test_no_recall_log_with_a_and_c_only_trains_without_b():
   requests = [dict(r, recalled=r["exposed"], stage=[4] * len(r["exposed"])) for r in REQUESTS]
   config = SamplingConfig(ratio=(1, 0, 4), num_negatives=5)
   sampler = samplers.NegativeSampler(config, NO_RECALL.num_items, ["age"])
-  ex = {k: v.numpy() for k, v in sampler(parse(NO_RECALL, requests), tf.constant([0, 1], tf.int64)).items()}
+  ex = {
+    k: v.numpy()
+    for k, v in sampler(parse(NO_RECALL, requests), tf.constant([0, 1], tf.int64)).items()
+  }
   assert not np.any(ex["neg_space"] == SPACE_B)
   assert ex["fill_events"][:, batch_keys.FILL_EVENTS.index("b_padded")].sum() == 0
 

@@ -1,4 +1,6 @@
-"""The simulator and its TFDS builder: determinism, the legacy pipeline's invariants, sanity of the world."""
+"""The simulator and its TFDS builder: determinism, the legacy pipeline's invariants, sanity of the
+world."""
+
 import uma2_tf  # noqa: F401
 
 import dataclasses
@@ -54,7 +56,9 @@ def test_built_shards_are_byte_identical(tiny_builder, tmp_path):
   again.download_and_prepare()
   for split in ("train", "test"):
     for a, b in zip(tiny_builder.info.splits[split].filepaths, again.info.splits[split].filepaths):
-      assert open(a, "rb").read() == open(b, "rb").read(), f"{split} shard {os.path.basename(a)} differs"
+      assert open(a, "rb").read() == open(b, "rb").read(), (
+        f"{split} shard {os.path.basename(a)} differs"
+      )
   for name in ("schema.json", "stats.json"):
     assert (open(os.path.join(tiny_builder.data_dir, name)).read()
             == open(os.path.join(again.data_dir, name)).read())
@@ -121,7 +125,9 @@ def test_demographics_follow_the_main_interest(simulation):
   main = world.user_interests[1:, 0]
   age = world.user_features["age"][1:]
   # Share of users whose age is their main interest's most common age; uniform would give ~1/7.
-  agree = sum((age[main == c] == np.bincount(age[main == c]).argmax()).sum() for c in np.unique(main))
+  agree = sum(
+    (age[main == c] == np.bincount(age[main == c]).argmax()).sum() for c in np.unique(main)
+  )
   assert agree / len(age) > 0.6
   for name, column in world.user_features.items():
     assert column[0] == 0 and column[1:].min() >= 1, name
@@ -140,7 +146,9 @@ def test_world_round_trips_through_npz(simulation, tmp_path):
   world, _ = simulation
   world.save(str(tmp_path))
   loaded = simulator.World.load(str(tmp_path))
-  np.testing.assert_array_equal(loaded.true_top_k(np.arange(1, 50), 10), world.true_top_k(np.arange(1, 50), 10))
+  np.testing.assert_array_equal(
+    loaded.true_top_k(np.arange(1, 50), 10), world.true_top_k(np.arange(1, 50), 10)
+  )
   assert loaded.user_features.keys() == world.user_features.keys()
 
 
@@ -170,10 +178,17 @@ def test_stats_match_the_records(simulation):
   assert stats["train_requests"] == len(train)
   assert stats["train_positives"] == positives
   assert stats["train_samples"] == positives * 26
-  assert stats["train_ctr"] == pytest.approx(positives / sum(len(row["exposed"]) for row in train), abs=1e-4)
-  with_pools = sum(int(row["clicked"].sum()) for row in train
-                   if (row["clicked"] == 0).sum() >= 1 and len(row["recalled"]) - len(row["exposed"]) >= 4)
-  assert stats["train_share_positives_with_1a_4b"] == pytest.approx(with_pools / positives, abs=1e-4)
+  assert stats["train_ctr"] == pytest.approx(
+    positives / sum(len(row["exposed"]) for row in train), abs=1e-4
+  )
+  with_pools = sum(
+    int(row["clicked"].sum())
+    for row in train
+    if (row["clicked"] == 0).sum() >= 1 and len(row["recalled"]) - len(row["exposed"]) >= 4
+  )
+  assert stats["train_share_positives_with_1a_4b"] == pytest.approx(
+    with_pools / positives, abs=1e-4
+  )
   for key in ("num_users", "num_items", "test_requests", "test_positives", "train_mean_recall_size",
               "train_mean_exposure_size", "test_ctr"):
     assert key in stats
@@ -184,7 +199,9 @@ def test_built_dataset_splits_by_day(tiny_dataset):
   days = {}
   ids = {}
   for split in ("train", "test"):
-    batches = list(reading.read_requests(tiny_dataset.split_files[split], tiny_dataset.schema, 4096))
+    batches = list(
+      reading.read_requests(tiny_dataset.split_files[split], tiny_dataset.schema, 4096)
+    )
     days[split] = np.concatenate([b[schema_lib.DAY].numpy() for b in batches])
     ids[split] = np.concatenate([b[schema_lib.REQUEST_ID].numpy() for b in batches])
   assert days["train"].max() == TINY.num_days - 1 and days["train"].min() == 1
@@ -197,16 +214,23 @@ def test_built_dataset_splits_by_day(tiny_dataset):
 
 
 def test_records_parse_with_the_shared_spec(tiny_dataset):
-  batch = next(iter(reading.read_requests(tiny_dataset.split_files["train"], tiny_dataset.schema, 8)))
+  batch = next(
+    iter(reading.read_requests(tiny_dataset.split_files["train"], tiny_dataset.schema, 8))
+  )
   assert isinstance(batch[schema_lib.RECALLED], tf.RaggedTensor)
   assert set(batch) == set(schema_lib.record_fields(tiny_dataset.schema))
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(num_days=1), "num_days"), (dict(recall_popular=300, popular_pool=200), "popular_pool"),
-    (dict(requests_per_user_day=5.0), "requests_per_user_day"), (dict(exposure_size=0), "exposure_size"),
+@pytest.mark.parametrize(
+  "change,message",
+  [
+    (dict(num_days=1), "num_days"),
+    (dict(recall_popular=300, popular_pool=200), "popular_pool"),
+    (dict(requests_per_user_day=5.0), "requests_per_user_day"),
+    (dict(exposure_size=0), "exposure_size"),
     (dict(recall_popular=0, recall_history=0, recall_old_model=0, recall_random=2), "exposure"),
-])
+  ],
+)
 def test_bad_config_is_rejected(change, message):
   with pytest.raises(ValueError, match=message):
     dataclasses.replace(simulator.CONFIGS["default"], **change)
@@ -234,7 +258,10 @@ def test_cli_builds_a_world_of_ones_own_and_records_its_knobs(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   directory = os.path.join(data_dir, "uma2_simulated/noisy/1.0.0")
   recorded = json.load(open(os.path.join(directory, "simulator_config.json")))
-  assert recorded["base"] == "tiny" and recorded["overrides"] == {"ranking_noise": 2.5, "num_days": 3}
+  assert recorded["base"] == "tiny" and recorded["overrides"] == {
+    "ranking_noise": 2.5,
+    "num_days": 3,
+  }
   expected = dataclasses.replace(simulator.CONFIGS["tiny"], ranking_noise=2.5, num_days=3)
   assert recorded["simulator_config"] == dataclasses.asdict(expected)
   # The trainer finds it by name; its days are the overridden ones.
@@ -243,9 +270,15 @@ def test_cli_builds_a_world_of_ones_own_and_records_its_knobs(tmp_path):
   # The same name again: reused as it is; with other knobs: refused, nothing rebuilt.
   again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and "already built" in again.stdout, again.stderr[-3000:]
-  other = subprocess.run(cmd + ["--base=tiny", "--simulator.ranking_noise=1.0"], capture_output=True,
-                         text=True, timeout=300)
-  assert other.returncode == 2 and "already built" in other.stderr and "Traceback" not in other.stderr
+  other = subprocess.run(
+    cmd + ["--base=tiny", "--simulator.ranking_noise=1.0"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert (
+    other.returncode == 2 and "already built" in other.stderr and "Traceback" not in other.stderr
+  )
   builtin = subprocess.run(cmd[:-1] + ["--config=tiny", "--simulator.seed=3"], capture_output=True,
                            text=True, timeout=300)
   assert builtin.returncode == 2 and "--base=tiny" in builtin.stderr

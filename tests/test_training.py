@@ -14,8 +14,16 @@ import pytest
 from uma2_tf.data import samplers
 from uma2_tf.tasks import LossConfig
 
-TRAIN = [sys.executable, "-m", "pipelines.train", "--dataset=uma2_simulated/tiny", "--batch_size=128"]
-METRICS = [f"{m}@{k}" for k in (50, 100, 200) for m in ("hitrate", "recall", "precision", "oracle_recall")]
+TRAIN = [
+  sys.executable,
+  "-m",
+  "pipelines.train",
+  "--dataset=uma2_simulated/tiny",
+  "--batch_size=128",
+]
+METRICS = [
+  f"{m}@{k}" for k in (50, 100, 200) for m in ("hitrate", "recall", "precision", "oracle_recall")
+]
 
 
 def run(args, timeout=600):
@@ -47,22 +55,38 @@ def test_train_writes_config_metrics_and_table(uma2_run):
   for value in metrics["model"].values():
     assert 0.0 <= value <= 1.0
   # More K never finds fewer hits.
-  assert metrics["model"]["hitrate@50"] <= metrics["model"]["hitrate@100"] <= metrics["model"]["hitrate@200"]
+  assert (
+    metrics["model"]["hitrate@50"]
+    <= metrics["model"]["hitrate@100"]
+    <= metrics["model"]["hitrate@200"]
+  )
   table = open(os.path.join(out, "metrics.md")).read()
   assert "| model |" in table and "| popularity |" in table and "| oracle |" in table
   assert "| model |" in result.stdout  # The table is printed, too.
 
   config = json.load(open(os.path.join(out, "config.json")))
   assert config["dataset"] == "uma2_simulated/tiny" and config["batch_size"] == 128
-  assert config["sampling"]["strategy"] == "ss_abc_fixed" and config["sampling"]["ratio"] == [1, 4, 20]
+  assert config["sampling"]["strategy"] == "ss_abc_fixed" and config["sampling"]["ratio"] == [
+    1,
+    4,
+    20,
+  ]
   assert config["loss"]["lambdas"] == [1.0, 1.0, 1.0, 1.0, 1.0] and config["loss"]["use_nsdn"]
 
   assert epochs_in(os.path.join(out, "history.csv")) == [0, 1]
   fill = json.load(open(os.path.join(out, "sampling.json")))
-  assert set(fill) >= {"a_with_replacement", "a_padded", "b_with_replacement", "b_padded", "c_padded"}
+  assert set(fill) >= {
+    "a_with_replacement",
+    "a_padded",
+    "b_with_replacement",
+    "b_padded",
+    "c_padded",
+  }
   # Counted while training: every positive of every step, each event at most once per positive.
   run = json.load(open(os.path.join(out, "metrics.json")))["run"]
-  assert run["train_positives"] <= fill["positives"] <= run["epochs_run"] * run["steps_per_epoch"] * 128
+  assert (
+    run["train_positives"] <= fill["positives"] <= run["epochs_run"] * run["steps_per_epoch"] * 128
+  )
   assert all(0 <= fill[name] <= fill["positives"] for name in fill)
   assert os.path.exists(os.path.join(out, "checkpoints", "final.index"))
   assert not os.path.exists(os.path.join(out, "backup"))  # Removed once training completed.
@@ -72,7 +96,9 @@ def test_train_writes_config_metrics_and_table(uma2_run):
 def test_a_run_relaunched_from_its_config_json_trains_the_same_config(uma2_run, tmp_path):
   out, _ = uma2_run
   again = str(tmp_path / "again")
-  result = run([f"--config={os.path.join(out, 'config.json')}", f"--output_dir={again}", "--epochs=1"])
+  result = run(
+    [f"--config={os.path.join(out, 'config.json')}", f"--output_dir={again}", "--epochs=1"]
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   first = json.load(open(os.path.join(out, "config.json")))
   second = json.load(open(os.path.join(again, "config.json")))
@@ -95,8 +121,9 @@ def test_training_beats_an_untrained_model(uma2_run, tiny_dataset):
 
 
 @pytest.mark.parametrize("tower,use_nsdn", [("youtube_dnn", False), ("dat", True)])
-def test_other_towers_and_plain_gmm_use_the_same_trainer(tiny_data_dir, tiny_dataset, tmp_path, tower,
-                                                         use_nsdn):
+def test_other_towers_and_plain_gmm_use_the_same_trainer(
+  tiny_data_dir, tiny_dataset, tmp_path, tower, use_nsdn
+):
   from uma2_tf import training
 
   config = training.TrainConfig(dataset="uma2_simulated/tiny", data_dir=tiny_data_dir,
@@ -122,7 +149,9 @@ def test_killed_run_resumes_where_it_stopped(tiny_data_dir, tmp_path):
       time.sleep(2.0)
       break
     time.sleep(0.2)
-  assert proc.poll() is None, "training ended before it could be killed:\n" + proc.stdout.read()[-2000:]
+  assert proc.poll() is None, (
+    "training ended before it could be killed:\n" + proc.stdout.read()[-2000:]
+  )
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not os.path.exists(os.path.join(out, "metrics.json"))

@@ -20,19 +20,23 @@ def good_record(**overrides):
 
 
 BAD = [
-    ("length_mismatch", "clicked", dict(clicked=np.array([0, 1]))),
-    ("invalid_click", "clicked", dict(clicked=np.array([0, 2, 0]))),
-    ("id_out_of_range", "exposed", dict(exposed=np.array([1, 2, 101]), recalled=np.array([1, 2, 101]))),
-    ("id_out_of_range", "recalled", dict(recalled=np.array([1, 2, 3, -4]))),
-    ("id_out_of_range", "history", dict(history=np.array([0]))),
-    ("id_out_of_range", "user_id", dict(user_id=11)),
-    ("id_out_of_range", "user_id", dict(user_id=-1)),
-    ("id_out_of_range", "age", dict(age=5)),
-    ("exposed_not_recalled", "exposed", dict(recalled=np.array([1, 2, 8]))),
-    ("duplicate_id", "exposed", dict(exposed=np.array([1, 2, 2]))),
-    ("duplicate_id", "recalled", dict(recalled=np.array([1, 2, 3, 3]))),
-    ("not_integer", "recalled", dict(recalled=np.array([1.5, 2.0]))),
-    ("not_integer", "day", dict(day="monday")),
+  ("length_mismatch", "clicked", dict(clicked=np.array([0, 1]))),
+  ("invalid_click", "clicked", dict(clicked=np.array([0, 2, 0]))),
+  (
+    "id_out_of_range",
+    "exposed",
+    dict(exposed=np.array([1, 2, 101]), recalled=np.array([1, 2, 101])),
+  ),
+  ("id_out_of_range", "recalled", dict(recalled=np.array([1, 2, 3, -4]))),
+  ("id_out_of_range", "history", dict(history=np.array([0]))),
+  ("id_out_of_range", "user_id", dict(user_id=11)),
+  ("id_out_of_range", "user_id", dict(user_id=-1)),
+  ("id_out_of_range", "age", dict(age=5)),
+  ("exposed_not_recalled", "exposed", dict(recalled=np.array([1, 2, 8]))),
+  ("duplicate_id", "exposed", dict(exposed=np.array([1, 2, 2]))),
+  ("duplicate_id", "recalled", dict(recalled=np.array([1, 2, 3, 3]))),
+  ("not_integer", "recalled", dict(recalled=np.array([1.5, 2.0]))),
+  ("not_integer", "day", dict(day="monday")),
 ]
 
 
@@ -60,7 +64,9 @@ def test_missing_field_is_named():
 
 def test_skip_policy_counts_per_reason_and_writes_report(tmp_path):
   validator = RecordValidator(SCHEMA, policy="skip")
-  results = [validator.check(good_record(**o)) for _, _, o in BAD] + [validator.check(good_record())]
+  results = [validator.check(good_record(**o)) for _, _, o in BAD] + [
+    validator.check(good_record())
+  ]
   assert results == [False] * len(BAD) + [True]
   report = json.loads(open(validator.write_report(str(tmp_path))).read())
   assert report["checked"] == len(BAD) + 1
