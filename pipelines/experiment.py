@@ -23,7 +23,7 @@ from absl import app, flags, logging
 from uma2_tf import config_flags, training
 
 SHARED_FIELDS = ("dataset", "data_dir", "strategy", "precision", "batch_size", "learning_rate",
-                 "epochs", "eval_ks", "backup_every_steps")
+                 "epochs", "eval_ks", "backup_every_steps", "validation")
 
 FLAGS = flags.FLAGS
 # The training settings every run of the grid shares, as `TrainConfig`'s own flags and defaults

@@ -182,6 +182,9 @@ def test_experiment_cli_runs_reports_and_resumes(tmp_path, tiny_data_dir):
     assert os.path.exists(os.path.join(report_dir, name)), name
   assert len(open(os.path.join(report_dir, "runs.csv")).read().strip().splitlines()) == 1 + 6
   assert "UMA²_YTB" in done.stdout
+  table = open(os.path.join(report_dir, "table1.md")).read()
+  assert ("Model selection: the weights after the last of 1 epochs, no early stopping. "
+          "Validation `last_day` is carved from the training days") in table
   # Everything finished: a rerun trains nothing and rewrites the same table.
   again = _cli(*args, timeout=300)
   assert again.returncode == 0 and "0 to train" in again.stderr

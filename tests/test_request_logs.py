@@ -200,6 +200,9 @@ def test_one_epoch_on_own_logs_through_the_trainer(built_logs, tmp_path):
       eval_ks=(5, 10, 20),
       monitor="recall@10",
       early_stopping_patience=0,
+      # Every train click is trained on: nothing held out for validation.
+      evaluate_each_epoch=False,
+      validation="none",
     ),
     verbose=0,
   )

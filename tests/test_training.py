@@ -173,6 +173,8 @@ def test_killed_run_resumes_where_it_stopped(tiny_data_dir, tmp_path):
     ("--strategy=multi_worker", "--strategy=multi_worker needs TF_CONFIG"),
     ("--precision=float8", "precision must be one of"),
     ("--dataset=uma2_simulated/paper", "make data"),
+    ("--validation=none", "--validation=none leaves nothing to select a model on"),
+    ("--validation=users:1.5", "validation must be last_day, users:<share in (0, 1)> or none"),
 ])
 def test_bad_flags_exit_with_one_clear_message(tiny_data_dir, tmp_path, flag, message):
   result = run([f"--data_dir={tiny_data_dir}", f"--output_dir={tmp_path}", flag], timeout=120)

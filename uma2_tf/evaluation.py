@@ -46,12 +46,18 @@ class Evaluator:
     max_history: history length fed to the user tower (as in training).
     split: the split evaluated.
     auc_positives: positives of the test split sampled for the propensity heads' AUC.
+    keep: a predicate on parsed requests selecting the records of `split` evaluated (the
+      validation records of `train`: `splits.Holdout.keep_validation`); None: all of them.
+    name: what the records are called in messages (default: the split's name).
   """
 
   def __init__(self, dataset: reading.BuiltDataset, ks: Sequence[int] = (50, 100, 200),
-               max_history: int = 50, split: str = "test", auc_positives: int = 20000):
+               max_history: int = 50, split: str = "test", auc_positives: int = 20000,
+               keep=None, name: str | None = None):
     if split not in dataset.split_files:
       raise ValueError(f"{dataset.name} has no {split!r} split to evaluate on")
+    self.keep = keep
+    self.name = name or split
     self.dataset = dataset
     self.ks = tuple(sorted(ks))
     self.k_max = self.ks[-1]
@@ -69,7 +75,8 @@ class Evaluator:
     schema = self.dataset.schema
     first: dict[int, dict] = {}
     truth: dict[int, set] = {}
-    for batch in reading.read_requests(self.dataset.split_files[self.split], schema, 1024):
+    for batch in reading.read_requests(self.dataset.split_files[self.split], schema, 1024,
+                                       keep=self.keep):
       batch = {k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy())
                for k, v in batch.items()}
       order = np.argsort(batch[schema_lib.REQUEST_ID], kind="stable")
@@ -88,7 +95,7 @@ class Evaluator:
                          schema_lib.HISTORY:
                              history + [schema_lib.PAD_ID] * (max_history - len(history))}
     if not truth:
-      raise NoClicksError(f"{self.dataset.name}: the {self.split} split has no click to "
+      raise NoClicksError(f"{self.dataset.name}: the {self.name} records have no click to "
                           f"evaluate on")
     user_ids = np.array(sorted(truth), np.int64)
     users = {schema_lib.USER_ID: user_ids}
@@ -144,7 +151,7 @@ class Evaluator:
     config = samplers.SamplingConfig(seed=12345) if has_b else samplers.SamplingConfig(
         ratio=(1, 0, 24), seed=12345)
     ds = samplers.make_training_dataset(self.dataset, config, batch_size=1024, split=self.split,
-                                        shuffle=False)
+                                        shuffle=False, keep=self.keep)
     er_scores, re_scores, recalled, exposed, mask = [], [], [], [], []
     seen = 0
     for batch in ds:

@@ -12,8 +12,10 @@ What lands in `output_dir`:
 |                   | command resumes where it stopped (deleted when training ends)     |
 | checkpoints/      | weights after each epoch (`epoch-NN`) and the final ones (`final`) |
 | tensorboard/      | TensorBoard logs                                                  |
-| history.csv       | per-epoch training metrics and evaluation metrics                 |
-| metrics.json      | final evaluation: model, popularity, oracle, propensity AUC; and  |
+| history.csv       | per-epoch training metrics and the validation records' metrics    |
+|                   | (`val_*`: what early stopping and the best weights read)          |
+| metrics.json      | the test day, evaluated once on the final model: model,           |
+|                   | popularity, oracle, propensity AUC; and                           |
 |                   | under `test_random` the same on that split when the dataset has   |
 |                   | one (KuaiRand: randomly exposed items, an unbiased test set)      |
 | metrics.md        | the same as markdown tables                                       |
@@ -39,7 +41,7 @@ from uma2_tf import config_flags, distribute, evaluation
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.data import reading
 from uma2_tf.sources import registry
-from uma2_tf.data import samplers
+from uma2_tf.data import samplers, splits
 from uma2_tf.models import towers
 from uma2_tf.tasks import LossConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
@@ -71,9 +73,13 @@ class TrainConfig:
     learning_rate: Adam's.
     epochs: maximum passes over the training positives.
     early_stopping_patience: epochs without a better `monitor` before stopping (0: never stop).
-    evaluate_each_epoch: evaluate on the test day after every epoch (needed by early stopping);
-      False evaluates once, at the end (short runs, e.g. `experiment --quick`).
-    monitor: evaluation metric EarlyStopping watches and the best weights are chosen by.
+    evaluate_each_epoch: evaluate on the validation records after every epoch (needed by early
+      stopping); False: no per-epoch evaluation (short runs, e.g. `experiment --quick`).
+    validation: the training records held out for model selection (`splits`): `last_day` (the
+      last training day), `users:<share>` (that share of users' last training request) or `none`.
+      Per-epoch evaluation, early stopping and the best weights read only these; the test day is
+      evaluated once, on the final model.
+    monitor: validation metric EarlyStopping watches and the best weights are chosen by.
     eval_ks: K's of the retrieval metrics.
     backup_every_steps: BackupAndRestore saves every this many steps (mid-epoch resume).
     seed: seeds model initialisation; the sampler has its own in `sampling.seed`.
@@ -93,6 +99,7 @@ class TrainConfig:
   epochs: int = 5
   early_stopping_patience: int = 2
   evaluate_each_epoch: bool = True
+  validation: str = "last_day"
   monitor: str = "recall@100"
   eval_ks: tuple[int, ...] = (50, 100, 200)
   backup_every_steps: int = 50
@@ -118,6 +125,13 @@ class TrainConfig:
     if self.early_stopping_patience and not self.evaluate_each_epoch:
       raise ValueError("early stopping needs evaluate_each_epoch (it watches the per-epoch "
                        "evaluation); set early_stopping_patience=0 to evaluate only at the end")
+    splits.parse(self.validation)
+    selects = self.early_stopping_patience or self.evaluate_each_epoch
+    if self.validation == splits.NONE and selects:
+      raise ValueError("--validation=none leaves nothing to select a model on: early stopping "
+                       "and per-epoch evaluation read the validation split (never the test day); "
+                       "set --early_stopping_patience=0 --noevaluate_each_epoch, or keep a "
+                       "validation split (--validation=last_day or users:<share>)")
 
   def to_json(self) -> str:
     return config_flags.to_json(self)
@@ -139,16 +153,17 @@ def build_model(config: TrainConfig, dataset: reading.BuiltDataset) -> UMA2Model
                    share_embeddings=config.share_embeddings)
 
 
-def count_positives(dataset: reading.BuiltDataset, split: str = "train") -> int:
-  """Clicks in a split: the number of training examples an epoch has."""
-  requests = reading.read_requests(dataset.split_files[split], dataset.schema, 4096)
+def count_positives(dataset: reading.BuiltDataset, split: str = "train", keep=None) -> int:
+  """Clicks in a split (of its records `keep` selects): the training examples an epoch has."""
+  requests = reading.read_requests(dataset.split_files[split], dataset.schema, 4096, keep=keep)
   total = requests.reduce(tf.constant(0, tf.int64),
                           lambda acc, r: acc + tf.reduce_sum(r["clicked"].flat_values))
   return int(total)
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-  """Evaluates on the test day after each epoch; adds `val_<metric>` to the epoch logs."""
+  """Evaluates on the validation records after each epoch; adds `val_<metric>` to the epoch
+  logs."""
 
   def __init__(self, evaluator: evaluation.Evaluator):
     super().__init__()
@@ -220,9 +235,14 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
     run.write_config(config.to_json())
   keras.utils.set_random_seed(config.seed)
 
-  positives = count_positives(dataset)
+  holdout = splits.holdout(dataset, config.validation, seed=config.seed)
+  validation_evaluator = _validation_evaluator(dataset, config, holdout)
+  positives = count_positives(dataset, keep=holdout.train_keep())
   if positives == 0:
     raise ValueError(f"{config.dataset}: the train split has no click to train on")
+  logging.info("validation (%s): %s", config.validation,
+               f"{len(validation_evaluator.truth)} users who clicked" if validation_evaluator
+               else "none, nothing held out")
   steps_per_epoch = math.ceil(positives / config.batch_size)
   asynchronous = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
   logging.info("%s: %d train positives, %d steps of %d per epoch, %s", config.dataset, positives,
@@ -230,15 +250,16 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
                f"{task.num_workers} asynchronous worker(s)" if asynchronous
                else f"{strategy.num_replicas_in_sync} replica(s)")
 
-  train_ds = _training_input(config, dataset, strategy, asynchronous)
+  train_ds = _training_input(config, dataset, strategy, asynchronous, holdout)
   model = _compiled_model(config, dataset, strategy)
-  callbacks = _callbacks(config, run, task, evaluator, asynchronous)
+  callbacks = _callbacks(config, run, task, validation_evaluator, asynchronous)
   start = time.perf_counter()
   history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=verbose if task.is_chief else 0)
   train_seconds = time.perf_counter() - start
   _save_weights(model, run.final_checkpoint, task)
 
+  # The test day, once, on the final model (selected, if at all, on the validation records).
   results = evaluator.evaluate(model)
   if random_evaluator is not None:
     results[evaluation.TEST_RANDOM] = random_evaluator.evaluate(model)
@@ -246,7 +267,7 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
                     "epochs_run": history.epoch[-1] + 1 if history.epoch else 0,
                     "steps_per_epoch": steps_per_epoch, "strategy": config.strategy,
                     "replicas": strategy.num_replicas_in_sync, "workers": task.num_workers,
-                    "precision": config.precision}
+                    "precision": config.precision, "validation": config.validation}
   results["run"]["weights_sha256"] = distribute.weights_fingerprint(model)
   logging.info("%s %d: final weights sha256 %s", task.type, task.index,
                results["run"]["weights_sha256"])
@@ -279,14 +300,28 @@ def _check_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.Bu
   return evaluator
 
 
+def _validation_evaluator(dataset: reading.BuiltDataset, config: TrainConfig,
+                          holdout: splits.Holdout) -> evaluation.Evaluator | None:
+  """The evaluator of the validation records (None without a validation split)."""
+  if not holdout.enabled:
+    return None
+  try:
+    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history,
+                                split="train", keep=holdout.keep_validation,
+                                name=f"{splits.VALIDATION} ({config.validation})")
+  except evaluation.NoClicksError as e:
+    raise ValueError(f"--validation={config.validation}: {e}; choose another validation") from None
+
+
 def _training_input(config: TrainConfig, dataset: reading.BuiltDataset,
-                    strategy: tf.distribute.Strategy, asynchronous: bool):
+                    strategy: tf.distribute.Strategy, asynchronous: bool, holdout: splits.Holdout):
   """The distributed training input: one sampling pipeline per worker, repeated."""
 
   def input_fn(ctx: tf.distribute.InputContext):
     # Each worker's pipeline reads its own shards (or every n-th record): the sampler shards by ctx.
     per_replica = ctx.get_per_replica_batch_size(config.batch_size)
-    ds = samplers.make_training_dataset(dataset, config.sampling, per_replica, input_context=ctx)
+    ds = samplers.make_training_dataset(dataset, config.sampling, per_replica, input_context=ctx,
+                                        keep=holdout.train_keep())
     return ds.repeat()
 
   if asynchronous:
@@ -306,11 +341,11 @@ def _compiled_model(config: TrainConfig, dataset: reading.BuiltDataset,
 
 
 def _callbacks(config: TrainConfig, run: RunDir, task: distribute.Task,
-               evaluator: evaluation.Evaluator, asynchronous: bool) -> list:
+               validation_evaluator: evaluation.Evaluator | None, asynchronous: bool) -> list:
   callbacks = [
       # First: the callbacks below read the `val_*` logs it adds. Every worker evaluates (the same
       # weights give the same metrics), so EarlyStopping stops them all at the same epoch.
-      *([EvaluationCallback(evaluator)] if config.evaluate_each_epoch else []),
+      *([EvaluationCallback(validation_evaluator)] if config.evaluate_each_epoch else []),
       # Under parameter_server batch-level logs are remote futures TerminateOnNaN cannot read.
       *([] if asynchronous else [keras.callbacks.TerminateOnNaN()]),
       # Under multi_worker these three write the chief's files and a temporary copy elsewhere.

@@ -62,7 +62,7 @@ class BuiltDataset:
 
 def read_requests(files: Sequence[str], schema: schema_lib.LogSchema, requests_per_batch: int, *,
                   shuffle_buffer: int = 0, seed: int = 0, input_context=None,
-                  cycle_length: int = 4):
+                  cycle_length: int = 4, keep=None):
   """Batches of parsed request records from TFRecord shards.
 
   Args:
@@ -74,6 +74,8 @@ def read_requests(files: Sequence[str], schema: schema_lib.LogSchema, requests_p
     seed: seed of the shuffles.
     input_context: a `tf.distribute.InputContext`; each input pipeline then reads its own part:
       whole shards when there are at least as many shards as pipelines, else every n-th record.
+    keep: a predicate on a parsed batch (bool per record, e.g. `splits.Holdout.keep_train`): only
+      those records are read; batches left empty are dropped.
   Returns:
     A `tf.data.Dataset` of dicts as `schema.parse_requests` returns them.
   """
@@ -100,5 +102,19 @@ def read_requests(files: Sequence[str], schema: schema_lib.LogSchema, requests_p
   if shuffle_buffer > 0:
     ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   ds = ds.batch(requests_per_batch)
-  return ds.map(lambda serialized: schema_lib.parse_requests(serialized, schema),
+  ds = ds.map(lambda serialized: schema_lib.parse_requests(serialized, schema),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if keep is not None:
+    ds = ds.map(lambda requests: select_requests(requests, keep(requests)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.filter(lambda requests: tf.size(requests[schema_lib.REQUEST_ID]) > 0)
+  return ds
+
+
+def select_requests(requests, mask):
+  """The records of a parsed batch where `mask` (bool[n]) is true, every field alike."""
+  import tensorflow as tf
+
+  return {name: (tf.ragged.boolean_mask(value, mask) if isinstance(value, tf.RaggedTensor)
+                 else tf.boolean_mask(value, mask))
+          for name, value in requests.items()}

@@ -304,6 +304,26 @@ def chart(results: list[RunResult], reference: dict, path: str, title: str) -> N
   os.replace(tmp, path)
 
 
+def selection_note(report_dir: str, results: list[RunResult]) -> str:
+  """How the runs' models were selected, read from a run's own config.json ("" without one)."""
+  run = RunDir(os.path.join(report_dir, RUNS_DIR, results[0].spec.run_id))
+  if not run.exists(run_dir.CONFIG):
+    return ""
+  config = run.read_json(run_dir.CONFIG)
+  validation = config.get("validation", "last_day")
+  if validation == "none":
+    return ("Model selection: none (`--validation=none`): the weights after the last of "
+            f"{config['epochs']} epochs; the test day is evaluated once, on them.")
+  if config["early_stopping_patience"]:
+    how = (f"early stopping (patience {config['early_stopping_patience']}) on the validation "
+           f"records' {config['monitor']}, best epoch's weights restored")
+  else:
+    how = f"the weights after the last of {config['epochs']} epochs, no early stopping"
+  return (f"Model selection: {how}. Validation `{validation}` is carved from the training days "
+          "and held out of training; the test day is evaluated once, on the selected model, and "
+          "never seen by selection.")
+
+
 def write_report(report_dir: str, grid: Sequence[RunSpec], title: str = "Table 1") -> dict:
   """Writes table1.md, runs.csv, comparisons.json and table1.png; returns what it wrote."""
   results, reference = load_results(report_dir, grid)
@@ -313,6 +333,9 @@ def write_report(report_dir: str, grid: Sequence[RunSpec], title: str = "Table 1
   if missing:
     logging.warning("report on %d of %d runs (%d not finished)", len(results), len(grid), missing)
   table = table1_markdown(results, reference, title)
+  note = selection_note(report_dir, results)
+  if note:
+    table = table.replace("\n\n", f"\n\n{note}\n\n", 1)
   paths = {name: os.path.join(report_dir, name) for name in
            ("table1.md", "runs.csv", "comparisons.json", "table1.png")}
   atomic_files.atomic_write_text(paths["table1.md"], table)

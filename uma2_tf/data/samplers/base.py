@@ -47,7 +47,7 @@ class SamplerConfig(Protocol):
 
 def make_training_dataset(dataset: reading.BuiltDataset, config: SamplerConfig, batch_size: int, *,
                           split: str = "train", input_context=None, shuffle: bool = True,
-                          shuffle_buffer: int = 8192, drop_remainder: bool = False):
+                          shuffle_buffer: int = 8192, drop_remainder: bool = False, keep=None):
   """The training input: batches of `batch_size` positives, each with its negatives.
 
   Args:
@@ -59,6 +59,8 @@ def make_training_dataset(dataset: reading.BuiltDataset, config: SamplerConfig, 
     input_context: a `tf.distribute.InputContext`; each input pipeline reads its own part of the
       records and draws with its own seed.
     shuffle: shuffle shards and records (deterministically from `config.seed`, anew each epoch).
+    keep: a predicate on parsed requests: only those are sampled (`splits.Holdout.keep_train`
+      leaves the validation records out).
   """
   if split not in dataset.split_files:
     raise ValueError(f"{dataset.name} has no split {split!r}; it has {sorted(dataset.split_files)}")
@@ -68,7 +70,7 @@ def make_training_dataset(dataset: reading.BuiltDataset, config: SamplerConfig, 
   requests = reading.read_requests(
       dataset.split_files[split], dataset.schema, config.requests_per_batch,
       shuffle_buffer=shuffle_buffer if shuffle else 0, seed=config.seed + 1000 * pipeline_id,
-      input_context=input_context)
+      input_context=input_context, keep=keep)
   return sample_dataset(requests, sampler, batch_size, seed=config.seed + 1000 * pipeline_id,
                         drop_remainder=drop_remainder)
 
