@@ -213,16 +213,20 @@ def _as_values(config) -> dict:
                    else getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
 
 
-def from_json(cls, text: str, path: str = "config.json"):
-  """A config from the JSON a run wrote; unknown fields are an error, missing ones default."""
+def _json_object(text: str, where: str) -> Mapping:
   try:
     raw = json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not JSON ({e})") from None
+    raise ValueError(f"{where}: not JSON ({e})") from None
   if not isinstance(raw, Mapping):
-    raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    raise ValueError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+  return raw
+
+
+def from_json(cls, text: str, path: str = "config.json"):
+  """A config from the JSON a run wrote; unknown fields are an error, missing ones default."""
   values = _as_values(cls())
-  _merge_file(cls, values, raw, path)
+  _merge_file(cls, values, _json_object(text, path), path)
   return _build(cls, values)
 
 
@@ -237,13 +241,7 @@ def resolve(cls, flag_values: flags.FlagValues = flags.FLAGS, base=None):
     if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f"--{CONFIG_FLAG}={path}: no such file")
     with tf.io.gfile.GFile(path) as f:
-      text = f.read()
-    try:
-      raw = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"--{CONFIG_FLAG}={path}: not JSON ({e})") from None
-    if not isinstance(raw, Mapping):
-      raise ValueError(f"--{CONFIG_FLAG}={path}: expected a JSON object")
+      raw = _json_object(f.read(), f"--{CONFIG_FLAG}={path}")
     _merge_file(cls, values, raw, path)
   _merge_flags(cls, values, flag_values)
   return _build(cls, values)
