@@ -10,6 +10,10 @@ from a run's own config, and flags given beside it override it.
     python -m pipelines.train --nsdn=false --strategy_name=ss_ab --output_dir=runs/gmm_ss_ab
     python -m pipelines.train --tower=dat --lambdas=1,1,1,0.5,0.5 --epochs=3
     python -m pipelines.train --nsdn=false --space_weights=1,1,0.25 --output_dir=runs/uma2_sos
+    python -m pipelines.train --nsdn=false --negatives=popularity --popularity_alpha=0.75
+    python -m pipelines.train --nsdn=false --negatives=in_batch --logq=streaming
+    python -m pipelines.train --nsdn=false --negatives=mixed --corpus_negatives=1024
+    python -m pipelines.train --nsdn=false --negatives=hybrid --hybrid_share=0.5
     # B: ranking's negatives
     python -m pipelines.train --dataset=recflow/default --b_stages=rank_neg
 
@@ -46,6 +50,9 @@ ALIASES = {
     "propensity_floor": "loss.propensity_floor",
     "weight_normalization": "loss.weight_normalization",
     "space_weights": "loss.space_weights", "nsdn": "loss.use_nsdn",
+    "negatives": "sampling.strategy", "popularity_source": "sampling.popularity_source",
+    "hybrid_share": "sampling.hybrid_share", "corpus_negatives": "sampling.corpus_negatives",
+    "logq": "softmax.logq", "temperature": "softmax.temperature",
 }
 config_flags.define_aliases(ALIASES)
 

@@ -11,7 +11,7 @@ from uma2_tf.data import reading
 from uma2_tf.data import samplers
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.data.batch_keys import SPACE_A, SPACE_B, SPACE_C
-from uma2_tf.data.samplers import SamplingConfig
+from uma2_tf.data.samplers import SamplingConfig, spaces
 
 SCHEMA = schema_lib.LogSchema(num_users=11, num_items=51, user_features={"age": 5},
                               item_features={"category": 4})
@@ -143,7 +143,7 @@ def take(ds, n):
   return [numpy(b) for b in ds.take(n)]
 
 
-@pytest.mark.parametrize("strategy", samplers.STRATEGIES)
+@pytest.mark.parametrize("strategy", spaces.SPACE_STRATEGIES)
 def test_real_batches_respect_spaces_labels_and_masks(tiny_dataset, tiny_requests, strategy):
   config = SamplingConfig(strategy=strategy)
   n_a, n_b, n_c = config.space_counts()

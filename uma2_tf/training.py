@@ -43,7 +43,7 @@ from uma2_tf.data import reading
 from uma2_tf.sources import registry
 from uma2_tf.data import samplers, splits
 from uma2_tf.models import towers
-from uma2_tf.tasks import LossConfig, UMA2Task
+from uma2_tf.tasks import InBatchSoftmaxTask, LossConfig, SoftmaxConfig, UMA2Task
 from uma2_tf.models.uma2 import UMA2Model
 from uma2_tf.run_dir import RunDir
 
@@ -66,8 +66,10 @@ class TrainConfig:
       layers compute in 16 bits, variables and the loss stay float32.
     tower: a name of `towers.TOWERS`.
     share_embeddings: NSDN heads read the tower's embedding tables (else their own).
-    sampling: how negatives are drawn.
-    loss: λ's, propensity floor, weight normalisation, NSDN on/off.
+    sampling: how negatives are drawn (`sampling.strategy`, `--negatives`).
+    loss: the pointwise loss of samplers with per-positive negatives: λ's, propensity floor,
+      weight normalisation, NSDN on/off.
+    softmax: the softmax of the in-batch samplers (`in_batch`, `mixed`): logQ, temperature, ...
     batch_size: global batch, in positives (each with its negatives): what one optimiser step
       consumes, split evenly over the replicas of a synchronous strategy (`uma2_tf.distribute`).
     learning_rate: Adam's.
@@ -94,6 +96,7 @@ class TrainConfig:
   share_embeddings: bool = True
   sampling: samplers.SamplingConfig = samplers.SamplingConfig()
   loss: LossConfig = LossConfig()
+  softmax: SoftmaxConfig = SoftmaxConfig()
   batch_size: int = 512
   learning_rate: float = 1e-3
   epochs: int = 5
@@ -126,6 +129,14 @@ class TrainConfig:
       raise ValueError("early stopping needs evaluate_each_epoch (it watches the per-epoch "
                        "evaluation); set early_stopping_patience=0 to evaluate only at the end")
     splits.parse(self.validation)
+    if self.sampling.is_softmax and self.loss.use_nsdn:
+      raise ValueError(f"--negatives={self.sampling.strategy} has no spaces A/B/C for NSDN's "
+                       "propensity weights to re-weight (its negatives are the batch's positives); "
+                       "add --nsdn=false")
+    if self.sampling.is_softmax and self.tower.startswith("esam"):
+      raise ValueError(f"--tower={self.tower}: ESAM's domain adaptation reads the A/B/C spaces of "
+                       f"each negative, which --negatives={self.sampling.strategy} does not have; "
+                       "use a spaces sampler (e.g. ss_abc_fixed) or another tower")
     selects = self.early_stopping_patience or self.evaluate_each_epoch
     if self.validation == splits.NONE and selects:
       raise ValueError("--validation=none leaves nothing to select a model on: early stopping "
@@ -149,8 +160,12 @@ class TrainConfig:
 
 def build_model(config: TrainConfig, dataset: reading.BuiltDataset) -> UMA2Model:
   tower = towers.build_tower(config.tower, dataset.schema, dataset.catalog)
-  return UMA2Model(tower, UMA2Task(config.loss, name="uma2_task"),
-                   share_embeddings=config.share_embeddings)
+  if config.sampling.is_softmax:
+    task = InBatchSoftmaxTask(config.softmax, dataset.schema.num_items,
+                              dataset.catalog.click_count, name="softmax_task")
+  else:
+    task = UMA2Task(config.loss, name="uma2_task")
+  return UMA2Model(tower, task, share_embeddings=config.share_embeddings)
 
 
 def count_positives(dataset: reading.BuiltDataset, split: str = "train", keep=None) -> int:

@@ -34,7 +34,9 @@ class UMA2Model(tfrs.models.Model):
 
   Args:
     tower: the GMM (any `Tower`).
-    task: the loss task; `task.config.use_nsdn` decides whether the NSDN heads exist.
+    task: the loss task: `UMA2Task` (a positive against its own negatives; its `needs_nsdn`
+      decides whether the NSDN heads exist) or `InBatchSoftmaxTask` (a softmax over the batch's
+      positives and any shared corpus items).
     share_embeddings: the heads read the tower's embedding tables (default) or their own copies.
     dedup_items: run the item tower once per distinct item of the batch (same outputs and
       gradients as once per slot, fewer FLOPs when items repeat).
@@ -47,7 +49,7 @@ class UMA2Model(tfrs.models.Model):
     self.dedup_items = dedup_items
     self.task = task
     self.nsdn = None
-    if task.config.use_nsdn:
+    if task.needs_nsdn:
       embeddings = tower.embeddings
       if not share_embeddings:
         embeddings = FeatureEmbeddings(embeddings.schema, embeddings.catalog,
@@ -68,8 +70,9 @@ class UMA2Model(tfrs.models.Model):
     return {"positives": counts[0], **dict(zip(batch_keys.FILL_EVENTS, counts[1:]))}
 
   def _forward(self, features, training):
-    items = tf.concat([features[batch_keys.POS_ITEM][:, tf.newaxis],
-                       features[batch_keys.NEG_ITEMS]], axis=1)
+    items = features[batch_keys.POS_ITEM][:, tf.newaxis]
+    if batch_keys.NEG_ITEMS in features:  # In-batch samplers give positives only.
+      items = tf.concat([items, features[batch_keys.NEG_ITEMS]], axis=1)
     # With shared tables the embedding vectors are looked up once and fed to both the tower and
     # the heads, instead of a second lookup (and a second sparse gradient) for the heads.
     shared = self.nsdn is not None and self.nsdn.embeddings is self.tower.embeddings
@@ -115,12 +118,31 @@ class UMA2Model(tfrs.models.Model):
       events = tf.cast(features[batch_keys.FILL_EVENTS_KEY], tf.int64)
       self.fill_event_counts.assign_add(tf.concat(
           [tf.shape(events, out_type=tf.int64)[:1], tf.reduce_sum(events, axis=0)], axis=0))
+    if self.task.in_batch:
+      return self._in_batch_loss(features, training)
     out = self._forward(features, training)
     logits = out["matching_logits"]
     loss = self.task(logits[:, 0], logits[:, 1:], features[batch_keys.NEG_SPACE],
                      features[batch_keys.NEG_MASK], out.get("er_logits"), out.get("re_logits"),
                      features[batch_keys.NEG_RECALLED], features[batch_keys.NEG_EXPOSED])
     aux = self.tower.auxiliary_loss(features, out["user_embedding"], out["item_embedding"])
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss + aux / tf.cast(replicas, tf.float32)
+
+  def _in_batch_loss(self, features, training):
+    """The softmax of every positive against the batch's positives and its shared corpus items."""
+    positives = features[batch_keys.POS_ITEM]
+    candidate_ids = positives
+    if batch_keys.CORPUS_ITEMS in features:
+      candidate_ids = tf.concat([positives, features[batch_keys.CORPUS_ITEMS]], axis=0)
+    # The item tower runs once per distinct candidate (popular positives repeat in a batch).
+    unique, index = tf.unique(candidate_ids)
+    candidates = tf.gather(self.tower.item_embedding(unique, training=training), index)  # [C, d]
+    user = self.tower.user_embedding(features, training=training)
+    positive_embedding = candidates[:tf.shape(positives)[0]]
+    query = self.tower.training_query(features, user, positive_embedding, training=training)
+    loss = self.task(query, candidates, candidate_ids, training=training)
+    aux = self.tower.auxiliary_loss(features, user, positive_embedding[:, tf.newaxis])
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss + aux / tf.cast(replicas, tf.float32)
 

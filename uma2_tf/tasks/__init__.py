@@ -6,6 +6,10 @@
 | module  | loss                                                                                |
 |---------|-------------------------------------------------------------------------------------|
 | `uma2`  | pointwise BCE over a positive and its A/B/C negatives, re-weighted by NSDN (or not) |
+| `retrieval` | softmax over the batch's positives (+ shared corpus items), logQ-corrected, |
+|         | through `tfrs.tasks.Retrieval` (in-batch and mixed negatives)                       |
+| `frequency_estimator` | Yi et al.'s streaming estimate of each item's batch frequency (logQ)  |
 """
 from uma2_tf.tasks.uma2 import (SOS_RANDOM_WEIGHT, TERMS, WEIGHT_NORMALIZATIONS,  # noqa: F401
                                 LossConfig, UMA2Task, sos_loss_config, sos_random_weight)
+from uma2_tf.tasks.retrieval import LOGQ, InBatchSoftmaxTask, SoftmaxConfig  # noqa: F401

@@ -102,6 +102,8 @@ def sos_loss_config(random_weight: float = SOS_RANDOM_WEIGHT, **kwargs) -> LossC
 class UMA2Task(keras.layers.Layer):
   """Computes the UMA² loss and tracks each of its terms as a metric."""
 
+  in_batch = False  # Scores a positive against its own negatives, not against the batch.
+
   def __init__(self, config: LossConfig = LossConfig(), **kwargs):
     # float32 under a mixed global policy too, or Keras would cast the logits (the first
     # argument) to float16 before the loss sees them.
@@ -111,6 +113,11 @@ class UMA2Task(keras.layers.Layer):
     self.term_metrics = {name: keras.metrics.Mean(name=f"loss_{name}") for name in TERMS}
     self.weight_metrics = {name: keras.metrics.Mean(name=f"mean_weight_{name}")
                            for name in ("a", "b")}
+
+  @property
+  def needs_nsdn(self) -> bool:
+    """Whether the model must have the NSDN heads this loss reads."""
+    return self.config.use_nsdn
 
   def static_weights(self, neg_space):
     """Per-slot weights [B, N] without NSDN: each slot's `space_weights` entry."""

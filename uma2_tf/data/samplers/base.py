@@ -21,15 +21,50 @@ from typing import Mapping, Protocol
 import numpy as np
 
 from uma2_tf.data import reading
-from uma2_tf.data.batch_keys import FILL_EVENTS, FILL_EVENTS_KEY
+from uma2_tf.data import schema as schema_lib
+from uma2_tf.data.batch_keys import FILL_EVENTS, FILL_EVENTS_KEY, POS_ITEM
 
 
 class Sampler(abc.ABC):
-  """Turns a batch of parsed request records into per-positive training examples."""
+  """Turns a batch of parsed request records into per-positive training examples.
+
+  A sampler that adds something per training batch (not per positive: e.g. candidates shared by
+  the batch) sets `adds_per_batch` and implements `per_batch`, applied after rebatching.
+  """
+
+  adds_per_batch = False
 
   @abc.abstractmethod
   def __call__(self, requests: Mapping, seed) -> dict:
     """`requests`: the dict `schema.parse_requests` returns; `seed`: a stateless seed, int64[2]."""
+
+  def per_batch(self, batch: dict, seed) -> dict:
+    """The training batch with what the sampler adds to it as a whole (`adds_per_batch`)."""
+    return batch
+
+
+def positive_examples(requests: Mapping, user_features, max_history: int):
+  """(row, example): one example per clicked item with the user's fields, and its request's row.
+
+  The example holds `request_id`, `day`, `user_id`, the user features, `history` (the newest
+  `max_history` clicks, right-padded with 0) and `pos_item`; a sampler adds its negatives.
+  """
+  import tensorflow as tf
+
+  is_click = tf.equal(requests[schema_lib.CLICKED], 1)
+  positives = tf.ragged.boolean_mask(requests[schema_lib.EXPOSED], is_click)
+  row = positives.value_rowids()  # Request of each positive.
+  history = requests[schema_lib.HISTORY]
+  history = history[:, -max_history:].to_tensor(shape=[None, max_history])
+  example = {
+      schema_lib.REQUEST_ID: tf.gather(requests[schema_lib.REQUEST_ID], row),
+      schema_lib.DAY: tf.gather(requests[schema_lib.DAY], row),
+      schema_lib.USER_ID: tf.gather(requests[schema_lib.USER_ID], row),
+      **{name: tf.gather(requests[name], row) for name in user_features},
+      schema_lib.HISTORY: tf.gather(history, row),
+      POS_ITEM: positives.flat_values,
+  }
+  return row, example
 
 
 class SamplerConfig(Protocol):
@@ -86,6 +121,11 @@ def sample_dataset(requests, sampler: Sampler, batch_size: int, *, seed: int = 0
   ds = ds.map(lambda r, s: sampler(r, tf.stack([s, tf.constant(seed, tf.int64)])),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+  if sampler.adds_per_batch:
+    batch_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, batch_seeds).map(
+        lambda b, s: sampler.per_batch(b, tf.stack([s, tf.constant(seed + 1, tf.int64)])),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -56,100 +56,24 @@ draws new negatives.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.data.batch_keys import (FILL_EVENTS_KEY, NEG_EXPOSED, NEG_ITEMS, NEG_MASK,
-                                     NEG_RECALLED, NEG_SPACE, POS_ITEM, SPACE_A, SPACE_B, SPACE_C)
-from uma2_tf.data.samplers import base, ragged_ops
+                                     NEG_RECALLED, NEG_SPACE, SPACE_A, SPACE_B, SPACE_C)
+from uma2_tf.data.samplers import base, popularity, ragged_ops
 
-STRATEGIES = ("ss_a", "ss_ab", "ss_abc_random", "ss_abc_fixed")
 C_DISTRIBUTIONS = ("uniform", "popularity")
+# The strategies this module samples; `config.STRATEGIES` lists every sampler.
+SPACE_STRATEGIES = ("ss_a", "ss_ab", "ss_abc_random", "ss_abc_fixed")
+# Corpus draws of these keep the space they fall in (A, B or C) instead of being drawn outside the
+# recall set: uniform or popularity^α over the whole corpus.
+LABELLED_CORPUS = ("ss_abc_random", "popularity", "hybrid")
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-  """How negatives are drawn. Defaults are the paper's (UMA² with SS-ABC(fixed), 25 negatives).
-
-  Attributes:
-    strategy: one of `STRATEGIES`.
-    num_negatives: negatives per positive.
-    ratio: A:B:C proportions for `ss_abc_fixed` (A:B for `ss_ab`); counts are the ratio scaled to
-      `num_negatives` by largest remainder.
-    c_distribution: `uniform` over the corpus, or `popularity` (training clicks + 1)^alpha.
-    popularity_alpha: the exponent for `popularity`.
-    c_oversample: C candidates drawn per C slot before removing those in the recall set.
-    max_history: history length kept per example (the newest clicks).
-    requests_per_batch: requests sampled together in one vectorised step.
-    seed: seed of every random choice of the pipeline.
-    b_stages: stage names (of the dataset's `LogSchema.stages`) whose recalled-unexposed items form
-      the B pool; empty: every recalled-unexposed item.
-  """
-
-  strategy: str = "ss_abc_fixed"
-  num_negatives: int = 25
-  ratio: tuple[int, int, int] = (1, 4, 20)
-  c_distribution: str = "uniform"
-  popularity_alpha: float = 0.75
-  c_oversample: float = 2.0
-  max_history: int = 50
-  requests_per_batch: int = 256
-  seed: int = 0
-  b_stages: tuple[str, ...] = ()
-
-  def __post_init__(self):
-    if isinstance(self.b_stages, str):
-      raise ValueError(f"b_stages must be a sequence of stage names, got the string "
-                       f"{self.b_stages!r}")
-    object.__setattr__(self, "b_stages", tuple(self.b_stages))  # A list from JSON or flags.
-    if not all(isinstance(s, str) and s for s in self.b_stages) or \
-        len(set(self.b_stages)) != len(self.b_stages):
-      raise ValueError(f"b_stages must be distinct non-empty stage names, got {self.b_stages}")
-    if self.strategy not in STRATEGIES:
-      raise ValueError(f"sampling strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-    if self.c_distribution not in C_DISTRIBUTIONS:
-      raise ValueError(f"c_distribution must be one of {C_DISTRIBUTIONS}, "
-                       f"got {self.c_distribution!r}")
-    if self.num_negatives < 1:
-      raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}")
-    if len(self.ratio) != 3 or any(r < 0 for r in self.ratio) or sum(self.ratio) == 0:
-      raise ValueError(f"ratio must be three non-negative integers A:B:C, not all 0; "
-                       f"got {self.ratio}")
-    if self.strategy == "ss_ab" and self.ratio[0] + self.ratio[1] == 0:
-      raise ValueError(f"ss_ab needs a non-zero A:B part in ratio, got {self.ratio}")
-    if self.c_oversample < 1:
-      raise ValueError(f"c_oversample must be >= 1, got {self.c_oversample}")
-    if self.max_history < 1 or self.requests_per_batch < 1:
-      raise ValueError("max_history and requests_per_batch must be >= 1")
-
-  def space_counts(self) -> tuple[int, int, int]:
-    """Slots per space (A, B, C) for every positive; `ss_abc_random` puts all slots in C's place."""
-    n = self.num_negatives
-    if self.strategy == "ss_a":
-      return (n, 0, 0)
-    if self.strategy == "ss_abc_random":
-      return (0, 0, n)
-    weights = self.ratio if self.strategy == "ss_abc_fixed" else (self.ratio[0], self.ratio[1], 0)
-    return _largest_remainder(weights, n)
-
-  def check_for_schema(self, schema: schema_lib.LogSchema,
-                       dataset_name: str = "the dataset") -> None:
-    check_config_for_schema(self, schema, dataset_name)
-
-  def build(self, dataset) -> "NegativeSampler":
-    """The sampler of this config for a `reading.BuiltDataset`."""
-    return NegativeSampler(self, dataset.schema.num_items, dataset.schema.user_feature_names,
-                           dataset.catalog.click_count, stages=dataset.schema.stages)
-
-  def asks_for_b(self) -> bool:
-    """Whether the strategy draws from space B (`ss_ab`, or `ss_abc_fixed` with a B part)."""
-    return self.strategy in ("ss_ab", "ss_abc_fixed") and self.ratio[1] > 0
-
-
-def check_config_for_schema(config: SamplingConfig, schema: schema_lib.LogSchema,
+def check_config_for_schema(config, schema: schema_lib.LogSchema,
                             dataset_name: str = "the dataset") -> tuple[int, ...]:
   """Raises ValueError when `config` asks for something the dataset's logs do not have.
 
@@ -182,15 +106,6 @@ def stage_ids(b_stages: Sequence[str], stages: Sequence[str],
   return tuple(stages.index(s) + 1 for s in b_stages)
 
 
-def _largest_remainder(weights: Sequence[int], total: int) -> tuple[int, ...]:
-  quotas = [w * total / sum(weights) for w in weights]
-  counts = [int(q) for q in quotas]
-  order = sorted(range(len(weights)), key=lambda i: (-(quotas[i] - counts[i]), i))
-  for i in order[:total - sum(counts)]:
-    counts[i] += 1
-  return tuple(counts)
-
-
 class NegativeSampler(base.Sampler):
   """Turns a batch of parsed request records into per-positive training examples.
 
@@ -205,33 +120,26 @@ class NegativeSampler(base.Sampler):
   Call it on the dict `schema.parse_requests` returns, with a stateless seed (int64[2]).
   """
 
-  def __init__(self, config: SamplingConfig, num_items: int, user_features: Sequence[str] = (),
+  def __init__(self, config, num_items: int, user_features: Sequence[str] = (),
                click_count: Optional[np.ndarray] = None, stages: Sequence[str] = ()):
-    import tensorflow as tf
-
     self.config = config
     self.b_stage_ids = stage_ids(config.b_stages, stages)
     self.num_items = int(num_items)
     self.user_features = tuple(user_features)
     self.counts = config.space_counts()
+    self.labelled_corpus = config.strategy in LABELLED_CORPUS
     n_c = self.counts[2]
     self.num_c_draws = int(np.ceil(n_c * config.c_oversample)) + (8 if n_c else 0)
-    self._c_cdf = None
-    if config.c_distribution == "popularity":
+    if config.strategy == "popularity" or config.c_distribution == "popularity":
       if click_count is None or len(click_count) != self.num_items:
-        raise ValueError("popularity C sampling needs click_count with one entry per item id")
-      weights = (np.asarray(click_count, np.float64)[1:] + 1.0) ** config.popularity_alpha
-      cdf = np.cumsum(weights) / weights.sum()
-      self._c_cdf = tf.constant(cdf, tf.float64)
+        raise ValueError("popularity draws need per-item counts with one entry per item id")
+      self.corpus = popularity.CorpusDistribution.popularity(click_count, config.popularity_alpha)
+    else:
+      self.corpus = popularity.CorpusDistribution.uniform(self.num_items)
 
   def c_probabilities(self) -> np.ndarray:
-    """P(item) of one C draw before the recall set is removed; float64[num_items], entry 0 is 0."""
-    probs = np.zeros(self.num_items)
-    if self._c_cdf is None:
-      probs[1:] = 1.0 / (self.num_items - 1)
-    else:
-      probs[1:] = np.diff(self._c_cdf.numpy(), prepend=0.0)
-    return probs
+    """P(item) of one corpus draw before exclusions; float64[num_items], entry 0 is 0."""
+    return self.corpus.probabilities()
 
   def __call__(self, requests: Mapping, seed) -> dict:
     import tensorflow as tf
@@ -273,11 +181,10 @@ class NegativeSampler(base.Sampler):
       events += [tf.cast(replaced, tf.int32), tf.cast(padded, tf.int32)]
 
     c_pad = tf.zeros([num_pos], tf.int32)
-    neg_recalled = neg_exposed = None
     if n_c:
       draws = self._draw_corpus(num_pos, seeds[2])
-      if cfg.strategy == "ss_abc_random":
-        # Uniform over the corpus: only the request's positives are excluded; each draw keeps the
+      if self.labelled_corpus:
+        # Over the whole corpus: only the request's positives are excluded; each draw keeps the
         # space it falls in.
         excluded = positives
       else:
@@ -285,14 +192,12 @@ class NegativeSampler(base.Sampler):
       ok = tf.logical_not(ragged_ops.isin_rows(row, draws, excluded, self.num_items))
       items, mask = ragged_ops.first_valid(draws, ok, n_c)
       c_pad = tf.cast(tf.reduce_any(tf.logical_not(mask), axis=1), tf.int32)
-      if cfg.strategy == "ss_abc_random":
+      if self.labelled_corpus:
         in_a = ragged_ops.isin_rows(row, items, a_pool, self.num_items)
         # The unrestricted B (recalled, not exposed): b_stages only shapes the pool drawn from.
         full_b = tf.ragged.boolean_mask(recalled, unexposed) if self.b_stage_ids else b_pool
         in_b = ragged_ops.isin_rows(row, items, full_b, self.num_items)
         space = tf.where(in_a, SPACE_A, tf.where(in_b, SPACE_B, SPACE_C))
-        neg_recalled = tf.cast(in_a | in_b, tf.float32)
-        neg_exposed = tf.cast(in_a, tf.float32)
       else:
         space = tf.fill(tf.shape(items), SPACE_C)
       parts_items.append(items)
@@ -304,39 +209,23 @@ class NegativeSampler(base.Sampler):
     neg_mask = tf.cast(tf.concat(parts_mask, axis=1), tf.float32)
     neg_space = tf.cast(tf.concat(parts_space, axis=1), tf.int32)
     neg_items = tf.where(neg_mask > 0, neg_items, tf.zeros_like(neg_items))
-    if neg_recalled is None:
-      neg_recalled = tf.cast(neg_space != SPACE_C, tf.float32)
-      neg_exposed = tf.cast(neg_space == SPACE_A, tf.float32)
+    # A labelled corpus draw is recalled and exposed as the space it fell in says.
+    neg_recalled = tf.cast(neg_space != SPACE_C, tf.float32)
+    neg_exposed = tf.cast(neg_space == SPACE_A, tf.float32)
     n = cfg.num_negatives
 
-    history = requests[schema_lib.HISTORY]
-    history = history[:, -cfg.max_history:].to_tensor(shape=[None, cfg.max_history])
-
-    example = {
-        schema_lib.REQUEST_ID: tf.gather(requests[schema_lib.REQUEST_ID], row),
-        schema_lib.DAY: tf.gather(requests[schema_lib.DAY], row),
-        schema_lib.USER_ID: tf.gather(requests[schema_lib.USER_ID], row),
-        **{name: tf.gather(requests[name], row) for name in self.user_features},
-        schema_lib.HISTORY: tf.gather(history, row),
-        POS_ITEM: pos_items,
+    _, example = base.positive_examples(requests, self.user_features, cfg.max_history)
+    example.update({
         NEG_ITEMS: tf.ensure_shape(neg_items, [None, n]),
         NEG_SPACE: tf.ensure_shape(neg_space, [None, n]),
         NEG_RECALLED: tf.ensure_shape(neg_recalled * neg_mask, [None, n]),
         NEG_EXPOSED: tf.ensure_shape(neg_exposed * neg_mask, [None, n]),
         NEG_MASK: tf.ensure_shape(neg_mask, [None, n]),
         FILL_EVENTS_KEY: tf.stack(events, axis=1),
-    }
+    })
     return example
 
   def _draw_corpus(self, num_pos, seed):
     import tensorflow as tf
 
-    shape = tf.stack([num_pos, self.num_c_draws])
-    if self._c_cdf is None:
-      return tf.random.stateless_uniform(shape, seed, minval=1, maxval=self.num_items,
-                                         dtype=tf.int64)
-    u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
-    idx = tf.searchsorted(self._c_cdf, tf.reshape(u, [-1]), side="right", out_type=tf.int64)
-    # Rounding can leave the last cdf entry a hair under 1.
-    idx = tf.minimum(idx, self.num_items - 2)
-    return tf.reshape(idx + 1, shape)
+    return self.corpus.draw(tf.stack([num_pos, self.num_c_draws]), seed)

@@ -69,6 +69,16 @@ class Tower(keras.Model):
     del features, training
     return tf.einsum("bd,bnd->bn", user_embedding, item_embedding)
 
+  def training_query(self, features, user_embedding, positive_embedding, training: bool = False):
+    """The one vector per positive [B, d] a softmax over shared candidates scores them with.
+
+    The candidates of an in-batch softmax are shared by the batch, so a positive needs a single
+    query; a single-vector tower's is its user embedding, a multi-interest tower's its interests
+    read out for the positive (`positive_embedding` [B, d]), as in `matching_logits`.
+    """
+    del features, positive_embedding, training
+    return user_embedding
+
   def auxiliary_loss(self, features, user_embedding, item_embedding):
     del features, user_embedding, item_embedding
     return tf.constant(0.0)

@@ -244,9 +244,14 @@ class MIND(Tower):
     return as_float32(self.item_tower(self.pooled_items(item_ids, item_vector), training=training))
 
   def matching_logits(self, features, user_embedding, item_embedding, training=False):
+    user = self.training_query(features, user_embedding, item_embedding[:, 0], training)
+    return tf.einsum("bd,bnd->bn", user, item_embedding)
+
+  def training_query(self, features, user_embedding, positive_embedding, training=False):
+    """The interests mixed by label-aware attention on the positive: [B, d]."""
+    del training
     active = active_interests(features[schema_lib.HISTORY], self.num_interests,
                               self.dynamic_interests)
-    weights = label_aware_weights(user_embedding, item_embedding[:, 0], self.attention_power,
+    weights = label_aware_weights(user_embedding, positive_embedding, self.attention_power,
                                   self.attention, active)
-    user = tf.einsum("bk,bkd->bd", weights, user_embedding)
-    return tf.einsum("bd,bnd->bn", user, item_embedding)
+    return tf.einsum("bk,bkd->bd", weights, user_embedding)
