@@ -8,7 +8,9 @@ For each test user (a user who clicked at least once on the test day): the user 
 user as of their first test request (features and history up to then), the top-K items of the
 entire corpus are retrieved by exact inner product, and the truth is every item the user clicked
 that day. The popularity retriever (most-clicked training items) and, where the dataset knows the
-true affinity, the oracle retriever are evaluated the same way as floor and ceiling.
+true affinity, the oracle retriever are evaluated the same way as floor and ceiling. Each retriever
+also gets popularity-bias metrics of its top K (`metrics.bias_metrics`: coverage@K,
+avg_popularity@K in training clicks, gini@K, tail_share@K) beside its hit rate and recall.
 
     evaluator = Evaluator(dataset, ks=(50, 100, 200))
     results = evaluator.evaluate(model)   # {"model": {...}, "popularity": {...}, "oracle": {...},
@@ -107,6 +109,7 @@ class Evaluator:
     num_users = len(self.truth)
     popular = metrics_lib.popularity_top_k(self.dataset.catalog.click_count, self.k_max, num_users)
     results = {"popularity": metrics_lib.retrieval_metrics(popular, self.truth, self.ks)}
+    results["popularity"].update(self._bias(popular))
     self.true_top = None
     from uma2_tf.sources import simulator
     if os.path.exists(os.path.join(self.dataset.directory, simulator.WORLD_FILE)):
@@ -115,6 +118,7 @@ class Evaluator:
       results["popularity"].update(metrics_lib.oracle_metrics(popular, self.true_top, self.ks))
       oracle = metrics_lib.retrieval_metrics(self.true_top, self.truth, self.ks)
       oracle.update(metrics_lib.oracle_metrics(self.true_top, self.true_top, self.ks))
+      oracle.update(self._bias(self.true_top))
       results["oracle"] = oracle
     return results
 
@@ -136,7 +140,12 @@ class Evaluator:
     out = {name: float(np.mean(values)) for name, values in per_user.items()}
     if self.true_top is not None:
       out.update(metrics_lib.oracle_metrics(retrieved, self.true_top, self.ks))
+    out.update(self._bias(retrieved))
     return out
+
+  def _bias(self, retrieved: np.ndarray) -> dict:
+    """Bias metrics of a retriever's top-`k_max` lists at every K (sliced, not retrieved again)."""
+    return metrics_lib.bias_metrics(retrieved, self.dataset.catalog.click_count, self.ks)
 
   def propensity_auc(self, model) -> dict:
     """AUC of p1 on ER (recalled vs not) and of p2 on RE (exposed vs not, recalled slots only),
@@ -185,15 +194,24 @@ RETRIEVERS = ("model", "popularity", "oracle")
 
 
 def results_markdown(results: dict, ks) -> str:
-  """The final evaluation as metrics.md: the test day's table and AUCs, then `test_random`'s."""
-  table = metrics_lib.metrics_table({k: v for k, v in results.items() if k in RETRIEVERS}, ks)
-  table += _auc_line(results, "the test day")
+  """The final evaluation as metrics.md: the test day's table, its bias table and AUCs, then
+  `test_random`'s."""
+  table = _tables(results, ks) + _auc_line(results, "the test day")
   if TEST_RANDOM in results:
     random_results = results[TEST_RANDOM]
     table += (f"\n\n## {TEST_RANDOM}: randomly exposed items (unbiased)\n\n"
-              + metrics_lib.metrics_table({k: v for k, v in random_results.items()
-                                           if k in RETRIEVERS}, ks))
-    table += _auc_line(random_results, TEST_RANDOM)
+              + _tables(random_results, ks) + _auc_line(random_results, TEST_RANDOM))
+  return table
+
+
+def _tables(results: dict, ks) -> str:
+  """The retrievers' metrics table, then their bias table where they have bias metrics."""
+  retrievers = {k: v for k, v in results.items() if k in RETRIEVERS}
+  table = metrics_lib.metrics_table(retrievers, ks)
+  bias = metrics_lib.bias_table(retrievers, ks)
+  if bias:
+    table += ("\n\nPopularity bias of the top K (avg popularity in training clicks; the head is "
+              "the most-clicked items holding 80 % of them):\n\n" + bias)
   return table
 
 
