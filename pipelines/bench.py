@@ -63,17 +63,21 @@ def bench_training() -> dict:
   `train_positives_per_s_*` and `uma2_cost_ratio` time that step. Its FLOPs depend on how many
   items a batch repeats, which the graph profiler cannot count (dynamic shapes), so the FLOP
   figures (`train_step_gflop_*`, `train_gflops*`, `train_share_of_matmul_peak`) are those of the
-  same step once per slot (`*_dense`, static shapes), timed alongside."""
+  same step once per slot (`*_dense`, static shapes), timed alongside.
+
+  Beside them, the softmax samplers' steps (`_in_batch`, `_in_batch_streaming`, `_mixed`: every
+  positive against the batch's positives, and B' corpus items for mixed): `in_batch_speedup_vs_gmm`
+  and `streaming_estimator_share_of_step` (the estimator's share of an in-batch step)."""
   import numpy as np
   import tf_keras as keras
 
   from uma2_tf import profiling, training
-  from uma2_tf.tasks import LossConfig
+  from uma2_tf.tasks import LossConfig, SoftmaxConfig
 
   dataset = registry.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
   sampling_config = samplers.SamplingConfig()
   batches = profiling.fixed_batches(dataset, sampling_config, FLAGS.batch_size, count=16)
-  steps = {}
+  steps, inputs = {}, {}
   for name, use_nsdn in (("gmm", False), ("uma2", True)):
     for suffix, dedup in (("", True), ("_dense", False)):
       config = training.TrainConfig(dataset=FLAGS.dataset, loss=LossConfig(use_nsdn=use_nsdn))
@@ -82,6 +86,20 @@ def bench_training() -> dict:
       model.dedup_items = dedup
       model(batches[0])
       steps[name + suffix] = profiling.TrainStep(model, keras.optimizers.Adam(config.learning_rate))
+  # The softmax samplers on the same tower and batch size: one item-tower pass per positive (and
+  # per shared corpus item) scores the whole batch. `in_batch_streaming` differs from `in_batch`
+  # only by the streaming frequency estimator: their difference is its cost.
+  for name, strategy, logq in (("in_batch", "in_batch", "counts"),
+                               ("in_batch_streaming", "in_batch", "streaming"),
+                               ("mixed", "mixed", "counts")):
+    config = training.TrainConfig(
+        dataset=FLAGS.dataset, loss=LossConfig(use_nsdn=False),
+        sampling=samplers.SamplingConfig(strategy=strategy), softmax=SoftmaxConfig(logq=logq))
+    inputs[name] = profiling.fixed_batches(dataset, config.sampling, FLAGS.batch_size, count=16)
+    keras.utils.set_random_seed(0)
+    model = training.build_model(config, dataset)
+    model(inputs[name][0])
+    steps[name] = profiling.TrainStep(model, keras.optimizers.Adam(config.learning_rate))
   # Alternating short timings and keeping each one's fastest cancels the drift (thermal, other
   # processes) that one long timing after the other would put into the ratio.
   seconds = {name: float("inf") for name in steps}
@@ -89,7 +107,8 @@ def bench_training() -> dict:
   for _ in range(3):
     for name, step in steps.items():
       with profiling.GpuUtilisation() as gpu:
-        seconds[name] = min(seconds[name], step.time(batches, min_seconds=FLAGS.min_seconds / 3))
+        seconds[name] = min(seconds[name], step.time(inputs.get(name, batches),
+                                                     min_seconds=FLAGS.min_seconds / 3))
       if gpu.mean_percent is not None:
         utilisation.setdefault(name, []).append((gpu.mean_percent, gpu.max_memory_mib))
   results = {"train_device": profiling.device_name()}
@@ -112,6 +131,11 @@ def bench_training() -> dict:
   for suffix in ("", "_dense"):
     results[f"uma2_cost_ratio{suffix}"] = round(results[f"train_positives_per_s_gmm{suffix}"] /
                                                 results[f"train_positives_per_s_uma2{suffix}"], 4)
+  results["in_batch_speedup_vs_gmm"] = round(results["train_positives_per_s_in_batch"] /
+                                             results["train_positives_per_s_gmm"], 3)
+  results["streaming_estimator_share_of_step"] = round(
+      1 - seconds["in_batch"] / seconds["in_batch_streaming"], 4)
+  results["mixed_corpus_negatives"] = samplers.SamplingConfig().corpus_negatives
   results["train_gflops"] = results["train_gflops_uma2_dense"]
   results["matmul_peak_gflops"] = round(peak, 2)
   results["train_share_of_matmul_peak"] = round(results["train_gflops"] / peak, 4)
