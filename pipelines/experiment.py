@@ -1,15 +1,21 @@
-"""Reproduces the paper's Table 1 on a dataset (`make experiment`); see `uma2_tf.experiment`.
+"""Reproduces the paper's Table 1 on a dataset (`make experiment`), or the negative samplers'
+table; see `uma2_tf.experiment`.
 
     python -m pipelines.experiment --quick                      # YouTube DNN chain + SOS, ~30 min
     python -m pipelines.experiment --report_dir=reports/table1  # the full grid (hours on 2 cores)
     python -m pipelines.experiment --report_only                # rewrite the report from the runs
+    python -m pipelines.experiment --table=samplers             # every sampler on YTB and DAT
 
 Writes to --report_dir: table1.md (the table, lifts, paired tests), runs.csv (every run),
 comparisons.json, table1.png, experiment.json (the grid) and runs/<run id>/ (each training run's
-own outputs). Killed, the same command resumes: finished runs are kept, the interrupted one
-resumes from its last backup. The settings every run shares are `TrainConfig`'s own flags
-(`SHARED_FIELDS`: --dataset, --epochs, --batch_size, ...) with its defaults; `--quick` makes the
-default 2 epochs, evaluated once at the end, without early stopping.
+own outputs); with --table=samplers (default dir reports/samplers_<dataset config>[_quick]):
+samplers.md (per tower: accuracy, popularity bias, s/epoch, paired tests against uniform and UMA²,
+the samplers' claims), samplers.csv, samplers.json, samplers.png and experiment_samplers.json.
+Killed, the same command resumes: finished runs are kept, the interrupted one resumes from its
+last backup; a run the other table already trained in the same report dir (same config) is
+reused. The settings every run shares are `TrainConfig`'s own flags (`SHARED_FIELDS`: --dataset,
+--epochs, --batch_size, ...) with its defaults; `--quick` makes the default 2 epochs, evaluated
+once at the end, without early stopping.
 """
 import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
 
@@ -29,25 +35,45 @@ FLAGS = flags.FLAGS
 # The training settings every run of the grid shares, as `TrainConfig`'s own flags and defaults
 # (the grid sets each run's tower, negatives, loss, seed and output dir itself).
 config_flags.define(training.TrainConfig, only=SHARED_FIELDS)
-flags.DEFINE_string("report_dir", None, "Where the report and the runs go "
-                    "(default: reports/experiment_<dataset config>[_quick]).")
-flags.DEFINE_boolean("quick", False, "The quick grid (YouTube DNN: SS-A, SS-AB, SS-ABC(random), "
-                     "SS-ABC(fixed), UMA², UMA²_SOS), 2 epochs each, evaluated once at the end.")
-flags.DEFINE_list("seeds", None, "Seeds of every cell (default: 0,1,2; --quick: 0,1).")
+flags.DEFINE_string("table", "table1", "Which table: table1 (the paper's Table 1) or samplers "
+                    "(SS-A, uniform, popularity^0.75, in-batch with and without logQ, mixed, "
+                    "hybrid, SS-ABC(fixed) and UMA² on YouTube DNN and DAT).")
+flags.DEFINE_string("report_dir", None, "Where the report and the runs go (default: "
+                    "reports/experiment_<dataset config>[_quick], --table=samplers: "
+                    "reports/samplers_<dataset config>[_quick]).")
+flags.DEFINE_boolean("quick", False, "2 epochs each, evaluated once at the end; for Table 1 also "
+                     "the quick grid (YouTube DNN: SS-A, SS-AB, SS-ABC(random), SS-ABC(fixed), "
+                     "UMA², UMA²_SOS).")
+flags.DEFINE_list("seeds", None, "Seeds of every cell (default: 0,1,2; --quick or "
+                  "--table=samplers: 0,1).")
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from the finished runs.")
 flags.DEFINE_list("towers", None,
                   "Keep only the grid's runs on these towers (e.g. youtube_dnn,dat).")
 flags.DEFINE_list("rows", None, "Keep only these rows, by run-id slug: ss_a, ss_ab, ss_abc_random, "
-                  "ss_abc_fixed, uma2, uma2_sos, uma2_self_norm.")
+                  "ss_abc_fixed, uma2, uma2_sos, uma2_self_norm; --table=samplers: ss_a, "
+                  "ss_abc_random, popularity_0_75, in_batch, in_batch_logq, mixed, hybrid, "
+                  "ss_abc_fixed, uma2.")
 
 QUICK_SEEDS, QUICK_EPOCHS = ("0", "1"), 2
+TABLES = ("table1", "samplers")
+SAMPLERS_SEEDS = ("0", "1")
+
+
+def check_table() -> str:
+  """--table, or ValueError naming the flag."""
+  if FLAGS.table not in TABLES:
+    raise ValueError(f"--table: expected one of {', '.join(TABLES)}, got {FLAGS.table!r}")
+  return FLAGS.table
 
 
 def settings():
   """(grid, base TrainConfig, report_dir) from the flags; ValueError naming the flag if bad."""
   from uma2_tf.experiment import grid as grid_lib
 
-  seeds = FLAGS.seeds or (QUICK_SEEDS if FLAGS.quick else ("0", "1", "2"))
+  table = check_table()
+  default_seeds = SAMPLERS_SEEDS if table == "samplers" else (
+      QUICK_SEEDS if FLAGS.quick else ("0", "1", "2"))
+  seeds = FLAGS.seeds or default_seeds
   try:
     seeds = tuple(int(s) for s in seeds)
   except ValueError:
@@ -55,7 +81,10 @@ def settings():
                      f"got {','.join(seeds)!r}") from None
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"--seeds: expected distinct integers, got {seeds}")
-  grid = grid_lib.quick_grid(seeds) if FLAGS.quick else grid_lib.full_grid(seeds)
+  if table == "samplers":
+    grid = grid_lib.samplers_grid(seeds)
+  else:
+    grid = grid_lib.quick_grid(seeds) if FLAGS.quick else grid_lib.full_grid(seeds)
   if FLAGS.towers:
     unknown = sorted(set(FLAGS.towers) - {spec.tower for spec in grid})
     if unknown:
@@ -79,15 +108,35 @@ def settings():
   base = config_flags.resolve(training.TrainConfig, base=defaults)
   config_name = FLAGS.dataset.split("/")[-1]
   report_dir = FLAGS.report_dir or os.path.join(
-      "reports", f"experiment_{config_name}{'_quick' if FLAGS.quick else ''}")
+      "reports", f"{'samplers' if table == 'samplers' else 'experiment'}_{config_name}"
+      f"{'_quick' if FLAGS.quick else ''}")
   return grid, base, report_dir
+
+
+def title(grid, base) -> str:
+  """The report's title line: the table, dataset, grid, epochs and seeds."""
+  epochs = f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}"
+  seeds = f"seeds {', '.join(str(s) for s in sorted({g.seed for g in grid}))}"
+  if FLAGS.table == "samplers":
+    from uma2_tf.experiment import grid as grid_lib
+    towers = ", ".join(grid_lib.TOWER_NAMES[t] for t in dict.fromkeys(g.tower for g in grid))
+    return (f"Negative samplers table on {base.dataset}: {towers}"
+            f"{', quick' if FLAGS.quick else ''}, {epochs}, {seeds}")
+  return (f"Table 1 on {base.dataset}: {'quick grid' if FLAGS.quick else 'full grid'}, "
+          f"{epochs}, {seeds}")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  try:  # Before anything else: a bad --table is one line, at once.
+    table = check_table()
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   from uma2_tf.experiment import grid as grid_lib
   from uma2_tf.experiment import report as report_lib
+  from uma2_tf.experiment import samplers_table
   from uma2_tf.sources import registry
 
   try:
@@ -97,18 +146,17 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  title = (f"Table 1 on {base.dataset}: {'quick grid' if FLAGS.quick else 'full grid'}, "
-           f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}, "
-           f"seeds {', '.join(str(s) for s in sorted({g.seed for g in grid}))}")
   start = time.perf_counter()
   if not FLAGS.report_only:
     try:
-      grid_lib.run_grid(grid, base, report_dir)
+      grid_lib.run_grid(grid, base, report_dir, experiment_file=(
+          "experiment_samplers.json" if table == "samplers" else grid_lib.EXPERIMENT_FILE))
     except ValueError as e:  # A run dir from another config: nothing was trained.
       print(f"error: {e}", file=sys.stderr)
       return 2
   try:
-    report = report_lib.write_report(report_dir, grid, title)
+    write = samplers_table.write_report if table == "samplers" else report_lib.write_report
+    report = write(report_dir, grid, title(grid, base))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

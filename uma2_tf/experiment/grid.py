@@ -1,6 +1,7 @@
-"""The grid of Table 1: its cells (a row on a tower, one seed) and the training runs behind them.
+"""The grids of Table 1 and of the negative samplers' table: their cells (a row on a tower, one
+seed) and the training runs behind them.
 
-    grid = grid_lib.quick_grid(seeds=(0, 1, 2))          # or grid_lib.full_grid(seeds)
+    grid = grid_lib.quick_grid(seeds=(0, 1, 2))          # or full_grid(seeds), samplers_grid(seeds)
     base = TrainConfig(dataset="uma2_simulated/default")
     grid_lib.run_grid(grid, base, "reports/experiment_default")  # resumable: reruns skip done runs
 
@@ -25,6 +26,21 @@ and DAT (trained with SS-ABC(fixed), the negatives its domain adaptation needs).
 (`RunSpec.baseline`, what the report compares it with) is the row before it in the chain
 SS-A → SS-AB → SS-ABC(random) → SS-ABC(fixed) → UMA², and SS-ABC(fixed) on the same tower for
 UMA²_SOS and ESAM, UMA² for the self-normalised ablation.
+
+The negative samplers' table (`samplers_grid`, `experiment --table=samplers`, reported by
+`experiment.samplers_table`) puts the trainer's other samplers beside SS-A, SS-ABC(random) (the
+uniform sampler), SS-ABC(fixed) and UMA² on YouTube DNN and DAT, every one a plain GMM (no NSDN):
+
+| row             | sampling (`TrainConfig.sampling`, `.softmax`)                            |
+|-----------------|--------------------------------------------------------------------------|
+| popularity^0.75 | strategy popularity, popularity_alpha 0.75 (25 negatives, BCE)           |
+| in-batch        | strategy in_batch, softmax logq none (softmax over the batch's positives) |
+| in-batch + logQ | strategy in_batch, softmax logq counts                                   |
+| mixed           | strategy mixed (in-batch + corpus_negatives uniform items), logq counts  |
+| hybrid          | strategy hybrid, hybrid_share 0.5 from space B, the rest uniform         |
+
+Their baseline is SS-ABC(random). The rows both tables have map to the same config, so with the
+same report dir a run is trained once and reported in both.
 
 Every run is an ordinary training run (`training.train`) in `<report_dir>/runs/<run id>/`. A run
 with `metrics.json` is finished and is never redone; an unfinished one resumes from its
@@ -54,7 +70,22 @@ SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED = "SS-A", "SS-AB", "SS-ABC(random)", "S
 UMA2, UMA2_SOS, UMA2_SELF_NORM = "UMA²", "UMA²_SOS", "UMA² (self-norm)"
 MAIN_ROWS = (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED, UMA2)
 ABLATION_ROWS = (UMA2_SOS, UMA2_SELF_NORM)
-ROWS = MAIN_ROWS + ABLATION_ROWS
+POPULARITY, IN_BATCH, IN_BATCH_LOGQ = "popularity^0.75", "in-batch", "in-batch + logQ"
+MIXED, HYBRID = "mixed", "hybrid"
+SAMPLER_ROWS = (POPULARITY, IN_BATCH, IN_BATCH_LOGQ, MIXED, HYBRID)
+ROWS = MAIN_ROWS + ABLATION_ROWS + SAMPLER_ROWS
+# The negative samplers' table, in its order, and its towers.
+SAMPLERS_TABLE_ROWS = (SS_A, SS_ABC_RANDOM, POPULARITY, IN_BATCH, IN_BATCH_LOGQ, MIXED, HYBRID,
+                       SS_ABC_FIXED, UMA2)
+SAMPLERS_TOWERS = ("youtube_dnn", "dat")
+# A sampler row's `SamplingConfig` fields and its softmax's logQ (None: the base's softmax).
+_SAMPLER_SETTINGS = {
+    POPULARITY: ({"strategy": "popularity", "popularity_alpha": 0.75}, None),
+    IN_BATCH: ({"strategy": "in_batch"}, "none"),
+    IN_BATCH_LOGQ: ({"strategy": "in_batch"}, "counts"),
+    MIXED: ({"strategy": "mixed"}, "counts"),
+    HYBRID: ({"strategy": "hybrid", "hybrid_share": 0.5, "c_distribution": "uniform"}, None),
+}
 # The towers of the grid, with the names the paper gives them.
 TOWER_NAMES = {"fm": "FM", "youtube_dnn": "YouTubeDNN", "dat": "DAT", "mind": "MIND",
                "esam_youtube_dnn": "ESAM_YTB", "esam_dat": "ESAM_DAT"}
@@ -104,12 +135,16 @@ class RunSpec:
     if self.tower in ESAM_BASE:
       return RunSpec(SS_ABC_FIXED, ESAM_BASE[self.tower], self.seed)
     previous = {SS_AB: SS_A, SS_ABC_RANDOM: SS_AB, SS_ABC_FIXED: SS_ABC_RANDOM, UMA2: SS_ABC_FIXED,
-                UMA2_SOS: SS_ABC_FIXED, UMA2_SELF_NORM: UMA2}
+                UMA2_SOS: SS_ABC_FIXED, UMA2_SELF_NORM: UMA2,
+                **{row: SS_ABC_RANDOM for row in SAMPLER_ROWS}}
     return RunSpec(previous[self.row], self.tower, self.seed) if self.row in previous else None
 
   def train_config(self, base: training.TrainConfig, report_dir: str) -> training.TrainConfig:
-    strategy = {SS_A: "ss_a", SS_AB: "ss_ab",
-                SS_ABC_RANDOM: "ss_abc_random"}.get(self.row, "ss_abc_fixed")
+    """The run's config: `base` with this cell's tower, seed, output dir, negatives and loss."""
+    sampling_fields, logq = _SAMPLER_SETTINGS.get(
+        self.row, ({"strategy": {SS_A: "ss_a", SS_AB: "ss_ab", SS_ABC_RANDOM: "ss_abc_random"}.get(
+            self.row, "ss_abc_fixed")}, None))
+    softmax = base.softmax if logq is None else dataclasses.replace(base.softmax, logq=logq)
     loss = dataclasses.replace(base.loss, use_nsdn=self.row in (UMA2, UMA2_SELF_NORM),
                                weight_normalization="self_normalized" if self.row == UMA2_SELF_NORM
                                else "none")
@@ -117,8 +152,8 @@ class RunSpec:
       loss = dataclasses.replace(loss, space_weights=(1.0, 1.0, tasks.SOS_RANDOM_WEIGHT))
     return dataclasses.replace(
         base, output_dir=os.path.join(report_dir, RUNS_DIR, self.run_id), tower=self.tower,
-        loss=loss, seed=self.seed,
-        sampling=dataclasses.replace(base.sampling, strategy=strategy, seed=self.seed))
+        loss=loss, softmax=softmax, seed=self.seed,
+        sampling=dataclasses.replace(base.sampling, **sampling_fields, seed=self.seed))
 
 
 def quick_grid(seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
@@ -140,6 +175,14 @@ def full_grid(seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
   return specs
 
 
+def samplers_grid(seeds: Sequence[int] = (0, 1),
+                  towers: Sequence[str] = SAMPLERS_TOWERS) -> list[RunSpec]:
+  """The negative samplers' table: `SAMPLERS_TABLE_ROWS` on YouTube DNN and DAT
+  (`experiment --table=samplers`)."""
+  return [RunSpec(row, tower, s) for s in seeds for tower in towers
+          for row in SAMPLERS_TABLE_ROWS]
+
+
 def is_finished(output_dir: str) -> bool:
   """Whether the run in `output_dir` is done: it wrote its metrics."""
   return RunDir(output_dir).is_finished()
@@ -159,13 +202,14 @@ def _check_config(config: training.TrainConfig) -> None:
 
 
 def run_grid(grid: Sequence[RunSpec], base: training.TrainConfig, report_dir: str,
-             verbose: int = 2) -> None:
-  """Trains every run of `grid` that is not finished, in order, one after another."""
+             verbose: int = 2, experiment_file: str = EXPERIMENT_FILE) -> None:
+  """Trains every run of `grid` that is not finished, in order, one after another; the grid and
+  its base config go to `<report_dir>/<experiment_file>`."""
   os.makedirs(report_dir, exist_ok=True)
   configs = [spec.train_config(base, report_dir) for spec in grid]
   for config in configs:  # Every mismatch is found before hours of training, not after.
     _check_config(config)
-  atomic_files.atomic_write_text(os.path.join(report_dir, EXPERIMENT_FILE), json.dumps(
+  atomic_files.atomic_write_text(os.path.join(report_dir, experiment_file), json.dumps(
       {"base": json.loads(base.to_json()), "runs": [dataclasses.asdict(s) for s in grid]},
       indent=2))
   todo = [(s, c) for s, c in zip(grid, configs) if not is_finished(c.output_dir)]

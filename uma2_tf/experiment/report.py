@@ -44,6 +44,7 @@ class RunResult:
   metrics: dict  # The model's mean metrics (metrics.json "model").
   per_user: dict  # user_id and per-user metric arrays (per_user.npz).
   train_seconds: float
+  epochs_run: int | None = None  # metrics.json "run" "epochs_run" (None in runs without it)
 
 
 def load_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResult], dict]:
@@ -56,7 +57,8 @@ def load_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResu
     metrics = run.read_json(run_dir.METRICS_JSON)
     with np.load(run.file(run_dir.PER_USER)) as z:
       per_user = {k: z[k] for k in z.files}
-    results.append(RunResult(spec, metrics["model"], per_user, metrics["run"]["train_seconds"]))
+    results.append(RunResult(spec, metrics["model"], per_user, metrics["run"]["train_seconds"],
+                             metrics["run"].get("epochs_run")))
     for name in ("oracle", "popularity"):
       if name in metrics:
         reference[name] = metrics[name]
