@@ -5,6 +5,7 @@ this splits the CPU into two logical devices so MirroredStrategy has two replica
 """
 import uma2_tf  # noqa: F401
 
+import dataclasses
 import json
 import sys
 
@@ -19,7 +20,7 @@ import tf_keras as keras  # noqa: E402
 from uma2_tf import distribute, training  # noqa: E402
 from uma2_tf.data import batch_keys, samplers  # noqa: E402
 from uma2_tf.sources import registry  # noqa: E402
-from uma2_tf.tasks import LossConfig  # noqa: E402
+from uma2_tf.tasks import LossConfig, SoftmaxConfig  # noqa: E402
 
 
 def one_sgd_step(strategy, config, dataset, batch, weights):
@@ -73,6 +74,25 @@ def main(data_dir, output_dir):
     batch_size=256,
   )
   report["fit_recall@100"] = training.train(config, verbose=0)["model"]["recall@100"]
+  # The in-batch softmax with the streaming estimator: each replica softmaxes over its own share,
+  # and the estimator counts global steps, its copies equal on both replicas.
+  config = dataclasses.replace(
+      config, output_dir=output_dir + "_in_batch", loss=LossConfig(use_nsdn=False),
+      sampling=samplers.SamplingConfig(strategy="in_batch"),
+      softmax=SoftmaxConfig(logq="streaming"))
+  results = training.train(config, verbose=0)
+  report["in_batch_recall@100"] = results["model"]["recall@100"]
+  report["in_batch_steps"] = results["run"]["steps_per_epoch"]
+  with mirrored.scope():
+    model = training.build_model(config, dataset)
+    model(batch)
+    model.load_weights(output_dir + "_in_batch/checkpoints/final").expect_partial()
+  estimator = model.task.estimator
+  report["estimator_steps"] = [int(v.numpy()) for v in
+                               mirrored.experimental_local_results(estimator.step)]
+  gaps = [v.numpy() for v in mirrored.experimental_local_results(estimator.gap)]
+  report["estimator_replicas_equal"] = bool((gaps[0] == gaps[1]).all())
+  report["estimator_items_seen"] = int((gaps[0] != config.softmax.estimator_initial_gap).sum())
   print(json.dumps(report))
 
 

@@ -32,6 +32,10 @@ def test_two_replicas_take_the_same_step_as_one_device_and_fit_runs(tiny_data_di
     # counts.
     assert report[f"{name}_max_rel_diff"] < 1e-4, report
   assert report["fit_recall@100"] > 0
+  assert report["in_batch_recall@100"] > 0
+  # One estimator step per global step (not per replica), the same estimates on both replicas.
+  assert report["estimator_steps"] == [report["in_batch_steps"]] * 2
+  assert report["estimator_replicas_equal"] and report["estimator_items_seen"] > 100
   assert os.path.exists(os.path.join(tmp_path, "metrics.json"))
 
 

@@ -120,7 +120,7 @@ def test_samplers_without_spaces_refuse_nsdn_and_esam():
   in_batch = samplers.SamplingConfig(strategy="in_batch")
   with pytest.raises(ValueError, match="--nsdn=false"):
     training.TrainConfig(sampling=in_batch)
-  with pytest.raises(ValueError, match="ESAM"):
+  with pytest.raises(ValueError, match="domain adaptation"):
     training.TrainConfig(sampling=in_batch, loss=LossConfig(use_nsdn=False),
                          tower="esam_youtube_dnn")
   # Popularity and hybrid draws carry their spaces: NSDN may re-weight them.

@@ -9,7 +9,7 @@ user as of their first test request (features and history up to then), the top-K
 entire corpus are retrieved by exact inner product, and the truth is every item the user clicked
 that day. The popularity retriever (most-clicked training items) and, where the dataset knows the
 true affinity, the oracle retriever are evaluated the same way as floor and ceiling. Each retriever
-also gets popularity-bias metrics of its top K (`metrics.bias_metrics`: coverage@K,
+also gets popularity-bias metrics of its top K (`bias_metrics`: coverage@K,
 avg_popularity@K in training clicks, gini@K, tail_share@K) beside its hit rate and recall.
 
     evaluator = Evaluator(dataset, ks=(50, 100, 200))
@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from uma2_tf import bias_metrics
 from uma2_tf import metrics as metrics_lib
 from uma2_tf.data import batch_keys
 from uma2_tf.data import reading
@@ -145,7 +146,7 @@ class Evaluator:
 
   def _bias(self, retrieved: np.ndarray) -> dict:
     """Bias metrics of a retriever's top-`k_max` lists at every K (sliced, not retrieved again)."""
-    return metrics_lib.bias_metrics(retrieved, self.dataset.catalog.click_count, self.ks)
+    return bias_metrics.bias_metrics(retrieved, self.dataset.catalog.click_count, self.ks)
 
   def propensity_auc(self, model) -> dict:
     """AUC of p1 on ER (recalled vs not) and of p2 on RE (exposed vs not, recalled slots only),
@@ -208,7 +209,7 @@ def _tables(results: dict, ks) -> str:
   """The retrievers' metrics table, then their bias table where they have bias metrics."""
   retrievers = {k: v for k, v in results.items() if k in RETRIEVERS}
   table = metrics_lib.metrics_table(retrievers, ks)
-  bias = metrics_lib.bias_table(retrievers, ks)
+  bias = bias_metrics.bias_table(retrievers, ks)
   if bias:
     table += ("\n\nPopularity bias of the top K (avg popularity in training clicks; the head is "
               "the most-clicked items holding 80 % of them):\n\n" + bias)

@@ -129,14 +129,12 @@ class TrainConfig:
       raise ValueError("early stopping needs evaluate_each_epoch (it watches the per-epoch "
                        "evaluation); set early_stopping_patience=0 to evaluate only at the end")
     splits.parse(self.validation)
+    no_spaces = f"--negatives={self.sampling.strategy} has no spaces A/B/C (its negatives are " \
+        "the batch's positives) for "
     if self.sampling.is_softmax and self.loss.use_nsdn:
-      raise ValueError(f"--negatives={self.sampling.strategy} has no spaces A/B/C for NSDN's "
-                       "propensity weights to re-weight (its negatives are the batch's positives); "
-                       "add --nsdn=false")
+      raise ValueError(no_spaces + "NSDN's propensity weights to re-weight; add --nsdn=false")
     if self.sampling.is_softmax and self.tower.startswith("esam"):
-      raise ValueError(f"--tower={self.tower}: ESAM's domain adaptation reads the A/B/C spaces of "
-                       f"each negative, which --negatives={self.sampling.strategy} does not have; "
-                       "use a spaces sampler (e.g. ss_abc_fixed) or another tower")
+      raise ValueError(no_spaces + f"--tower={self.tower}'s domain adaptation; use another tower")
     selects = self.early_stopping_patience or self.evaluate_each_epoch
     if self.validation == splits.NONE and selects:
       raise ValueError("--validation=none leaves nothing to select a model on: early stopping "

@@ -79,8 +79,10 @@ class StreamingFrequencyEstimator(keras.layers.Layer):
     ids = tf.reshape(self._buckets(item_ids), [-1])
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
-      # Shares of different sizes are fine: all_gather concatenates along axis 0.
-      ids = context.all_gather(ids, axis=0)
+      # Shares of different sizes are fine (all_gather concatenates them), but a gather of empty
+      # shares only crashes MultiWorkerMirrored's collectives: each replica adds one -1, dropped.
+      ids = context.all_gather(tf.concat([ids, tf.constant([-1], tf.int64)], 0), axis=0)
+      ids = tf.boolean_mask(ids, ids >= 0)
     buckets, _ = tf.unique(ids)
     t = tf.identity(self.step) + 1
     gap = tf.gather(self.gap, buckets)
