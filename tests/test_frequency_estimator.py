@@ -3,8 +3,8 @@ checkpoints, convergence on a synthetic stream, and two replicas matching one de
 batch.
 
 The replicas run this file as a script in their own process (TensorFlow's devices and collectives
-are fixed at start-up): Mirrored on two logical CPUs in the test; MultiWorkerMirrored as two local
-workers by hand only (two more TensorFlow start-ups, ~20 s on 2 cores), run both with free ports:
+are fixed at start-up): Mirrored on two logical CPUs in the test; MultiWorkerMirrored only by hand,
+as two local workers on two free ports (two more TensorFlow start-ups, ~30 s on 2 cores):
 
     python tests/test_frequency_estimator.py mirrored                   -> one JSON line
     python tests/test_frequency_estimator.py multi_worker INDEX PORT0 PORT1
@@ -48,7 +48,7 @@ def test_the_worked_example_step_by_step_and_a_repeated_id_counts_once():
   gaps = []
   for t in range(1, 12):
     if t % 2:
-      # [3, 3, 3] updates once: a sequential update per copy would give 5.5, 2.75, 1.375 at t=1.
+      # Four copies of 3 update once: an update per copy would give 0.6875 at t=1, not 5.5.
       p = layer(_ids([[3, 3], [3, 3]]), training=True)
       assert p.shape == (2, 2) and np.all(p.numpy() == np.float32(1.0) / layer.gap.numpy()[3])
       gaps.append(float(layer.gap.numpy()[3]))
@@ -114,15 +114,17 @@ def test_a_restored_estimator_continues_like_an_uninterrupted_one(how, tmp_path)
 
 
 def test_the_time_averaged_estimate_converges_to_each_items_batch_probability():
-  """50 items, item j in each batch independently with probability p_j (0.02 .. 0.6).
+  """50 items, item j in each batch independently with probability p_j (0.05 .. 0.6), 300 000
+  steps at the paper's alpha 0.01: every item (each seen far more than 100 times) has its
+  time-averaged p̂ over the second half within 5 % of p_j.
 
-  The estimate can be no more accurate than the item's own count over the averaging window: its
-  relative standard error is se_j = sqrt((1 - p_j) / (p_j · steps/2)). So
-  every item seen at least 100 times must be within max(5 %, 4·se_j) (4 % for p = 0.02 here): 5 %
-  for the items frequent enough to be measured that well (p ≥ 0.18, 18 of the 50).
+  The window bounds what any estimate can do: its relative standard error is that of the item's
+  own count, sqrt((1 - p) / (p · 150 000)) = 1.1 % at p = 0.05, so 5 % is over 4 standard errors
+  for every item (with 1 / EMA's Jensen bias, about +alpha/2 = +0.5 %, on top). The final p̂, one
+  EMA value with ~7 % spread at alpha 0.01, is reported, not asserted.
   """
-  steps, n = 60_000, 50
-  p = np.geomspace(0.02, 0.6, n)
+  steps, n = 300_000, 50
+  p = np.geomspace(0.05, 0.6, n)
   present = np.random.default_rng(7).random((steps, n)) < p
   layer = StreamingFrequencyEstimator(hash_size=64, alpha=0.01)
 
@@ -137,17 +139,13 @@ def test_the_time_averaged_estimate_converges_to_each_items_batch_probability():
 
   average, final = (x.numpy() for x in run(tf.constant(present)))
   error, final_error = average / p - 1, final / p - 1
-  se = np.sqrt((1 - p) / (p * (steps - steps // 2)))
-  seen = present.sum(axis=0) >= 100
-  tolerance = np.maximum(0.05, 4 * se)
-  report = "\n".join(f"p={q:.3f} seen={c} time-averaged {e:+.3f} (tolerance {tol:.3f}) "
-                     f"final {f:+.3f}" for q, c, e, tol, f in
-                     zip(p, present.sum(axis=0), error, tolerance, final_error))
-  assert int(layer.step.numpy()) == steps and seen.all(), report
-  assert np.all(np.abs(error[seen]) <= tolerance[seen]), report
-  assert np.sum(tolerance == 0.05) >= 18, report
-  # Unbiased across items: the signed errors average out, and the typical error is small.
-  assert abs(error.mean()) < 0.01 and np.abs(error).mean() < 0.03, report
+  seen = present.sum(axis=0)
+  report = "\n".join(f"p={q:.3f} seen={c} time-averaged {e:+.4f} final {f:+.3f}"
+                     for q, c, e, f in zip(p, seen, error, final_error))
+  assert int(layer.step.numpy()) == steps and (seen >= 100).all(), report
+  assert np.all(np.abs(error) <= 0.05), report
+  # Nearly unbiased: the signed errors average out but for the Jensen bias.
+  assert abs(error.mean()) < 0.01 and np.abs(error).mean() < 0.02, report
 
 
 def _run_script(*args):

@@ -57,8 +57,8 @@ class StreamingFrequencyEstimator(keras.layers.Layer):
     self.hash_size = int(hash_size)
     self.alpha = float(alpha)
     self.initial_gap = float(initial_gap)
-    # Every replica computes the same update from the global batch; ONLY_FIRST_REPLICA applies the
-    # first replica's to every copy, so the copies cannot drift apart.
+    # Every replica computes the same update from the global batch; ONLY_FIRST_REPLICA broadcasts
+    # the first replica's to every copy (and every worker's), so the copies cannot drift apart.
     sync = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_WRITE,
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.last_step = self.add_weight(name="last_step", shape=[self.hash_size], dtype=tf.int64,
@@ -79,11 +79,11 @@ class StreamingFrequencyEstimator(keras.layers.Layer):
     ids = tf.reshape(self._buckets(item_ids), [-1])
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
-      # Shares of different sizes are fine (all_gather concatenates them), but a gather of empty
-      # shares only crashes MultiWorkerMirrored's collectives: each replica adds one -1, dropped.
+      # Shares of different sizes are fine (all_gather concatenates them), but gathering only empty
+      # shares crashes MultiWorkerMirrored's collectives (TF 2.20): each adds a -1, dropped after.
       ids = context.all_gather(tf.concat([ids, tf.constant([-1], tf.int64)], 0), axis=0)
       ids = tf.boolean_mask(ids, ids >= 0)
-    buckets, _ = tf.unique(ids)
+    buckets, _ = tf.unique(ids)  # one update per bucket: scatters without duplicate indices
     t = tf.identity(self.step) + 1
     gap = tf.gather(self.gap, buckets)
     seen = tf.cast(t - tf.gather(self.last_step, buckets), tf.float32)
