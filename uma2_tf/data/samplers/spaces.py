@@ -16,6 +16,10 @@ Strategies (paper Table 1), all with the same number of negatives per positive:
                  with the space it falls in, so the mix follows the spaces' sizes
   ss_abc_fixed   A:B:C in a fixed ratio, 1:4:20 by default (UMA²'s choice)
 
+The same sampler draws the `popularity` strategy (every slot a labelled corpus draw, like
+ss_abc_random, from popularity^α: `popularity`) and `hybrid` (a share from B, the rest labelled
+corpus draws: `hybrid`); `config.SamplingConfig.space_counts` gives each strategy's slots.
+
 B restricted by stage: on logs that say which pipeline stage each recalled item reached
 (`LogSchema.stages`, e.g. RecFlow's `prerank_neg` .. `rerank_pos`), `SamplingConfig.b_stages` keeps
 in the B pool only the recalled-unexposed items whose `recalled_stage` is one of the named stages
