@@ -3,6 +3,7 @@ by hand in numpy, by `tfrs.tasks.Retrieval`, and by `InBatchSoftmaxTask`; and tr
 import uma2_tf  # noqa: F401
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -157,14 +158,21 @@ def test_every_tower_trains_on_shared_candidates(tiny_data_dir, tmp_path, tower,
   assert '"positives": ' + str(results["run"]["train_positives"] * 2) in fill
 
 
-def test_streaming_estimates_are_saved_and_restored(tiny_data_dir, tmp_path):
+def test_streaming_estimates_are_saved_restored_and_the_run_exports(tiny_data_dir, tmp_path):
   config = training.TrainConfig(
       dataset="uma2_simulated/tiny", data_dir=tiny_data_dir, output_dir=str(tmp_path), epochs=1,
       batch_size=128, early_stopping_patience=0, evaluate_each_epoch=False, validation="none",
       eval_ks=(10,), loss=LossConfig(use_nsdn=False),
       sampling=samplers.SamplingConfig(strategy="in_batch"),
       softmax=SoftmaxConfig(logq="streaming"))
-  training.train(config, verbose=0)
+  results = training.train(config, verbose=0)
+  # The run exports like any other: the tower is what is served.
+  from uma2_tf import export
+
+  version_dir = export.export_run(export.ExportConfig(run_dir=str(tmp_path),
+                                                      export_dir=str(tmp_path / "exports")))
+  assert os.path.exists(os.path.join(version_dir, export.RETRIEVAL_MODEL, "saved_model.pb"))
+  assert export.read_metadata(version_dir)["metrics"]["model"] == results["model"]
   from uma2_tf.sources import registry
 
   dataset = registry.load(config.dataset, config.data_dir)
