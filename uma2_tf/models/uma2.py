@@ -3,11 +3,14 @@
     tower = towers.build_tower("youtube_dnn", schema, catalog)
     model = UMA2Model(tower, UMA2Task(LossConfig()))           # UMA²
     gmm = UMA2Model(tower, UMA2Task(LossConfig(use_nsdn=False)))  # plain GMM, same code path
+    softmax = UMA2Model(tower, InBatchSoftmaxTask(SoftmaxConfig(), num_items, click_count))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(samplers.make_training_dataset(dataset, SamplingConfig(), 512))
     outputs = model(batch)   # {"matching_logits": [B, 1+N], "p1": [B, 1+N], "p2": [B, 1+N]}
 
 Slot 0 of every [B, 1+N] output is the positive, slots 1..N the negatives in `neg_items` order.
+With the softmax task (in-batch / mixed samplers) the batch has no `neg_items`: the loss scores
+every positive against the batch's distinct candidates, and the outputs are [B, 1].
 
 Mixed precision: with `keras.mixed_precision.set_global_policy("mixed_float16")` (or
 "mixed_bfloat16") before the model is built, the layers compute in 16 bits on float32 variables,
