@@ -326,18 +326,27 @@ def selection_note(report_dir: str, results: list[RunResult]) -> str:
           "never seen by selection.")
 
 
-def write_report(report_dir: str, grid: Sequence[RunSpec], title: str = "Table 1") -> dict:
-  """Writes table1.md, runs.csv, comparisons.json and table1.png; returns what it wrote."""
+def finished_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResult], dict, int]:
+  """`load_results`, an error when no run has finished, and how many have not (logged)."""
   results, reference = load_results(report_dir, grid)
   if not results:
     raise ValueError(f"{report_dir}: no finished run to report on")
   missing = len(grid) - len(results)
   if missing:
     logging.warning("report on %d of %d runs (%d not finished)", len(results), len(grid), missing)
-  table = table1_markdown(results, reference, title)
+  return results, reference, missing
+
+
+def with_selection_note(report_dir: str, results: list[RunResult], table: str) -> str:
+  """`table` with the model-selection note after its title paragraph."""
   note = selection_note(report_dir, results)
-  if note:
-    table = table.replace("\n\n", f"\n\n{note}\n\n", 1)
+  return table.replace("\n\n", f"\n\n{note}\n\n", 1) if note else table
+
+
+def write_report(report_dir: str, grid: Sequence[RunSpec], title: str = "Table 1") -> dict:
+  """Writes table1.md, runs.csv, comparisons.json and table1.png; returns what it wrote."""
+  results, reference, missing = finished_results(report_dir, grid)
+  table = with_selection_note(report_dir, results, table1_markdown(results, reference, title))
   paths = {name: os.path.join(report_dir, name) for name in
            ("table1.md", "runs.csv", "comparisons.json", "table1.png")}
   atomic_files.atomic_write_text(paths["table1.md"], table)

@@ -29,7 +29,6 @@ import os
 from typing import Sequence
 
 import numpy as np
-from absl import logging
 
 from uma2_tf import atomic_files
 from uma2_tf.experiment import report as report_lib
@@ -298,16 +297,9 @@ def chart(results: Sequence[RunResult], reference: dict, path: str, title: str) 
 def write_report(report_dir: str, grid: Sequence[RunSpec],
                  title: str = "Negative samplers") -> dict:
   """Writes samplers.md, samplers.csv, samplers.json and samplers.png; returns what it wrote."""
-  results, reference = report_lib.load_results(report_dir, grid)
-  if not results:
-    raise ValueError(f"{report_dir}: no finished run to report on")
-  missing = len(grid) - len(results)
-  if missing:
-    logging.warning("report on %d of %d runs (%d not finished)", len(results), len(grid), missing)
-  table = samplers_markdown(results, reference, title)
-  note = report_lib.selection_note(report_dir, results)
-  if note:
-    table = table.replace("\n\n", f"\n\n{note}\n\n", 1)
+  results, reference, missing = report_lib.finished_results(report_dir, grid)
+  table = report_lib.with_selection_note(report_dir, results,
+                                         samplers_markdown(results, reference, title))
   paths = {name: os.path.join(report_dir, name) for name in
            ("samplers.md", "samplers.csv", "samplers.json", "samplers.png")}
   atomic_files.atomic_write_text(paths["samplers.md"], table)

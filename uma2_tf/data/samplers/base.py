@@ -43,16 +43,19 @@ class Sampler(abc.ABC):
     return batch
 
 
-def positive_examples(requests: Mapping, user_features, max_history: int):
+def positive_examples(requests: Mapping, user_features, max_history: int, positives=None):
   """(row, example): one example per clicked item with the user's fields, and its request's row.
+
+  `positives`: the requests' clicked items (ragged), when the caller has them already.
 
   The example holds `request_id`, `day`, `user_id`, the user features, `history` (the newest
   `max_history` clicks, right-padded with 0) and `pos_item`; a sampler adds its negatives.
   """
   import tensorflow as tf
 
-  is_click = tf.equal(requests[schema_lib.CLICKED], 1)
-  positives = tf.ragged.boolean_mask(requests[schema_lib.EXPOSED], is_click)
+  if positives is None:
+    is_click = tf.equal(requests[schema_lib.CLICKED], 1)
+    positives = tf.ragged.boolean_mask(requests[schema_lib.EXPOSED], is_click)
   row = positives.value_rowids()  # Request of each positive.
   history = requests[schema_lib.HISTORY]
   history = history[:, -max_history:].to_tensor(shape=[None, max_history])

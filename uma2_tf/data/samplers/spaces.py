@@ -218,7 +218,7 @@ class NegativeSampler(base.Sampler):
     neg_exposed = tf.cast(neg_space == SPACE_A, tf.float32)
     n = cfg.num_negatives
 
-    _, example = base.positive_examples(requests, self.user_features, cfg.max_history)
+    _, example = base.positive_examples(requests, self.user_features, cfg.max_history, positives)
     example.update({
         NEG_ITEMS: tf.ensure_shape(neg_items, [None, n]),
         NEG_SPACE: tf.ensure_shape(neg_space, [None, n]),
