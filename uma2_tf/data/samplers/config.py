@@ -129,8 +129,8 @@ class SamplingConfig:
 
   def asks_for_b(self) -> bool:
     """Whether the strategy draws from space B."""
-    return self.space_counts()[1] > 0 and self.strategy not in ("ss_abc_random", "popularity") \
-        and not self.is_softmax
+    # ss_abc_random and popularity only label corpus draws that happen to fall in B.
+    return self.strategy in ("ss_ab", "ss_abc_fixed", "hybrid") and self.space_counts()[1] > 0
 
   def check_for_schema(self, schema: schema_lib.LogSchema,
                        dataset_name: str = "the dataset") -> None:
