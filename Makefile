@@ -12,6 +12,9 @@
 #   make bench        benchmarks -> reports/bench.json (ONLY=sampling runs one part)
 #   make experiment   the paper's Table 1 on DATASET -> reports/experiment_<DATASET>[_quick]/
 #                     (EXPERIMENT_ARGS=--quick: the ~30 min grid; the full one takes hours)
+#   make ablation     where UMA²'s gain comes from, across worlds whose legacy pipeline knows
+#                     less and less of the truth (ABLATION_WORLDS; built if missing)
+#                     -> reports/ablation[_quick]/ (EXPERIMENT_ARGS as for experiment)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -29,8 +32,17 @@ SIM_ARGS ?=
 WORKERS ?= 2
 PS ?= 2
 STRATEGY ?= multi_worker
+# The worlds of `make ablation`, from logs that know the true affinity to logs that know none of
+# it; `learned` is a pipeline that learned its recall and ranking from its own clicks.
+ABLATION_WORLDS ?= noise_0 default noise_2 noise_inf learned
+WORLD_ARGS_noise_0 := --base=default --simulator.old_model_noise=0 --simulator.ranking_noise=0
+WORLD_ARGS_noise_2 := --base=default --simulator.old_model_noise=2 --simulator.ranking_noise=2
+WORLD_ARGS_noise_inf := --base=default --simulator.old_model_noise=inf --simulator.ranking_noise=inf
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
-.PHONY: install data train train-distributed export serve test bench experiment clean
+.PHONY: install data train train-distributed export serve test bench experiment ablation clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +79,13 @@ bench: install
 
 experiment: data
 	$(PY) -m pipelines.experiment --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
+	  $(EXPERIMENT_ARGS)
+
+ablation: install
+	$(foreach world,$(ABLATION_WORLDS),$(PY) -m pipelines.simulate --config=$(world) \
+	  --data_dir=$(DATA_DIR) $(WORLD_ARGS_$(world)) &&) true
+	$(PY) -m pipelines.experiment --table=ablation --data_dir=$(DATA_DIR) \
+	  --datasets=$(subst $(space),$(comma),$(foreach world,$(ABLATION_WORLDS),uma2_simulated/$(world))) \
 	  $(EXPERIMENT_ARGS)
 
 clean:

@@ -2,6 +2,9 @@
 
     python -m pipelines.simulate --config=default --data_dir=~/tensorflow_datasets
     python -m pipelines.simulate --config=noisy_ranker --base=default --simulator.ranking_noise=2.0
+    python -m pipelines.simulate --config=noise_inf --base=default \
+        --simulator.old_model_noise=inf --simulator.ranking_noise=inf   # logs that know nothing
+    python -m pipelines.simulate --config=learned   # recall and ranking learned from its own logs
     python -m pipelines.simulate --movielens_dir=~/ml-100k --data_dir=~/tensorflow_datasets
 
 Builds `uma2_simulated/<config>` with TFDS (progress bars per split) unless it is already built,
@@ -17,6 +20,7 @@ fitted from the MovieLens ratings file in that directory (`u.data` of ml-100k; `
 """
 import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
 
+import dataclasses
 import json
 import os
 import sys
@@ -121,12 +125,18 @@ def _simulated_builder(data_dir: str):
   if builder.is_prepared():
     built = simulated.recorded_config(str(builder.data_dir))
     wanted = builder.builder_config.record()
+    if built is not None:  # A world built before a field existed was built with its default.
+      built["simulator_config"] = {**_field_defaults(), **built["simulator_config"]}
     if built is None or built["simulator_config"] != wanted["simulator_config"]:
       raise UserError(f"uma2_simulated/{name} is already built in {builder.data_dir} from other "
                       f"knobs ({built['base'] if built else '?'} with "
                       f"{built['overrides'] if built else '?'}); "
                       f"choose another --config name or remove that directory")
   return builder
+
+
+def _field_defaults() -> dict:
+  return {f.name: f.default for f in dataclasses.fields(simulator.SimulatorConfig)}
 
 
 def _ratings_file() -> str:

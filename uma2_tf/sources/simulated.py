@@ -61,6 +61,7 @@ _DESCRIPTIONS = {
     "tiny": "For tests: a few hundred users, builds in seconds.",
     "default": "For `make train`: 20K users, 10K items, ~1.6e5 train positives.",
     "paper": "Table 2 scale of the UMA2 paper: 1.63M users, 283K items, ~950K train positives.",
+    "learned": "`default` whose recall and ranking are models learned from its own logs.",
 }
 
 

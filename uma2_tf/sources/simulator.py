@@ -12,6 +12,10 @@ This is the generative process of DESIGN.md §4, in numpy, deterministic from on
    an "old model" (top of a noisy affinity over a random candidate pool) and a few random items -
    minus what the user already clicked; ranking by `a + noise`; the top-E exposed in that order;
    click ~ Bernoulli(sigmoid(alpha * a - click_bias - position_effect * position)).
+   That pipeline (`legacy_pipeline="noisy_truth"`) reads the true affinity through noise (an
+   infinite noise makes a channel or the ranking uniformly random). `legacy_pipeline="learned"`
+   (`learned_pipeline.LearnedPipeline`) recalls and ranks with models fitted on the logs of the
+   earlier rounds instead: the true affinity enters only through the clicks.
 3. **Time.** Days 1..N, each in `rounds_per_day` rounds; in a round each user makes a request with
    probability `requests_per_user_day / rounds_per_day`, and histories grow with the round's clicks
    before the next round. Days 1..N-1 are the train split, day N the test split.
@@ -34,11 +38,13 @@ import numpy as np
 
 from uma2_tf.data import schema as schema_lib
 from uma2_tf import atomic_files
+from uma2_tf.sources import recall_channels
 
 WORLD_FILE = "world.npz"
 USER_FEATURES = ("age", "gender", "region")
 ITEM_FEATURES = ("category", "author", "pop_bucket")
 NUM_POP_BUCKETS = 10
+LEGACY_PIPELINES = ("noisy_truth", "learned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +71,19 @@ class SimulatorConfig:
     recall_history: items recalled from the categories of the user's last `history_window` clicks
       (the interest categories for users without clicks), weighted by exp(pop_i).
     recall_old_model: the top items of a noisy affinity (user latent + N(0, old_model_noise)) over
-      `old_model_pool` random items.
+      `old_model_pool` random items; `inf` noise: `recall_old_model` random items of the pool.
     recall_random: uniformly random items.
     exposure_size: E, items exposed per request (fewer only if the recall is smaller).
-    ranking_noise: std of the noise the ranker adds to the true affinity.
+    ranking_noise: std of the noise the ranker adds to the true affinity (`inf`: random order).
     click_alpha, click_bias, position_effect: click ~
       Bernoulli(sigmoid(alpha a - bias - effect pos)).
     history_length: clicks kept per user (newest last) and written in each record.
+    legacy_pipeline: `noisy_truth` (the channels and ranker above read the true affinity) or
+      `learned` (`learned_pipeline`: counts, an implicit MF and a logistic ranker fitted on the
+      earlier rounds' logs; the knobs below).
+    learned_mf_dim, learned_mf_iterations, learned_mf_confidence, learned_mf_regularization: the
+      learned old model's factors, ALS sweeps per refit, confidence α of a click and L2.
+    learned_ranker_l2: L2 of the learned logistic ranker.
   Time:
     num_days: N; days 1..N-1 train, day N test.
     rounds_per_day, requests_per_user_day: see the module docstring.
@@ -109,6 +121,12 @@ class SimulatorConfig:
   click_bias: float = 9.0
   position_effect: float = 0.08
   history_length: int = 50
+  legacy_pipeline: str = "noisy_truth"
+  learned_mf_dim: int = 16
+  learned_mf_iterations: int = 3
+  learned_mf_confidence: float = 10.0
+  learned_mf_regularization: float = 1.0
+  learned_ranker_l2: float = 1.0
 
   num_days: int = 8
   rounds_per_day: int = 2
@@ -121,7 +139,7 @@ class SimulatorConfig:
     positive_ints = ("num_users", "num_items", "num_categories", "authors_per_category",
                      "latent_dim", "max_interests", "num_ages", "num_regions", "popular_pool",
                      "history_window", "old_model_pool", "exposure_size", "history_length",
-                     "rounds_per_day", "chunk_size")
+                     "rounds_per_day", "chunk_size", "learned_mf_dim", "learned_mf_iterations")
     for name in positive_ints:
       if int(getattr(self, name)) < 1:
         raise ValueError(f"SimulatorConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -146,6 +164,14 @@ class SimulatorConfig:
     if not 0 < self.requests_per_user_day <= self.rounds_per_day:
       raise ValueError(f"SimulatorConfig.requests_per_user_day must be in (0, rounds_per_day="
                        f"{self.rounds_per_day}], got {self.requests_per_user_day}")
+    for name in ("old_model_noise", "ranking_noise", "learned_mf_confidence",
+                 "learned_mf_regularization", "learned_ranker_l2"):
+      if not getattr(self, name) >= 0:  # NaN fails too; inf is allowed (no information).
+        raise ValueError(f"SimulatorConfig.{name} must be >= 0 (inf allowed), "
+                         f"got {getattr(self, name)}")
+    if self.legacy_pipeline not in LEGACY_PIPELINES:
+      raise ValueError(f"SimulatorConfig.legacy_pipeline must be one of {LEGACY_PIPELINES}, "
+                       f"got {self.legacy_pipeline!r}")
     if not 0 <= self.demographic_correlation <= 1:
       raise ValueError(f"SimulatorConfig.demographic_correlation must be in [0, 1], got "
                        f"{self.demographic_correlation}")
@@ -180,6 +206,8 @@ CONFIGS: Mapping[str, SimulatorConfig] = {
     "paper": SimulatorConfig(num_users=1_630_000, num_items=283_000, num_categories=300,
                              authors_per_category=60, old_model_pool=3000,
                              requests_per_user_day=0.05, rounds_per_day=1, chunk_size=4096),
+    # `default` served by a pipeline learned from its own logs (no true affinity but the clicks').
+    "learned": SimulatorConfig(legacy_pipeline="learned"),
 }
 
 
@@ -349,23 +377,13 @@ class _LegacyPipeline:
     pop = world.item_popularity.copy()
     pop[0] = -np.inf
     self.popular = np.argsort(-pop, kind="stable")[:config.popular_pool]
-    # The old model: each user's latent seen through its own fixed error.
-    self.old_user_latent = world.user_latent + config.old_model_noise * \
+    # The old model: each user's latent seen through its own fixed error (none: no information).
+    self.old_user_latent = None if np.isinf(config.old_model_noise) else \
+        world.user_latent + config.old_model_noise * \
         rng.standard_normal(world.user_latent.shape).astype(np.float32)
-    # Pop-weighted sampling within a category by one searchsorted: items sorted by category, each
-    # category's normalised cumulative weight shifted by its index, queried at `category + u`.
-    items = np.arange(1, config.num_items + 1)
-    by_category = items[np.argsort(world.item_category[1:], kind="stable")]
-    cats = world.item_category[by_category]
-    weights = np.exp(world.item_popularity[by_category].astype(np.float64))
-    cum = np.cumsum(weights)
-    start = np.searchsorted(cats, cats, side="left")
-    before = np.where(start > 0, cum[start - 1], 0.0)
-    totals = np.zeros(config.num_categories + 1)
-    np.add.at(totals, cats, weights)
-    self.category_items = by_category
-    self.category_key = cats + (cum - before) / totals[cats]
-    self.has_items = totals > 0
+    self.by_category = recall_channels.CategoryItems(
+        world.item_category, np.exp(world.item_popularity.astype(np.float64)),
+        config.num_categories)
 
   def recall(self, users: np.ndarray, history: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Candidate ids [R, recall_size_max] (duplicates and already-clicked items not yet removed)."""
@@ -373,8 +391,7 @@ class _LegacyPipeline:
     n = len(users)
     channels = []
     if c.recall_popular:
-      pick = np.argsort(rng.random((n, c.popular_pool)), axis=1)[:, :c.recall_popular]
-      channels.append(self.popular[pick])
+      channels.append(recall_channels.pick_from_pool(self.popular, n, c.recall_popular, rng))
     if c.recall_history:
       source = world.item_category[history[:, -c.history_window:]]  # 0 where history is padding.
       cold = ~source.any(1)
@@ -383,26 +400,29 @@ class _LegacyPipeline:
         fallback = np.zeros_like(source)
         fallback[:, :k] = world.user_interests[users][:, :k]
         source = np.where(cold[:, None], fallback, source)
-      # Draw categories among the non-padding entries of `source`.
-      valid = source > 0
-      keys = np.where(valid[:, None, :], rng.random((n, c.recall_history, source.shape[1])), -1.0)
-      chosen = np.take_along_axis(source, keys.argmax(2), 1)
-      chosen = np.where(self.has_items[chosen], chosen, self._any_category(chosen.shape, rng))
-      position = np.searchsorted(self.category_key, chosen + rng.random(chosen.shape), side="right")
-      channels.append(self.category_items[np.minimum(position, len(self.category_items) - 1)])
+      chosen = recall_channels.choose_among(source, c.recall_history, rng)
+      has_items = self.by_category.has_items
+      chosen = np.where(has_items[chosen], chosen, self._any_category(chosen.shape, rng))
+      channels.append(self.by_category.draw(chosen, rng))
     if c.recall_old_model:
       pool = rng.integers(1, c.num_items + 1, (n, c.old_model_pool))
-      scores = np.einsum("rd,rpd->rp", self.old_user_latent[users],
-                         world.item_latent[pool]) / self.sqrt_d + \
-          np.float32(c.popularity_beta) * world.item_popularity[pool]
+      if self.old_user_latent is None:
+        scores = rng.random(pool.shape)
+      else:
+        scores = np.einsum("rd,rpd->rp", self.old_user_latent[users],
+                           world.item_latent[pool]) / self.sqrt_d + \
+            np.float32(c.popularity_beta) * world.item_popularity[pool]
       top = np.argpartition(-scores, c.recall_old_model - 1, axis=1)[:, :c.recall_old_model]
       channels.append(np.take_along_axis(pool, top, 1))
     if c.recall_random:
       channels.append(rng.integers(1, c.num_items + 1, (n, c.recall_random)))
     return np.concatenate(channels, axis=1)
 
+  def end_round(self) -> None:
+    """Nothing to learn: this pipeline reads the true affinity."""
+
   def _any_category(self, shape, rng):
-    nonempty = np.flatnonzero(self.has_items)
+    nonempty = np.flatnonzero(self.by_category.has_items)
     return nonempty[rng.integers(0, len(nonempty), shape)]
 
   def serve(self, users: np.ndarray, history: np.ndarray, rng: np.random.Generator):
@@ -418,20 +438,55 @@ class _LegacyPipeline:
     affinity = np.einsum("rd,rcd->rc", world.user_latent[users],
                          world.item_latent[candidates]) / self.sqrt_d + \
         np.float32(c.popularity_beta) * world.item_popularity[candidates]
-    rank_score = affinity + np.float32(c.ranking_noise) * rng.standard_normal(affinity.shape,
-                                                                              np.float32)
+    if np.isinf(c.ranking_noise):
+      rank_score = rng.random(affinity.shape)
+    else:
+      rank_score = affinity + np.float32(c.ranking_noise) * rng.standard_normal(affinity.shape,
+                                                                                np.float32)
     rank_score[~valid] = -np.inf
     order = np.argsort(-rank_score, axis=1, kind="stable")
     recalled = np.where(np.take_along_axis(valid, order, 1),
                         np.take_along_axis(candidates, order, 1), 0)
     n_recalled = valid.sum(1)
-    e = c.exposure_size
-    exposed = recalled[:, :e]
-    shown = exposed > 0
-    logits = c.click_alpha * np.take_along_axis(affinity, order[:, :e], 1) - c.click_bias - \
-        c.position_effect * np.arange(e)[None, :]
-    clicked = (rng.random(exposed.shape) < 1 / (1 + np.exp(-logits))) & shown
-    return recalled, n_recalled, exposed, clicked.astype(np.int64)
+    exposed = recalled[:, :c.exposure_size]
+    clicked = draw_clicks(c, np.take_along_axis(affinity, order[:, :c.exposure_size], 1), exposed,
+                          rng)
+    return recalled, n_recalled, exposed, clicked
+
+
+def draw_clicks(config: SimulatorConfig, affinity: np.ndarray, exposed: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+  """Clicks [R, E] (int64) on `exposed` [R, E] (0 padding) of true affinity `affinity` [R, E]:
+  Bernoulli(sigmoid(alpha a - click_bias - position_effect position))."""
+  logits = config.click_alpha * affinity - config.click_bias - \
+      config.position_effect * np.arange(exposed.shape[1])[None, :]
+  clicked = (rng.random(exposed.shape) < 1 / (1 + np.exp(-logits))) & (exposed > 0)
+  return clicked.astype(np.int64)
+
+
+class _LearnedServing:
+  """`learned_pipeline.LearnedPipeline` behind `_LegacyPipeline.serve`'s interface: the pipeline
+  sees the item metadata and its own logs; only the clicks read the world."""
+
+  def __init__(self, config: SimulatorConfig, world: World, rng: np.random.Generator):
+    from uma2_tf.sources import learned_pipeline
+
+    self.config, self.world = config, world
+    self.pipeline = learned_pipeline.LearnedPipeline(config, world.item_category,
+                                                     world.item_author, rng)
+
+  def serve(self, users: np.ndarray, history: np.ndarray, rng: np.random.Generator):
+    recalled, n_recalled, exposed, logged = self.pipeline.serve(users, history, rng)
+    affinity = np.einsum("rd,red->re", self.world.user_latent[users],
+                         self.world.item_latent[exposed]) / np.float32(
+                             np.sqrt(self.config.latent_dim)) + \
+        np.float32(self.config.popularity_beta) * self.world.item_popularity[exposed]
+    clicked = draw_clicks(self.config, affinity, exposed, rng)
+    self.pipeline.observe(users, exposed, clicked, logged)
+    return recalled, n_recalled, exposed, clicked
+
+  def end_round(self) -> None:
+    self.pipeline.refit()
 
 
 def simulate(config: SimulatorConfig, progress=None,
@@ -446,7 +501,8 @@ def simulate(config: SimulatorConfig, progress=None,
     world = build_world(config, np.random.default_rng(seeds[0]))
   else:
     _check_world(world, config)
-  pipeline = _LegacyPipeline(config, world, np.random.default_rng(seeds[1]))
+  serving = _LearnedServing if config.legacy_pipeline == "learned" else _LegacyPipeline
+  pipeline = serving(config, world, np.random.default_rng(seeds[1]))
   activity_rng, rng = np.random.default_rng(seeds[2]), np.random.default_rng(seeds[3])
   h = config.history_length
   history = np.zeros((config.num_users + 1, h), np.int32)
@@ -477,6 +533,7 @@ def simulate(config: SimulatorConfig, progress=None,
         round_clicks.append(np.where(clicked > 0, exposed, 0))
       if round_users:  # Histories grow only after the round: a request never sees its own clicks.
         _append_clicks(history, np.concatenate(round_users), np.concatenate(round_clicks))
+      pipeline.end_round()
     if progress is not None:
       progress(day, config.num_days)
   lists = {}
