@@ -1,16 +1,21 @@
-"""Reproduces the paper's Table 1 on a dataset (`make experiment`), or the negative samplers'
-table; see `uma2_tf.experiment`.
+"""Reproduces the paper's Table 1 on a dataset (`make experiment`), the negative samplers' table,
+or the ablation of UMA²'s gain across worlds; see `uma2_tf.experiment`.
 
     python -m pipelines.experiment --quick                      # YouTube DNN chain + SOS, ~30 min
     python -m pipelines.experiment --report_dir=reports/table1  # the full grid (hours on 2 cores)
     python -m pipelines.experiment --report_only                # rewrite the report from the runs
     python -m pipelines.experiment --table=samplers             # every sampler on YTB and DAT
+    python -m pipelines.experiment --table=ablation \
+        --datasets=uma2_simulated/default,uma2_simulated/learned,uma2_simulated/noise_inf
 
 Writes to --report_dir: table1.md (the table, lifts, paired tests), runs.csv (every run),
 comparisons.json, table1.png, experiment.json (the grid) and runs/<run id>/ (each training run's
 own outputs); with --table=samplers (default dir reports/samplers_<dataset config>[_quick]):
 samplers.md (per tower: accuracy, popularity bias, s/epoch, paired tests against uniform and UMA²,
-the samplers' claims), samplers.csv, samplers.json, samplers.png and experiment_samplers.json.
+the samplers' claims), samplers.csv, samplers.json, samplers.png and experiment_samplers.json;
+with --table=ablation (default dir reports/ablation[_quick]): ablation.md (per world and tower the
+rows, the named comparisons and the decomposition of UMA²'s gain), ablation.csv, ablation.json,
+ablation.png, and per world <world config name>/experiment_ablation.json and its runs/.
 Killed, the same command resumes: finished runs are kept, the interrupted one resumes from its
 last backup; a run the other table already trained in the same report dir (same config) is
 reused. The settings every run shares are `TrainConfig`'s own flags (`SHARED_FIELDS`: --dataset,
@@ -35,28 +40,38 @@ FLAGS = flags.FLAGS
 # The training settings every run of the grid shares, as `TrainConfig`'s own flags and defaults
 # (the grid sets each run's tower, negatives, loss, seed and output dir itself).
 config_flags.define(training.TrainConfig, only=SHARED_FIELDS)
-flags.DEFINE_string("table", "table1", "Which table: table1 (the paper's Table 1) or samplers "
+flags.DEFINE_string("table", "table1", "Which table: table1 (the paper's Table 1), samplers "
                     "(SS-A, uniform, popularity^0.75, in-batch with and without logQ, mixed, "
-                    "hybrid, SS-ABC(fixed) and UMA² on YouTube DNN and DAT).")
+                    "hybrid, SS-ABC(fixed) and UMA² on YouTube DNN and DAT) or ablation (where "
+                    "UMA²'s gain comes from: GMM(random), GMM(fixed), multi-task only, own tables, "
+                    "UMA², self-norm, in each world of --datasets).")
+flags.DEFINE_list("datasets", None, "--table=ablation: the worlds to compare, in this order "
+                  "(default: --dataset).")
 flags.DEFINE_string("report_dir", None, "Where the report and the runs go (default: "
                     "reports/experiment_<dataset config>[_quick], --table=samplers: "
-                    "reports/samplers_<dataset config>[_quick]).")
+                    "reports/samplers_<dataset config>[_quick], --table=ablation: "
+                    "reports/ablation[_quick]).")
 flags.DEFINE_boolean("quick", False, "2 epochs each, evaluated once at the end; for Table 1 also "
                      "the quick grid (YouTube DNN: SS-A, SS-AB, SS-ABC(random), SS-ABC(fixed), "
                      "UMA², UMA²_SOS).")
-flags.DEFINE_list("seeds", None, "Seeds of every cell (default: 0,1,2; --quick or "
-                  "--table=samplers: 0,1).")
+flags.DEFINE_list("seeds", None, "Seeds of every cell (default: 0,1,2; --quick, "
+                  "--table=samplers or ablation: 0,1).")
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from the finished runs.")
 flags.DEFINE_list("towers", None,
-                  "Keep only the grid's runs on these towers (e.g. youtube_dnn,dat).")
+                  "Keep only the grid's runs on these towers (e.g. youtube_dnn,dat); "
+                  "--table=ablation: its towers, any but ESAM's (default youtube_dnn).")
 flags.DEFINE_list("rows", None, "Keep only these rows, by run-id slug: ss_a, ss_ab, ss_abc_random, "
                   "ss_abc_fixed, uma2, uma2_sos, uma2_self_norm; --table=samplers: ss_a, "
                   "ss_abc_random, popularity_0_75, in_batch, in_batch_logq, mixed, hybrid, "
-                  "ss_abc_fixed, uma2.")
+                  "ss_abc_fixed, uma2; --table=ablation: ss_abc_random, ss_abc_fixed, "
+                  "uma2_multitask, uma2_own_tables, uma2, uma2_self_norm.")
 
 QUICK_SEEDS, QUICK_EPOCHS = ("0", "1"), 2
-TABLES = ("table1", "samplers")
+TABLES = ("table1", "samplers", "ablation")
 SAMPLERS_SEEDS = ("0", "1")
+# Each table's file of the grid it ran (per world for the ablation).
+EXPERIMENT_FILES = {"table1": "experiment.json", "samplers": "experiment_samplers.json",
+                    "ablation": "experiment_ablation.json"}
 
 
 def check_table() -> str:
@@ -66,12 +81,30 @@ def check_table() -> str:
   return FLAGS.table
 
 
+def worlds() -> list[str]:
+  """The datasets of the table: --datasets for the ablation (default --dataset), else --dataset;
+  ValueError naming the flag if bad."""
+  from uma2_tf.experiment import ablation_table
+
+  if FLAGS.table != "ablation":
+    if FLAGS.datasets:
+      raise ValueError(f"--datasets: only --table=ablation compares worlds; --table={FLAGS.table} "
+                       "runs on --dataset")
+    return [FLAGS.dataset]
+  datasets = FLAGS.datasets or [FLAGS.dataset]
+  try:
+    ablation_table.check_worlds(datasets)
+  except ValueError as e:
+    raise ValueError(f"--datasets: {e}") from None
+  return datasets
+
+
 def settings():
   """(grid, base TrainConfig, report_dir) from the flags; ValueError naming the flag if bad."""
   from uma2_tf.experiment import grid as grid_lib
 
   table = check_table()
-  default_seeds = SAMPLERS_SEEDS if table == "samplers" else (
+  default_seeds = SAMPLERS_SEEDS if table in ("samplers", "ablation") else (
       QUICK_SEEDS if FLAGS.quick else ("0", "1", "2"))
   seeds = FLAGS.seeds or default_seeds
   try:
@@ -83,6 +116,11 @@ def settings():
     raise ValueError(f"--seeds: expected distinct integers, got {seeds}")
   if table == "samplers":
     grid = grid_lib.samplers_grid(seeds)
+  elif table == "ablation":  # Its towers are chosen, not filtered: the rows run on any tower.
+    try:
+      grid = grid_lib.ablation_grid(seeds, FLAGS.towers or ("youtube_dnn",))
+    except ValueError as e:
+      raise ValueError(f"--towers: {e}") from None
   else:
     grid = grid_lib.quick_grid(seeds) if FLAGS.quick else grid_lib.full_grid(seeds)
   if FLAGS.towers:
@@ -107,21 +145,27 @@ def settings():
                                    evaluate_each_epoch=False)
   base = config_flags.resolve(training.TrainConfig, base=defaults)
   config_name = FLAGS.dataset.split("/")[-1]
-  report_dir = FLAGS.report_dir or os.path.join(
-      "reports", f"{'samplers' if table == 'samplers' else 'experiment'}_{config_name}"
-      f"{'_quick' if FLAGS.quick else ''}")
+  quick = "_quick" if FLAGS.quick else ""
+  report_dir = FLAGS.report_dir or os.path.join("reports", {
+      "samplers": f"samplers_{config_name}{quick}", "ablation": f"ablation{quick}"}.get(
+          table, f"experiment_{config_name}{quick}"))
   return grid, base, report_dir
 
 
 def title(grid, base) -> str:
   """The report's title line: the table, dataset, grid, epochs and seeds."""
+  from uma2_tf.experiment import grid as grid_lib
+
   epochs = f"{base.epochs} epoch{'s' if base.epochs > 1 else ''}"
   seeds = f"seeds {', '.join(str(s) for s in sorted({g.seed for g in grid}))}"
+  towers = ", ".join(grid_lib.TOWER_NAMES.get(t, t) for t in dict.fromkeys(g.tower for g in grid))
   if FLAGS.table == "samplers":
-    from uma2_tf.experiment import grid as grid_lib
-    towers = ", ".join(grid_lib.TOWER_NAMES[t] for t in dict.fromkeys(g.tower for g in grid))
     return (f"Negative samplers table on {base.dataset}: {towers}"
             f"{', quick' if FLAGS.quick else ''}, {epochs}, {seeds}")
+  if FLAGS.table == "ablation":
+    return (f"Where UMA²'s gain comes from, on {', '.join(worlds())}: {towers}"
+            f"{', quick' if FLAGS.quick else ''}, "
+            f"{'up to ' if base.early_stopping_patience else ''}{epochs}, {seeds}")
   return (f"Table 1 on {base.dataset}: {'quick grid' if FLAGS.quick else 'full grid'}, "
           f"{epochs}, {seeds}")
 
@@ -134,6 +178,7 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  from uma2_tf.experiment import ablation_table
   from uma2_tf.experiment import grid as grid_lib
   from uma2_tf.experiment import report as report_lib
   from uma2_tf.experiment import samplers_table
@@ -141,22 +186,33 @@ def main(argv):
 
   try:
     grid, base, report_dir = settings()
+    datasets = worlds()
     if not FLAGS.report_only:
-      registry.load(base.dataset, base.data_dir)
+      for dataset in datasets:  # Every world is there before hours of training, not after.
+        registry.load(dataset, base.data_dir)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  # Where each world's grid runs: the report dir itself, or a dir per world for the ablation.
+  runs = [(dataclasses.replace(base, dataset=dataset),
+           ablation_table.world_dir(report_dir, dataset) if table == "ablation" else report_dir)
+          for dataset in datasets]
   start = time.perf_counter()
   if not FLAGS.report_only:
     try:
-      grid_lib.run_grid(grid, base, report_dir, experiment_file=(
-          "experiment_samplers.json" if table == "samplers" else grid_lib.EXPERIMENT_FILE))
+      for world_base, world_dir in runs:  # Every world's runs checked before any trains.
+        grid_lib.check_grid(grid, world_base, world_dir)
+      for world_base, world_dir in runs:
+        grid_lib.run_grid(grid, world_base, world_dir, experiment_file=EXPERIMENT_FILES[table])
     except ValueError as e:  # A run dir from another config: nothing was trained.
       print(f"error: {e}", file=sys.stderr)
       return 2
   try:
-    write = samplers_table.write_report if table == "samplers" else report_lib.write_report
-    report = write(report_dir, grid, title(grid, base))
+    if table == "ablation":
+      report = ablation_table.write_report(report_dir, datasets, grid, title(grid, base))
+    else:
+      write = samplers_table.write_report if table == "samplers" else report_lib.write_report
+      report = write(report_dir, grid, title(grid, base))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

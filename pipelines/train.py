@@ -10,6 +10,8 @@ from a run's own config, and flags given beside it override it.
     python -m pipelines.train --nsdn=false --strategy_name=ss_ab --output_dir=runs/gmm_ss_ab
     python -m pipelines.train --tower=dat --lambdas=1,1,1,0.5,0.5 --epochs=3
     python -m pipelines.train --nsdn=false --space_weights=1,1,0.25 --output_dir=runs/uma2_sos
+    python -m pipelines.train --propensity_weights=false --output_dir=runs/uma2_multitask  # no IPW
+    python -m pipelines.train --noshare_embeddings --output_dir=runs/uma2_own_tables
     python -m pipelines.train --nsdn=false --negatives=popularity --popularity_alpha=0.75
     python -m pipelines.train --nsdn=false --negatives=in_batch --logq=streaming
     python -m pipelines.train --nsdn=false --negatives=mixed --corpus_negatives=1024
@@ -50,6 +52,7 @@ ALIASES = {
     "propensity_floor": "loss.propensity_floor",
     "weight_normalization": "loss.weight_normalization",
     "space_weights": "loss.space_weights", "nsdn": "loss.use_nsdn",
+    "propensity_weights": "loss.propensity_weights",
     "negatives": "sampling.strategy", "popularity_source": "sampling.popularity_source",
     "hybrid_share": "sampling.hybrid_share", "corpus_negatives": "sampling.corpus_negatives",
     "logq": "softmax.logq", "temperature": "softmax.temperature",

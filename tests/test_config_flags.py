@@ -90,6 +90,16 @@ def test_nested_flags_and_their_old_names_give_the_same_config(train_flags):
   assert new.sampling.max_history == 7 and not new.evaluate_each_epoch
 
 
+def test_propensity_weights_flag_and_its_alias(train_flags):
+  new = train_flags("--loss.propensity_weights=false")
+  assert new == train_flags("--nopropensity_weights") == train_flags("--propensity_weights=false")
+  assert new.loss == LossConfig(propensity_weights=False) and new.loss.use_nsdn
+  # Nothing to switch off without NSDN: the error names the fields and the flags they come from.
+  with pytest.raises(ValueError, match=r"--loss\.\*.*--propensity_weights.*propensity_weights="
+                     r"False needs use_nsdn=True"):
+    train_flags("--nonsdn", "--nopropensity_weights")
+
+
 def test_seed_seeds_the_sampler_unless_it_has_its_own(train_flags):
   assert train_flags("--seed=3").sampling.seed == 3
   config = train_flags("--seed=3", "--sampling.seed=5")

@@ -35,7 +35,8 @@ def bce(logit, label):
   return -(label * np.log(p) + (1 - label) * np.log(1 - p))
 
 
-def numpy_terms(floor=0.05, normalization="none"):
+def numpy_weights(floor=0.05, normalization="none"):
+  """The propensity weights of every slot (1 for C and padding)."""
   p1 = np.clip(sigmoid(ER[:, 1:]), floor, 1)
   p2 = np.clip(sigmoid(RE[:, 1:]), floor, 1)
   w = np.ones_like(NEG)
@@ -44,6 +45,12 @@ def numpy_terms(floor=0.05, normalization="none"):
   if normalization == "self_normalized":
     w_a, w_b = w_a / w_a[is_a].mean(), w_b / w_b[is_b].mean()
   w[is_a], w[is_b] = w_a[is_a], w_b[is_b]
+  return w
+
+
+def numpy_terms(floor=0.05, normalization="none", propensity_weights=True):
+  # Without propensity weights every negative weighs 1 (the default static space weights).
+  w = numpy_weights(floor, normalization) if propensity_weights else np.ones_like(NEG)
   n = len(POS)
   terms = {"positive": bce(POS, 1).sum() / n}
   for name, space in (("space_a", A), ("space_b", B), ("space_c", C)):
@@ -101,6 +108,59 @@ def test_without_nsdn_it_is_the_plain_gmm_loss():
   for lam, space in zip(LAMBDAS[:3], (A, B, C)):
     expected += lam * bce(NEG, 0)[(SPACE == space) & (MASK > 0)].sum() / n
   assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_multitask_only_is_the_gmm_loss_plus_the_propensity_tasks():
+  # Heads and ER/RE terms as in UMA², every negative weighted 1: no inverse propensity weights.
+  config = LossConfig(lambdas=LAMBDAS, propensity_weights=False)
+  task, args = task_loss(config)
+  got = {k: float(v) for k, v in task.terms(**args).items()}
+  n = len(POS)
+  expected = {"positive": bce(POS, 1).sum() / n}
+  for name, space in (("space_a", A), ("space_b", B), ("space_c", C)):
+    expected[name] = bce(NEG, 0)[(SPACE == space) & (MASK > 0)].sum() / n
+  # ER: every valid slot, the positive (label 1) included; RE: the recalled ones only.
+  expected["er"] = (bce(ER[:, 0], 1).sum()
+                    + bce(ER[:, 1:], RECALLED)[MASK > 0].sum()) / n
+  expected["re"] = (bce(RE[:, 0], 1).sum() + bce(RE[:, 1:], EXPOSED)[RECALLED > 0].sum()) / n
+  for name in expected:
+    assert got[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6), name
+  assert {k: got[k] for k in ("er", "re")} == pytest.approx(
+      {k: numpy_terms()[k] for k in ("er", "re")}, rel=1e-5)  # The same tasks as UMA²'s.
+  gmm, gmm_args = task_loss(LossConfig(use_nsdn=False, lambdas=LAMBDAS))
+  gmm_loss = float(gmm(**{k: gmm_args[k] for k in ("pos_logits", "neg_logits", "neg_space",
+                                                    "neg_mask")}))
+  l4, l5 = LAMBDAS[3:]
+  assert float(task(**args)) == pytest.approx(
+      gmm_loss + l4 * expected["er"] + l5 * expected["re"], rel=1e-5)
+  # Its weight metrics read the weights it used (1), not the propensity weights it ignores.
+  assert float(task.weight_metrics["a"].result()) == float(task.weight_metrics["b"].result()) == 1
+  uma2, uma2_args = task_loss(LossConfig(lambdas=LAMBDAS))
+  uma2(**uma2_args)
+  w = numpy_weights()
+  assert float(uma2.weight_metrics["a"].result()) == pytest.approx(
+      w[(SPACE == A) & (MASK > 0)].mean(), rel=1e-5)
+  assert float(uma2.weight_metrics["b"].result()) == pytest.approx(
+      w[(SPACE == B) & (MASK > 0)].mean(), rel=1e-5)
+
+
+def test_multitask_only_uses_the_static_space_weights():
+  # Off, the propensity weights leave the static ones in charge: SOS's C weight applies too.
+  config = LossConfig(lambdas=LAMBDAS, propensity_weights=False, space_weights=(1.0, 1.0, 0.25))
+  task, args = task_loss(config)
+  got = float(task.terms(**args)["space_c"])
+  assert got == pytest.approx(0.25 * numpy_terms(propensity_weights=False)["space_c"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(use_nsdn=False, propensity_weights=False), "propensity_weights=False needs use_nsdn"),
+    (dict(propensity_weights=False, weight_normalization="self_normalized"),
+     "weight_normalization='self_normalized'.*propensity_weights=False"),
+    (dict(space_weights=(1.0, 1.0, 0.25)), "space_weights.*propensity_weights=False"),
+])
+def test_propensity_weights_config_errors(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    LossConfig(**kwargs)
 
 
 def test_masked_slots_contribute_nothing():

@@ -68,7 +68,7 @@ class TrainConfig:
     share_embeddings: NSDN heads read the tower's embedding tables (else their own).
     sampling: how negatives are drawn (`sampling.strategy`, `--negatives`).
     loss: the pointwise loss of samplers with per-positive negatives: λ's, propensity floor,
-      weight normalisation, NSDN on/off.
+      weight normalisation, NSDN on/off, its propensity weights on/off.
     softmax: the softmax of the in-batch samplers (`in_batch`, `mixed`): logQ, temperature, ...
     batch_size: global batch, in positives (each with its negatives): what one optimiser step
       consumes, split evenly over the replicas of a synchronous strategy (`uma2_tf.distribute`).

@@ -1,7 +1,7 @@
-"""The grids of Table 1 and of the negative samplers' table: their cells (a row on a tower, one
-seed) and the training runs behind them.
+"""The grids of Table 1, of the negative samplers' table and of the ablation table: their cells
+(a row on a tower, one seed) and the training runs behind them.
 
-    grid = grid_lib.quick_grid(seeds=(0, 1, 2))          # or full_grid(seeds), samplers_grid(seeds)
+    grid = grid_lib.quick_grid(seeds=(0, 1, 2))  # or full_grid, samplers_grid, ablation_grid(seeds)
     base = TrainConfig(dataset="uma2_simulated/default")
     grid_lib.run_grid(grid, base, "reports/experiment_default")  # resumable: reruns skip done runs
 
@@ -42,6 +42,20 @@ uniform sampler), SS-ABC(fixed) and UMA² on YouTube DNN and DAT, every one a pl
 Their baseline is SS-ABC(random). The rows both tables have map to the same config, so with the
 same report dir a run is trained once and reported in both.
 
+The ablation table (`ablation_grid`, `experiment --table=ablation`, reported by
+`experiment.ablation_table`) splits UMA²'s gain over the GMM in one or more worlds, on any tower but
+ESAM's: SS-ABC(random), SS-ABC(fixed), UMA², UMA² (self-norm) and two ablations of its own, both on
+UMA²'s negatives (A:B:C = 1:4:20) with the NSDN heads; their baseline is SS-ABC(fixed):
+
+| row                    | loss                                                                  |
+|------------------------|-----------------------------------------------------------------------|
+| UMA² (multi-task only) | the heads' ER/RE terms, every negative weighted 1 (no IPW): what the  |
+|                        | auxiliary tasks give through the embeddings they share with the tower |
+| UMA² (own tables)      | UMA² with the heads on their own embedding tables: what the weights   |
+|                        | give alone (the auxiliary tasks cannot shape the tower's embeddings)  |
+
+Each world is a grid of its own, run by `run_grid` into `<report_dir>/<world config name>`.
+
 Every run is an ordinary training run (`training.train`) in `<report_dir>/runs/<run id>/`. A run
 with `metrics.json` is finished and is never redone; an unfinished one resumes from its
 BackupAndRestore state, so a killed experiment restarted with the same command goes on where it
@@ -64,12 +78,16 @@ from absl import logging
 from uma2_tf import atomic_files, run_dir
 from uma2_tf import tasks
 from uma2_tf import training
+from uma2_tf.models import towers as towers_lib
 from uma2_tf.run_dir import RunDir
 
 SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED = "SS-A", "SS-AB", "SS-ABC(random)", "SS-ABC(fixed)"
 UMA2, UMA2_SOS, UMA2_SELF_NORM = "UMA²", "UMA²_SOS", "UMA² (self-norm)"
+UMA2_MULTITASK, UMA2_OWN_TABLES = "UMA² (multi-task only)", "UMA² (own tables)"
 MAIN_ROWS = (SS_A, SS_AB, SS_ABC_RANDOM, SS_ABC_FIXED, UMA2)
-ABLATION_ROWS = (UMA2_SOS, UMA2_SELF_NORM)
+ABLATION_ROWS = (UMA2_SOS, UMA2_SELF_NORM, UMA2_MULTITASK, UMA2_OWN_TABLES)
+# The rows whose model has the NSDN heads.
+NSDN_ROWS = (UMA2, UMA2_SELF_NORM, UMA2_MULTITASK, UMA2_OWN_TABLES)
 POPULARITY, IN_BATCH, IN_BATCH_LOGQ = "popularity^0.75", "in-batch", "in-batch + logQ"
 MIXED, HYBRID = "mixed", "hybrid"
 SAMPLER_ROWS = (POPULARITY, IN_BATCH, IN_BATCH_LOGQ, MIXED, HYBRID)
@@ -78,6 +96,9 @@ ROWS = MAIN_ROWS + ABLATION_ROWS + SAMPLER_ROWS
 SAMPLERS_TABLE_ROWS = (SS_A, SS_ABC_RANDOM, POPULARITY, IN_BATCH, IN_BATCH_LOGQ, MIXED, HYBRID,
                        SS_ABC_FIXED, UMA2)
 SAMPLERS_TOWERS = ("youtube_dnn", "dat")
+# The ablation table, in its order: the GMM on UMA²'s negatives, then what UMA² adds to it.
+ABLATION_TABLE_ROWS = (SS_ABC_RANDOM, SS_ABC_FIXED, UMA2_MULTITASK, UMA2_OWN_TABLES, UMA2,
+                       UMA2_SELF_NORM)
 # A sampler row's `SamplingConfig` fields and its softmax's logQ (None: the base's softmax).
 _SAMPLER_SETTINGS = {
     POPULARITY: ({"strategy": "popularity", "popularity_alpha": 0.75}, None),
@@ -91,6 +112,8 @@ TOWER_NAMES = {"fm": "FM", "youtube_dnn": "YouTubeDNN", "dat": "DAT", "mind": "M
                "esam_youtube_dnn": "ESAM_YTB", "esam_dat": "ESAM_DAT"}
 # ESAM is itself a way of using non-displayed items, compared with its plain tower.
 ESAM_BASE = {"esam_youtube_dnn": "youtube_dnn", "esam_dat": "dat"}
+# Slugs shorter than the row's name spelt out.
+_SLUGS = {UMA2_MULTITASK: "uma2_multitask"}
 RUNS_DIR = "runs"
 EXPERIMENT_FILE = "experiment.json"
 
@@ -110,6 +133,8 @@ class RunSpec:
   @property
   def row_slug(self) -> str:
     """The row as a name for files and flags: ss_abc_fixed, uma2_sos, ..."""
+    if self.row in _SLUGS:
+      return _SLUGS[self.row]
     return re.sub(r"[^a-z0-9]+", "_", self.row.lower().replace("²", "2")).strip("_")
 
   @property
@@ -121,8 +146,10 @@ class RunSpec:
     """The model's name in the table, as the paper writes it: YouTubeDNN, ESAM_DAT, UMA²_YTB."""
     short = {"youtube_dnn": "YTB"}.get(self.tower, TOWER_NAMES.get(self.tower, self.tower))
     return {UMA2: f"UMA²_{short}", UMA2_SOS: f"UMA²_SOS_{short}",
-            UMA2_SELF_NORM: f"UMA²_{short} (self-norm)"}.get(self.row,
-                                                          TOWER_NAMES.get(self.tower, self.tower))
+            UMA2_SELF_NORM: f"UMA²_{short} (self-norm)",
+            UMA2_MULTITASK: f"UMA²_{short} (multi-task only)",
+            UMA2_OWN_TABLES: f"UMA²_{short} (own tables)"}.get(
+                self.row, TOWER_NAMES.get(self.tower, self.tower))
 
   @property
   def label_row(self) -> str:
@@ -135,7 +162,8 @@ class RunSpec:
     if self.tower in ESAM_BASE:
       return RunSpec(SS_ABC_FIXED, ESAM_BASE[self.tower], self.seed)
     previous = {SS_AB: SS_A, SS_ABC_RANDOM: SS_AB, SS_ABC_FIXED: SS_ABC_RANDOM, UMA2: SS_ABC_FIXED,
-                UMA2_SOS: SS_ABC_FIXED, UMA2_SELF_NORM: UMA2,
+                UMA2_SOS: SS_ABC_FIXED, UMA2_SELF_NORM: UMA2, UMA2_MULTITASK: SS_ABC_FIXED,
+                UMA2_OWN_TABLES: SS_ABC_FIXED,
                 **{row: SS_ABC_RANDOM for row in SAMPLER_ROWS}}
     return RunSpec(previous[self.row], self.tower, self.seed) if self.row in previous else None
 
@@ -145,7 +173,8 @@ class RunSpec:
         self.row, ({"strategy": {SS_A: "ss_a", SS_AB: "ss_ab", SS_ABC_RANDOM: "ss_abc_random"}.get(
             self.row, "ss_abc_fixed")}, None))
     softmax = base.softmax if logq is None else dataclasses.replace(base.softmax, logq=logq)
-    loss = dataclasses.replace(base.loss, use_nsdn=self.row in (UMA2, UMA2_SELF_NORM),
+    loss = dataclasses.replace(base.loss, use_nsdn=self.row in NSDN_ROWS,
+                               propensity_weights=self.row != UMA2_MULTITASK,
                                weight_normalization="self_normalized" if self.row == UMA2_SELF_NORM
                                else "none")
     if self.row == UMA2_SOS:
@@ -153,6 +182,8 @@ class RunSpec:
     return dataclasses.replace(
         base, output_dir=os.path.join(report_dir, RUNS_DIR, self.run_id), tower=self.tower,
         loss=loss, softmax=softmax, seed=self.seed,
+        # Own tables: the heads cannot shape the tower's embeddings (without heads it is moot).
+        share_embeddings=self.row != UMA2_OWN_TABLES,
         sampling=dataclasses.replace(base.sampling, **sampling_fields, seed=self.seed))
 
 
@@ -183,6 +214,23 @@ def samplers_grid(seeds: Sequence[int] = (0, 1),
           for row in SAMPLERS_TABLE_ROWS]
 
 
+def ablation_grid(seeds: Sequence[int] = (0, 1),
+                  towers: Sequence[str] = ("youtube_dnn",)) -> list[RunSpec]:
+  """The ablation table: `ABLATION_TABLE_ROWS` on each tower (`experiment --table=ablation`);
+  ValueError for an unknown tower or ESAM's (its domain adaptation is compared with its plain
+  tower, not given NSDN heads)."""
+  towers = list(dict.fromkeys(towers))  # A tower named twice is one tower.
+  unknown = [t for t in towers if t not in towers_lib.TOWERS]
+  if unknown:
+    raise ValueError(f"unknown tower(s) {', '.join(unknown)}; known: {sorted(towers_lib.TOWERS)}")
+  esam = [t for t in towers if t in ESAM_BASE]
+  if esam:
+    raise ValueError(f"{', '.join(esam)}: ESAM towers are not ablated (as in Table 1, UMA² runs on "
+                     "their plain towers: " + ", ".join(ESAM_BASE[t] for t in esam) + ")")
+  return [RunSpec(row, tower, s) for s in seeds for tower in towers
+          for row in ABLATION_TABLE_ROWS]
+
+
 def is_finished(output_dir: str) -> bool:
   """Whether the run in `output_dir` is done: it wrote its metrics."""
   return RunDir(output_dir).is_finished()
@@ -201,14 +249,22 @@ def _check_config(config: training.TrainConfig) -> None:
                      "differ): use a new --report_dir, or delete that run dir to redo it")
 
 
+def check_grid(grid: Sequence[RunSpec], base: training.TrainConfig,
+               report_dir: str) -> list[training.TrainConfig]:
+  """The runs' configs; ValueError if a run dir holds another config's run (`run_grid` calls it:
+  call it first for every grid of an experiment running several)."""
+  configs = [spec.train_config(base, report_dir) for spec in grid]
+  for config in configs:  # Every mismatch is found before hours of training, not after.
+    _check_config(config)
+  return configs
+
+
 def run_grid(grid: Sequence[RunSpec], base: training.TrainConfig, report_dir: str,
              verbose: int = 2, experiment_file: str = EXPERIMENT_FILE) -> None:
   """Trains every run of `grid` that is not finished, in order, one after another; the grid and
   its base config go to `<report_dir>/<experiment_file>`."""
   os.makedirs(report_dir, exist_ok=True)
-  configs = [spec.train_config(base, report_dir) for spec in grid]
-  for config in configs:  # Every mismatch is found before hours of training, not after.
-    _check_config(config)
+  configs = check_grid(grid, base, report_dir)
   atomic_files.atomic_write_text(os.path.join(report_dir, experiment_file), json.dumps(
       {"base": json.loads(base.to_json()), "runs": [dataclasses.asdict(s) for s in grid]},
       indent=2))

@@ -81,7 +81,11 @@ class Comparison:
   seeds_better: int  # seeds where the row's mean beats the baseline's
 
 
-def compare(row: list[RunResult], baseline: list[RunResult]) -> Comparison | None:
+def compare(row: list[RunResult], baseline: list[RunResult],
+            extra_lifts: Sequence[str] = ()) -> Comparison | None:
+  """`row` against `baseline` over the seeds both ran (None without one); `extra_lifts`: metrics
+  beyond the table's to give the lift of, where every paired run has them (e.g. the list-level
+  oracle_recall@100, which has no per-user values to test)."""
   from scipy import stats
 
   by_seed = {r.spec.seed: r for r in baseline}
@@ -111,7 +115,8 @@ def compare(row: list[RunResult], baseline: list[RunResult]) -> Comparison | Non
               if all(m in a.per_user and m in b.per_user for a, b in pairs)}
   half = float(stats.t.ppf(0.975, n - 1) * sem) if n > 1 else float("nan")
   lift = {}
-  for metric in _table_columns():
+  extra = [m for m in extra_lifts if all(m in a.metrics and m in b.metrics for a, b in pairs)]
+  for metric in _table_columns() + extra:
     ours = np.mean([a.metrics[metric] for a, _ in pairs])
     theirs = np.mean([b.metrics[metric] for _, b in pairs])
     lift[metric] = float(ours / theirs - 1) if theirs > 0 else float("nan")
@@ -277,9 +282,7 @@ def runs_csv(results: list[RunResult]) -> str:
 def chart(results: list[RunResult], reference: dict, path: str, title: str) -> None:
   """Recall@100 per cell, mean with the seeds' min-max as error bars, popularity and oracle
   lines."""
-  import matplotlib
-  matplotlib.use("Agg")  # No display on a training host.
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   groups = _group(results)
   labels = [cell.label_row for cell in groups]
@@ -299,6 +302,20 @@ def chart(results: list[RunResult], reference: dict, path: str, title: str) -> N
   ax.set_title(title, fontsize=10)
   if reference:
     ax.legend(fontsize=8)
+  save_figure(fig, path)
+
+
+def pyplot():
+  """matplotlib.pyplot on the Agg backend: no display on a training host."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def save_figure(fig, path: str) -> None:
+  """Writes a chart to `path` whole or not at all (a temporary file renamed), then closes it."""
+  plt = pyplot()
   fig.tight_layout()
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=120)

@@ -75,10 +75,11 @@ def row_name(row: str) -> str:
   return {UNIFORM: "uniform (SS-ABC(random))"}.get(row, row)
 
 
-def _cells(results: Sequence[RunResult]) -> dict[tuple[str, str], list[RunResult]]:
-  """(tower, row) -> its runs; towers in the order they come, rows in the table's order."""
+def _cells(results: Sequence[RunResult],
+           order: Sequence[str] = SAMPLERS_TABLE_ROWS) -> dict[tuple[str, str], list[RunResult]]:
+  """(tower, row) -> its runs; towers in the order they come, rows in the table's `order`."""
   towers = list(dict.fromkeys(r.spec.tower for r in results))
-  rows = [row for row in SAMPLERS_TABLE_ROWS if any(r.spec.row == row for r in results)]
+  rows = [row for row in order if any(r.spec.row == row for r in results)]
   rows += list(dict.fromkeys(r.spec.row for r in results if r.spec.row not in rows))
   cells = {(t, row): [r for r in results if (r.spec.tower, r.spec.row) == (t, row)]
            for t in towers for row in rows}
@@ -241,27 +242,37 @@ def samplers_markdown(results: Sequence[RunResult], reference: dict, title: str)
   return "\n".join(lines) + "\n"
 
 
-def samplers_csv(results: Sequence[RunResult]) -> str:
+def samplers_csv(results: Sequence[RunResult], worlds: Sequence[str] | None = None) -> str:
+  """One line per run; `worlds`: each run's dataset, as a first column (runs of several worlds)."""
   buffer = io.StringIO()
   metric_names = sorted({m for r in results for m in r.metrics})
   writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["run_id", "row", "tower", "label", "seed", "train_seconds", "epochs_run",
-                   "seconds_per_epoch", *metric_names])
-  for r in results:
+  first = [] if worlds is None else ["world"]
+  writer.writerow(first + ["run_id", "row", "tower", "label", "seed", "train_seconds",
+                           "epochs_run", "seconds_per_epoch", *metric_names])
+  for i, r in enumerate(results):
     s = seconds_per_epoch([r])
-    writer.writerow([r.spec.run_id, r.spec.row, r.spec.tower, r.spec.label, r.spec.seed,
-                     r.train_seconds, "" if r.epochs_run is None else r.epochs_run,
-                     "" if math.isnan(s) else round(s, 2),
-                     *[r.metrics.get(m, "") for m in metric_names]])
+    writer.writerow(([] if worlds is None else [worlds[i]]) + [
+        r.spec.run_id, r.spec.row, r.spec.tower, r.spec.label, r.spec.seed, r.train_seconds,
+        "" if r.epochs_run is None else r.epochs_run, "" if math.isnan(s) else round(s, 2),
+        *[r.metrics.get(m, "") for m in metric_names]])
   return buffer.getvalue()
+
+
+def chart_point(runs: Sequence[RunResult], metric: str) -> tuple[float, float] | None:
+  """A cell in a chart: the mean of `metric` over its runs and their std (0 for one run), None
+  when no run has it."""
+  values = [r.metrics[metric] for r in runs if metric in r.metrics]
+  if not values:
+    return None
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return float(np.mean(values)), std
 
 
 def chart(results: Sequence[RunResult], reference: dict, path: str, title: str) -> None:
   """Recall@100 (top) and avg popularity@100 (bottom) per row, one bar per tower: the mean with
   the seeds' std as error bars; the popularity and oracle retrievers as lines."""
-  import matplotlib
-  matplotlib.use("Agg")  # No display on a training host.
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   cells = _cells(results)
   towers = list(dict.fromkeys(t for t, _ in cells))
@@ -273,11 +284,11 @@ def chart(results: Sequence[RunResult], reference: dict, path: str, title: str) 
     for j, tower in enumerate(towers):
       xs, means, errors = [], [], []
       for i, row in enumerate(rows):
-        values = [r.metrics[metric] for r in cells.get((tower, row), []) if metric in r.metrics]
-        if values:
+        point = chart_point(cells.get((tower, row), []), metric)
+        if point:
           xs.append(i + (j - (len(towers) - 1) / 2) * width)
-          means.append(np.mean(values))
-          errors.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+          means.append(point[0])
+          errors.append(point[1])
       ax.bar(xs, means, width, yerr=errors, capsize=3, label=TOWER_NAMES.get(tower, tower))
     for name, style in (("popularity", ":"), ("oracle", "--")):
       if metric in reference.get(name, {}):
@@ -287,11 +298,7 @@ def chart(results: Sequence[RunResult], reference: dict, path: str, title: str) 
   axes[0].set_title(title, fontsize=10)
   axes[-1].set_xticks(range(len(rows)))
   axes[-1].set_xticklabels([row_name(r) for r in rows], rotation=30, ha="right", fontsize=8)
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report_lib.save_figure(fig, path)
 
 
 def write_report(report_dir: str, grid: Sequence[RunSpec],

@@ -31,7 +31,11 @@ With B positives in the (global) batch, s the matching logits and m the padding 
   ones instead of NSDN). A static weight multiplies the same per-space sum as its λ, so
   (1, 1, w) trains exactly like λ3·w: the field names the SOS configuration for what it is (a
   weight per sample of the random space) and the `loss_space_*` metrics include it. With NSDN the
-  propensity weights replace it, so it must stay (1, 1, 1).
+  propensity weights replace it, so it must stay (1, 1, 1) unless `propensity_weights=False`.
+- `propensity_weights=False` (with NSDN) is the multi-task ablation: the heads and their ER, RE
+  terms train as in eq. 2, but every negative weighs its static `space_weights` entry (1 by default)
+  instead of w_A, w_B: the loss is the GMM's above plus λ4·ER + λ5·RE, so the auxiliary tasks can
+  shape the shared embeddings while nothing is re-weighted.
 - Under `tf.distribute`, each replica divides its sums by its own B and the total by the number of
   replicas; replicas get equal shares of the global batch, so the gradients the optimizer sums over
   replicas are exactly the global batch's (tests/test_distributed.py). Only `self_normalized`
@@ -61,13 +65,25 @@ SOS_RANDOM_WEIGHT = 0.25
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  """Knobs of the UMA² loss. Defaults: the paper's loss with the choices of DESIGN.md §2."""
+  """Knobs of the UMA² loss. Defaults: the paper's loss with the choices of DESIGN.md §2.
+
+  Attributes:
+    lambdas: λ1..λ5, the weights of the A, B, C, ER and RE terms.
+    propensity_floor: lower bound of p1, p2 and p1·p2 in the weights (no weight exceeds 1/floor).
+    weight_normalization: `none`, or `self_normalized` (each space's weights over their batch mean).
+    use_nsdn: train the NSDN propensity heads (ER, RE terms); False is the plain GMM.
+    propensity_weights: with NSDN, weight the A and B negatives by the inverse propensities; False
+      keeps the heads and their ER/RE terms but weights negatives by `space_weights` (multi-task
+      ablation).
+    space_weights: static weights of an A, B, C negative when no propensity weights apply (SOS:
+      `sos_loss_config`).
+  """
 
   lambdas: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0)
   propensity_floor: float = 0.05
   weight_normalization: str = "none"
   use_nsdn: bool = True
-  # Static weights of an A, B, C negative without NSDN (SOS: `sos_loss_config`).
+  propensity_weights: bool = True
   space_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
   def __post_init__(self):
@@ -76,14 +92,27 @@ class LossConfig:
     if len(self.space_weights) != 3 or not all(0 <= w < float("inf") for w in self.space_weights):
       raise ValueError(f"space_weights must be three non-negative numbers (A, B, C), "
                        f"got {self.space_weights}")
-    if self.use_nsdn and tuple(self.space_weights) != (1.0, 1.0, 1.0):
-      raise ValueError(f"space_weights {self.space_weights} need use_nsdn=False: with NSDN the "
-                       "propensity weights replace them (leave them 1,1,1)")
+    if not self.propensity_weights and not self.use_nsdn:
+      raise ValueError("propensity_weights=False needs use_nsdn=True: without NSDN there are no "
+                       "propensity weights to switch off")
+    if not self.propensity_weights and self.weight_normalization != "none":
+      raise ValueError(f"weight_normalization={self.weight_normalization!r} normalises the "
+                       "propensity weights, and propensity_weights=False has none: use "
+                       "weight_normalization='none'")
+    if self.uses_propensity_weights and tuple(self.space_weights) != (1.0, 1.0, 1.0):
+      raise ValueError(f"space_weights {self.space_weights} need use_nsdn=False or "
+                       "propensity_weights=False: the propensity weights replace them (leave "
+                       "them 1,1,1)")
     if not 0.0 < self.propensity_floor <= 1.0:
       raise ValueError(f"propensity_floor must be in (0, 1], got {self.propensity_floor}")
     if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
       raise ValueError(f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}, "
                        f"got {self.weight_normalization!r}")
+
+  @property
+  def uses_propensity_weights(self) -> bool:
+    """Whether the A and B negatives are weighted by the NSDN heads' inverse propensities."""
+    return self.use_nsdn and self.propensity_weights
 
 
 def sos_random_weight(ratio=(1, 4, 20)) -> float:
@@ -120,7 +149,7 @@ class UMA2Task(keras.layers.Layer):
     return self.config.use_nsdn
 
   def static_weights(self, neg_space):
-    """Per-slot weights [B, N] without NSDN: each slot's `space_weights` entry."""
+    """Per-slot weights [B, N] without propensity weights: each slot's `space_weights` entry."""
     w_a, w_b, w_c = (float(w) for w in self.config.space_weights)
     return tf.where(neg_space == SPACE_A, w_a, tf.where(neg_space == SPACE_B, w_b, w_c))
 
@@ -160,7 +189,7 @@ class UMA2Task(keras.layers.Layer):
     num_pos = tf.cast(tf.shape(pos_logits)[0], tf.float32)
     neg_bce = tf.nn.softplus(neg_logits)  # BCE(s, 0)
     out = {"positive": tf.reduce_sum(tf.nn.softplus(-pos_logits)) / num_pos}  # BCE(s, 1)
-    if self.config.use_nsdn:
+    if self.config.uses_propensity_weights:
       weights = self.negative_weights(neg_space, neg_mask, er_logits[:, 1:], re_logits[:, 1:])
     else:
       weights = self.static_weights(neg_space)
@@ -176,6 +205,8 @@ class UMA2Task(keras.layers.Layer):
       re = tf.nn.sigmoid_cross_entropy_with_logits(labels=exposed_all, logits=re_logits)
       out["er"] = tf.reduce_sum(er * mask) / num_pos
       out["re"] = tf.reduce_sum(re * mask * recalled_all) / num_pos
+      # The weights used, static ones too: a multi-task run's mean_weight_a/b read 1, not the
+      # propensity weights it does not apply.
       self._track_weights(weights, neg_space, neg_mask)
     else:
       out["er"] = out["re"] = tf.constant(0.0)
