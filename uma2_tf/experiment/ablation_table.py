@@ -1,4 +1,4 @@
-"""Where UMA²'s gain comes from, world by world (`experiment --table=ablation`, issue #21).
+"""Where UMA²'s gain comes from, world by world (`experiment --table=ablation`).
 
     worlds = ["uma2_simulated/default", "uma2_simulated/noise_inf"]
     grid = grid_lib.ablation_grid(seeds=(0, 1))
