@@ -22,7 +22,11 @@ from a run's own config, and flags given beside it override it.
     python -m pipelines.train --precision=mixed_bfloat16
     TF_CONFIG='{"cluster": ...}' python -m pipelines.train --strategy=multi_worker   # on each host
 
-Restarting a killed run with the same command resumes it (BackupAndRestore in output_dir/backup).
+Restarting a killed run with the same command resumes it (BackupAndRestore in output_dir/backup;
+killed after training ended, it only evaluates). An output_dir a run of other flags trained in is
+refused, naming the flags that differ; `--restart` discards that run and trains from scratch:
+
+    python -m pipelines.train --output_dir=runs/uma2_default --learning_rate=0.01 --restart
 `pipelines.launch` starts a local multi-process job; `uma2_tf.distribute` says what each strategy
 does with `--batch_size`.
 What the run writes is listed in `uma2_tf.training`.
@@ -58,6 +62,9 @@ ALIASES = {
     "logq": "softmax.logq", "temperature": "softmax.temperature",
 }
 config_flags.define_aliases(ALIASES)
+flags.DEFINE_boolean("restart", False, "Remove what an earlier run left in --output_dir "
+                     "(backup, checkpoints, history, results) and train from scratch. Without "
+                     "it the run is resumed, or refused if other flags trained it.")
 
 
 def config_from_flags() -> training.TrainConfig:
@@ -105,6 +112,7 @@ def main(argv):
         return 0
     # Before any other TensorFlow op: multi_worker configures the runtime's collectives.
     strategy = distribute.build_strategy(config.strategy)
+    training.check_output_dir(config, restart=FLAGS.restart)
     dataset = registry.load(config.dataset, config.data_dir)
     # B asked of logs without a recall log, unknown --b_stages: one line here, not a traceback
     # later.
@@ -116,7 +124,8 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 2
   # A progress bar in a terminal; one line per epoch in a log file or a launcher's stream.
-  training.train(config, verbose=1 if sys.stdout.isatty() else 2, strategy=strategy, task=task)
+  training.train(config, verbose=1 if sys.stdout.isatty() else 2, strategy=strategy, task=task,
+                 restart=FLAGS.restart)
   if task.is_chief:
     logging.info("results in %s", config.output_dir)
   return 0

@@ -5,12 +5,16 @@
     run.write_results(results, markdown, per_user, fill_events)    # atomically, file by file
     run.read_json(run_dir.METRICS_JSON)
     run.final_checkpoint                                            # for export
+    run.trim_history(first_epoch=2)       # a restart at epoch 2: rows of epochs >= 2 are redone
+    run.remove_training_state()           # --restart: start over in the same dir
 
 Training, export and the experiment runner read and write a run through it. What each file holds
 is listed in `uma2_tf.training`.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 
@@ -26,6 +30,11 @@ BACKUP = "backup"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 FINAL = "final"
+TRAINING = "training.json"
+# What a run trained: a config.json beside any of them is the config they were trained with.
+TRAINING_STATE = (BACKUP, CHECKPOINTS, HISTORY, TRAINING)
+# Everything a run writes but its config: what starting over removes.
+_RUN_OUTPUTS = TRAINING_STATE + (TENSORBOARD, METRICS_JSON, METRICS_MD, PER_USER, SAMPLING)
 
 
 class RunDir:
@@ -83,6 +92,10 @@ class RunDir:
   def read_json(self, name: str):
     return json.loads(self.read_text(name))
 
+  def has_training_state(self) -> bool:
+    """Whether a run trained here (even a killed one): a restart would resume or reuse it."""
+    return any(self.exists(name) for name in TRAINING_STATE)
+
   def read_config_text(self) -> str:
     return self.read_text(CONFIG)
 
@@ -98,6 +111,43 @@ class RunDir:
     atomic_files.atomic_write_text(self.file(METRICS_MD), markdown)
     atomic_files.atomic_write_text(self.file(SAMPLING), json.dumps(fill_events, indent=2))
     atomic_files.atomic_write_text(self.file(METRICS_JSON), json.dumps(results, indent=2))
+
+  def write_training_record(self, record: dict) -> None:
+    """`training.json`: written once `checkpoints/final` is saved, it says training is over."""
+    atomic_files.atomic_write_text(self.file(TRAINING), json.dumps(record, indent=2))
+
+  def trim_history(self, first_epoch: int) -> None:
+    """Drops the rows of history.csv of epochs >= `first_epoch` (the epochs training is about to
+    run again), so that each epoch has one row; keeps the header. A row cut short by a kill is
+    dropped too. Rewritten atomically: a kill while trimming leaves the old file or the new."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(self.history_file):
+      return
+    lines = self.read_text(HISTORY).splitlines(keepends=True)
+    if not lines:
+      return
+    header = next(csv.reader(io.StringIO(lines[0])))
+    kept = [lines[0]]
+    for line in lines[1:]:
+      row = next(csv.reader(io.StringIO(line)), [])
+      if (len(row) == len(header) and line.endswith("\n") and row[0].isdigit()
+          and int(row[0]) < first_epoch):
+        kept.append(line)
+    if kept != lines:
+      atomic_files.atomic_write_text(self.history_file, "".join(kept))
+
+  def remove_training_state(self) -> None:
+    """Everything an earlier run wrote here but its config.json: backup, checkpoints, history,
+    training record, TensorBoard logs and results."""
+    import tensorflow as tf
+
+    for name in _RUN_OUTPUTS:
+      path = self.file(name)
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      elif tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
 
   def remove_empty_backup(self) -> None:
     """BackupAndRestore empties backup/ when training ends but, under multi_worker, leaves the

@@ -2,6 +2,12 @@
 
     config = TrainConfig(dataset="uma2_simulated/default", output_dir="runs/uma2")
     results = train(config)        # also writes config.json, metrics.json, metrics.md, ...
+    train(config, restart=True)    # discards what an earlier run left in output_dir, trains anew
+    config_differences(config)     # ["learning_rate", "loss.weight_normalization"]: vs config.json
+
+Restarting a killed run with the same config resumes it: from its backup, or, killed after training
+ended, by evaluating `checkpoints/final` without training again. A run dir trained with another
+config is a ValueError naming the differing fields (`check_output_dir`) unless `restart`.
 
 What lands in `output_dir`:
 
@@ -13,7 +19,10 @@ What lands in `output_dir`:
 | checkpoints/      | weights after each epoch (`epoch-NN`) and the final ones (`final`) |
 | tensorboard/      | TensorBoard logs                                                  |
 | history.csv       | per-epoch training metrics and the validation records' metrics    |
-|                   | (`val_*`: what early stopping and the best weights read)          |
+|                   | (`val_*`: what early stopping and the best weights read); one row |
+|                   | per epoch, a resumed run's redone epochs replacing the old rows   |
+| training.json     | written once `checkpoints/final` is: train_seconds, epochs_run,   |
+|                   | steps_per_epoch, train_positives (a restart evaluates, not trains) |
 | metrics.json      | the test day, evaluated once on the final model: model,           |
 |                   | popularity, oracle, propensity AUC; and                           |
 |                   | under `test_random` the same on that split when the dataset has   |
@@ -196,6 +205,30 @@ class EvaluationCallback(keras.callbacks.Callback):
                            if k.endswith("@100")), time.perf_counter() - start)
 
 
+class HistoryLogger(keras.callbacks.CSVLogger):
+  """`CSVLogger` appending to history.csv with each epoch once: when training (re)starts at epoch
+  k (0, or where BackupAndRestore resumed), the rows of epochs >= k a killed run left are dropped
+  before the first new one."""
+
+  def __init__(self, run: RunDir):
+    super().__init__(run.history_file, append=True)
+    self.run = run
+    self.csv_file = None
+
+  def on_train_begin(self, logs=None):
+    pass  # Opened at the first epoch: only then is the epoch training starts at known.
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.csv_file is None:
+      self.run.trim_history(first_epoch=epoch)
+      super().on_train_begin()
+
+  def on_train_end(self, logs=None):
+    if self.csv_file is not None:  # None: resumed past the last epoch, nothing ran.
+      super().on_train_end(logs)
+      self.csv_file = None
+
+
 class ResumeLogger(keras.callbacks.Callback):
   """Logs where training starts when BackupAndRestore resumed a killed run (not at epoch 1)."""
 
@@ -212,9 +245,42 @@ class ResumeLogger(keras.callbacks.Callback):
                      epoch + 1)
 
 
+def config_differences(config: TrainConfig) -> list[str]:
+  """The fields in which `config` differs from the config.json of its output dir, nested ones
+  dotted (`loss.weight_normalization`), sorted; [] when the dir has no config.json."""
+  if not RunDir(config.output_dir).exists(run_dir_lib.CONFIG):
+    return []
+  written = TrainConfig.load(config.output_dir)
+  return sorted(_differing_fields(dataclasses.asdict(config), dataclasses.asdict(written)))
+
+
+def _differing_fields(ours: dict, theirs: dict, prefix: str = "") -> list[str]:
+  names = []
+  for key, value in ours.items():
+    if isinstance(value, dict) and isinstance(theirs[key], dict):
+      names += _differing_fields(value, theirs[key], f"{prefix}{key}.")
+    elif value != theirs[key]:
+      names.append(prefix + key)
+  return names
+
+
+def check_output_dir(config: TrainConfig, restart: bool = False) -> None:
+  """ValueError if `config.output_dir` holds what a run of another config trained (backup,
+  checkpoints, history, training record): resuming it would train or report a mix of the two.
+  Nothing to check with `restart`, which discards it."""
+  if restart or not RunDir(config.output_dir).has_training_state():
+    return
+  differ = config_differences(config)
+  if differ:
+    raise ValueError(f"{config.output_dir} holds a run trained with a different config "
+                     f"({', '.join(differ)} differ): rerun with its flags to resume it, add "
+                     "--restart (train(..., restart=True)) to discard it and train this config "
+                     "from scratch, or choose another --output_dir")
+
+
 def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator | None = None,
           strategy: tf.distribute.Strategy | None = None,
-          task: distribute.Task | None = None) -> dict:
+          task: distribute.Task | None = None, restart: bool = False) -> dict:
   """Trains, evaluates, writes every result file; returns the final metrics dict.
 
   Args:
@@ -227,58 +293,53 @@ def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator
       None.
     task: this process's place in the cluster (`distribute.current_task()` when None). Only the
       chief writes the run's files; every worker trains, evaluates and takes part in each save.
+    restart: remove what an earlier run left in `output_dir` (backup, checkpoints, history,
+      training record, TensorBoard logs, results) and train from scratch. Without it a dir a run
+      of another config trained in is a ValueError (`check_output_dir`), and a run of this config
+      is resumed.
   """
+  check_output_dir(config, restart)
   policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(config.precision)
   try:
     if strategy is None:
       strategy = distribute.build_strategy(config.strategy)
-    return _train(config, verbose, evaluator, strategy, task or distribute.current_task())
+    return _train(config, verbose, evaluator, strategy, task or distribute.current_task(),
+                  restart)
   finally:
     keras.mixed_precision.set_global_policy(policy)
 
 
 def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | None,
-           strategy: tf.distribute.Strategy, task: distribute.Task) -> dict:
+           strategy: tf.distribute.Strategy, task: distribute.Task, restart: bool) -> dict:
   dataset = registry.load(config.dataset, config.data_dir)
   evaluator = _check_evaluator(evaluator, dataset, config)
   random_evaluator = _test_random_evaluator(dataset, config)
   run = RunDir(config.output_dir)
   if task.is_chief:
+    if restart:
+      # Before the model's variables exist: under multi_worker the other workers wait for the
+      # chief's broadcast of their initial values, so none reads the old backup after this.
+      run.remove_training_state()
     run.write_config(config.to_json())
   keras.utils.set_random_seed(config.seed)
-
-  holdout = splits.holdout(dataset, config.validation, seed=config.seed)
-  validation_evaluator = _validation_evaluator(dataset, config, holdout)
-  positives = count_positives(dataset, keep=holdout.train_keep())
-  if positives == 0:
-    raise ValueError(f"{config.dataset}: the train split has no click to train on")
-  logging.info("validation (%s): %s", config.validation,
-               f"{len(validation_evaluator.truth)} users who clicked" if validation_evaluator
-               else "none, nothing held out")
-  steps_per_epoch = math.ceil(positives / config.batch_size)
   asynchronous = isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
-  logging.info("%s: %d train positives, %d steps of %d per epoch, %s", config.dataset, positives,
-               steps_per_epoch, config.batch_size,
-               f"{task.num_workers} asynchronous worker(s)" if asynchronous
-               else f"{strategy.num_replicas_in_sync} replica(s)")
 
-  train_ds = _training_input(config, dataset, strategy, asynchronous, holdout)
-  model = _compiled_model(config, dataset, strategy)
-  callbacks = _callbacks(config, run, task, validation_evaluator, asynchronous)
-  start = time.perf_counter()
-  history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                      callbacks=callbacks, verbose=verbose if task.is_chief else 0)
-  train_seconds = time.perf_counter() - start
-  _save_weights(model, run.final_checkpoint, task)
+  record = _ended_training(run, task, asynchronous)
+  if record is None:
+    model, record = _fit(config, dataset, strategy, task, run, verbose, asynchronous)
+  else:
+    logging.info("%s: training ended before (%s), its results were never written: evaluating %s",
+                 config.output_dir, run_dir_lib.TRAINING, run.final_checkpoint)
+    model = _compiled_model(config, dataset, strategy)
+    # The optimizer's slots are not built (no step ran): only the model's weights are restored.
+    model.load_weights(run.final_checkpoint).expect_partial()
 
   # The test day, once, on the final model (selected, if at all, on the validation records).
   results = evaluator.evaluate(model)
   if random_evaluator is not None:
     results[evaluation.TEST_RANDOM] = random_evaluator.evaluate(model)
-  results["run"] = {"train_seconds": round(train_seconds, 1), "train_positives": positives,
-                    "epochs_run": history.epoch[-1] + 1 if history.epoch else 0,
-                    "steps_per_epoch": steps_per_epoch, "strategy": config.strategy,
+  results["run"] = {**record, "strategy": config.strategy,
                     "replicas": strategy.num_replicas_in_sync, "workers": task.num_workers,
                     "precision": config.precision, "validation": config.validation}
   results["run"]["weights_sha256"] = distribute.weights_fingerprint(model)
@@ -296,6 +357,56 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
   run.write_results(results, table, evaluator.last_per_user, fill_events)
   print(table)
   return results
+
+
+def _ended_training(run: RunDir, task: distribute.Task, asynchronous: bool) -> dict | None:
+  """The training record of a run killed after training ended but before its results were
+  written (to evaluate its final weights instead of training again); None otherwise.
+
+  A single process only: the workers of a multi_worker job could see different files (a disk per
+  host) and take different ways, then wait for each other forever; a parameter_server chief would
+  load the weights into sharded variables, which nothing tests. Both train again, as they did.
+  """
+  if task.num_workers > 1 or asynchronous or run.is_finished():
+    return None
+  if not (run.exists(run_dir_lib.TRAINING) and tf.io.gfile.exists(run.final_checkpoint + ".index")):
+    return None
+  return run.read_json(run_dir_lib.TRAINING)
+
+
+def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distribute.Strategy,
+         task: distribute.Task, run: RunDir, verbose: int,
+         asynchronous: bool) -> tuple[UMA2Model, dict]:
+  """Trains (from the backup a killed run left, if any), saves `checkpoints/final`, then the
+  training record; returns the model and the record."""
+  holdout = splits.holdout(dataset, config.validation, seed=config.seed)
+  validation_evaluator = _validation_evaluator(dataset, config, holdout)
+  positives = count_positives(dataset, keep=holdout.train_keep())
+  if positives == 0:
+    raise ValueError(f"{config.dataset}: the train split has no click to train on")
+  logging.info("validation (%s): %s", config.validation,
+               f"{len(validation_evaluator.truth)} users who clicked" if validation_evaluator
+               else "none, nothing held out")
+  steps_per_epoch = math.ceil(positives / config.batch_size)
+  logging.info("%s: %d train positives, %d steps of %d per epoch, %s", config.dataset, positives,
+               steps_per_epoch, config.batch_size,
+               f"{task.num_workers} asynchronous worker(s)" if asynchronous
+               else f"{strategy.num_replicas_in_sync} replica(s)")
+
+  train_ds = _training_input(config, dataset, strategy, asynchronous, holdout)
+  model = _compiled_model(config, dataset, strategy)
+  callbacks = _callbacks(config, run, task, validation_evaluator, asynchronous)
+  start = time.perf_counter()
+  history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                      callbacks=callbacks, verbose=verbose if task.is_chief else 0)
+  train_seconds = time.perf_counter() - start
+  _save_weights(model, run.final_checkpoint, task)
+  record = {"train_seconds": round(train_seconds, 1), "train_positives": positives,
+            "epochs_run": history.epoch[-1] + 1 if history.epoch else 0,
+            "steps_per_epoch": steps_per_epoch}
+  if task.is_chief:  # After the final weights: the record says they are complete.
+    run.write_training_record(record)
+  return model, record
 
 
 def _check_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.BuiltDataset,
@@ -367,7 +478,7 @@ def _callbacks(config: TrainConfig, run: RunDir, task: distribute.Task,
       ResumeLogger(task),
       keras.callbacks.ModelCheckpoint(run.epoch_checkpoints, save_weights_only=True),
       keras.callbacks.TensorBoard(run.tensorboard_dir, update_freq=100),
-      *([keras.callbacks.CSVLogger(run.history_file, append=True)] if task.is_chief else []),
+      *([HistoryLogger(run)] if task.is_chief else []),
   ]
   if config.early_stopping_patience:
     callbacks.append(keras.callbacks.EarlyStopping(

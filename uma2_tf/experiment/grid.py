@@ -75,7 +75,7 @@ from typing import Sequence
 
 from absl import logging
 
-from uma2_tf import atomic_files, run_dir
+from uma2_tf import atomic_files
 from uma2_tf import tasks
 from uma2_tf import training
 from uma2_tf.models import towers as towers_lib
@@ -238,15 +238,11 @@ def is_finished(output_dir: str) -> bool:
 
 def _check_config(config: training.TrainConfig) -> None:
   """A run dir written with another config must not be resumed or reported as this one."""
-  run = RunDir(config.output_dir)
-  if not run.exists(run_dir.CONFIG):
-    return
-  written = training.TrainConfig.load(config.output_dir)
-  if written != config:
-    ours, theirs = dataclasses.asdict(config), dataclasses.asdict(written)
-    diff = sorted(k for k in ours if ours[k] != theirs[k])
-    raise ValueError(f"{config.output_dir} was trained with a different config ({', '.join(diff)} "
-                     "differ): use a new --report_dir, or delete that run dir to redo it")
+  differ = training.config_differences(config)
+  if differ:
+    raise ValueError(f"{config.output_dir} was trained with a different config "
+                     f"({', '.join(differ)} differ): use a new --report_dir, or delete that run "
+                     "dir to redo it")
 
 
 def check_grid(grid: Sequence[RunSpec], base: training.TrainConfig,
