@@ -1,9 +1,12 @@
 """Own logs (`request_logs`) and the canonical writer every real-log builder uses (`logs.write`):
 ids, histories, stages and popularity by hand on a small log; both file layouts end to end through
-the trainer; malformed files give one clear error."""
+the trainer; malformed files give one clear error naming file, row, column and value, and leave
+nothing behind; a changed log is not reused."""
 import uma2_tf  # noqa: F401
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -210,25 +213,6 @@ def test_one_epoch_on_own_logs_through_the_trainer(built_logs, tmp_path):
   assert results["run"]["train_positives"] == 567
 
 
-@pytest.mark.parametrize("layout, table, edit, message", [
-    ("one_row", "requests", lambda t: t.drop(columns=["clicked"]), "missing column(s) ['clicked']"),
-    ("one_row", "requests", lambda t: t.assign(request_id="r" + t["request_id"].astype(str)),
-     "requests.csv: column 'request_id' must hold integers, got 'r1001'"),
-    ("two_tables", "recalls", lambda t: t[t["request_id"] != 1003],
-     "recalls.csv: request 1003 is in exposures.csv but has no row here"),
-    ("two_tables", "exposures", lambda t: t.assign(position=1.5),
-     "exposures.csv: column 'position' must hold integers"),
-])
-def test_a_malformed_file_stops_the_build_with_one_line(tmp_path, layout, table, edit, message):
-  manual = tmp_path / "logs"
-  shutil.copytree(os.path.join(FIXTURES, layout), manual)
-  edit(pd.read_csv(manual / f"{table}.csv")).to_csv(manual / f"{table}.csv", index=False)
-  result = _prepare("broken", manual, tmp_path / "tfds")
-  assert result.returncode == 2, result.stderr[-3000:]
-  assert message in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
-  assert not (tmp_path / "tfds" / "request_logs" / "broken" / "1.0.0").exists()
-
-
 def test_eval_ks_beyond_the_corpus_is_one_flag_error(built_logs, tmp_path):
   result = subprocess.run(
     [
@@ -245,3 +229,291 @@ def test_eval_ks_beyond_the_corpus_is_one_flag_error(built_logs, tmp_path):
   )
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
   assert "--eval_ks: the largest K (200) must be below the corpus size" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# A user's own malformed logs: tiny hand-written log dirs, each prepared by `pipelines.prepare`
+# in one subprocess (TensorFlow is imported once for all of them, as CI time matters).
+
+ITEMS = "item_id,category\nv1,c1\nv7,c2\nw,c1\n"
+REQUESTS = ("request_id,timestamp,date,user_id,age,exposed,clicked\n"
+            "1,10,2024-01-01,u1,20,v1 v7,1 0\n"
+            "2,20,2024-01-01,u2,30,v7,1\n"
+            "3,30,2024-01-02,u1,20,w v1,0 1\n")
+EXPOSURES = ("request_id,timestamp,date,user_id,item_id,position,clicked\n"
+             "1,10,2024-01-01,u1,v1,0,1\n"
+             "1,10,2024-01-01,u1,v7,1,0\n"
+             "2,20,2024-01-02,u1,w,0,1\n")
+SPLITS = '{"train": ["2024-01-01"], "test": ["2024-01-02"]}'
+
+# Runs `pipelines.prepare` once per step in one process: a step is ["prepare", [flags]] (answers
+# [exit status, the lines starting with "error" or "Traceback" it printed]) or ["write", path,
+# text]. Called like `app.run` calls it: flags parsed, then main's return value is the status.
+_DRIVER = """
+import contextlib, io, json, sys, traceback
+from pipelines import prepare
+answers = []
+for step in json.loads(sys.argv[1]):
+  if step[0] == "write":
+    open(step[1], "w").write(step[2])
+    continue
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    try:
+      prepare.FLAGS.unparse_flags()
+      prepare.FLAGS(["prepare", *step[1]])
+      status = prepare.main(["prepare"])
+    except BaseException:
+      traceback.print_exc()
+      status = 1
+  answers.append([status, [l for l in err.getvalue().splitlines()
+                           if l.startswith(("error", "Traceback"))]])
+print(json.dumps(answers))
+"""
+
+
+def _log_dir(root, name, **files):
+  """A manual dir `root/name` holding `files` (file name with '.' as '_' -> text)."""
+  directory = root / name
+  directory.mkdir(parents=True)
+  for file_name, text in files.items():
+    (directory / file_name.replace("_", ".")).write_text(text)
+  return directory
+
+
+def _run_steps(steps):
+  result = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(steps, default=str)],
+                          capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.splitlines()[-1])
+
+
+def _prepare_flags(name, manual_dir, data_dir, *more):
+  return ["prepare", [f"--dataset=request_logs/{name}", f"--manual_dir={manual_dir}",
+                      f"--data_dir={data_dir}", *more]]
+
+
+# name -> (the log's files, prepare's extra flags, the error's end after the manual dir or None).
+BAD_LOGS = {
+    # 1. Crashes.
+    "header_only_requests": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.splitlines()[0]), (),
+        "requests.csv: no data row, only the header; expected one row per request"),
+    "header_only_exposures": (
+        dict(items_csv=ITEMS, exposures_csv=EXPOSURES.splitlines()[0]), (),
+        "exposures.csv: no data row, only the header; expected one row per exposed item"),
+    "empty_item_id": (
+        dict(items_csv=ITEMS + ",c3\n", requests_csv=REQUESTS), (),
+        "items.csv: data row 4 (line 5), column 'item_id': expected an item id, got an empty cell"),
+    "no_click": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("1 0", "0 0")
+             .replace("v7,1\n", "v7,0\n").replace("0 1\n", "0 0\n")), (),
+        "requests.csv: column 'clicked': expected at least one click (1) in split 'train', got "
+        "none in its 2 request(s) and 3 exposure(s) (dates 2024-01-01)"),
+    # 2. Ids as written: strings mixing digit-only ids and others, a '-1' id.
+    "mixed_ids": (dict(items_csv=ITEMS.replace("v7", "7"),
+                       requests_csv=REQUESTS.replace("v7", "7")), (), None),
+    "minus_one": (dict(items_csv=ITEMS.replace("v7", "-1"),
+                       requests_csv=REQUESTS.replace("v7", "-1")), (), None),
+    # 3. Bad cells.
+    "text_request_id": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("\n2,20", "\nx2,20")), (),
+        "requests.csv: data row 2 (line 3), column 'request_id': expected an integer (int64), "
+        "got 'x2'"),
+    "huge_request_id": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("\n2,20", "\n99999999999999999999,20")),
+        (), "requests.csv: data row 2 (line 3), column 'request_id': expected an integer (int64), "
+        "got '99999999999999999999'"),
+    "no_timestamp": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("\n2,20", "\n2,")), (),
+        "requests.csv: data row 2 (line 3), column 'timestamp': expected an integer (int64), "
+        "got an empty cell"),
+    "no_request_id": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("\n2,20", "\n,20")), (),
+        "requests.csv: data row 2 (line 3), column 'request_id': expected an integer (int64), "
+        "got an empty cell"),
+    "empty_exposed_item": (
+        dict(items_csv=ITEMS, exposures_csv=EXPOSURES.replace("u1,v7", "u1,"),
+             recalls_csv="request_id,item_id\n1,v1\n1,v7\n2,w\n"), (),
+        "exposures.csv: data row 2 (line 3), request 1, column 'item_id': expected an item id, "
+        "got an empty cell"),
+    "exposed_twice": (
+        dict(items_csv=ITEMS, exposures_csv=EXPOSURES.replace("u1,v7", "u1,v1")), (),
+        "exposures.csv: data row 2 (line 3), request 1, column 'item_id': expected each item once "
+        "per request, got 'v1' again (first at data row 1 (line 2))"),
+    # 4. Silent acceptance or loss.
+    "out_of_split": (
+        dict(items_csv=ITEMS, splits_json=SPLITS,
+             requests_csv=REQUESTS + "4,40,2024-01-05,u2,30,v1,1\n"), (),
+        "requests.csv: request 4, column 'date': expected a date of the splits (train: "
+        "2024-01-01, test: 2024-01-02), got '2024-01-05' (1 request(s) fall in no split); or "
+        "leave such requests out: skip 'out_of_split' (pipelines.prepare --skip=out_of_split)"),
+    # u1's request 3 (timestamp 5, 2024-01-02) comes before its request 1 (timestamp 10,
+    # 2024-01-01): request 1's history would hold a click of the next day.
+    "date_mismatch": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("3,30,", "3,5,")), (),
+        "requests.csv: request 1 (user 'u1'), column 'date': expected '2024-01-02' or later, the "
+        "date of the user's request 3 that comes before it in time (timestamp 5, this one 10), "
+        "got '2024-01-01': within a user, requests in timestamp order must have non-decreasing "
+        "dates, else a day's history holds a later day's clicks (1 request(s) break this); or "
+        "leave such requests out: skip 'date_mismatch' (pipelines.prepare --skip=date_mismatch)"),
+    "both_skipped": (
+        dict(items_csv=ITEMS, splits_json=SPLITS, requests_csv=REQUESTS.replace("3,30,", "3,5,")
+             + "4,40,2024-01-05,u2,30,v1,1\n"),
+        ("--skip=out_of_split,date_mismatch",), None),
+    "misspelt_list": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("clicked\n", "clicked,recalld\n")
+             .replace("1 0\n", "1 0,v1 v7 w\n").replace(",1\n", ",1,v7\n")
+             .replace("0 1\n", "0 1,w v1\n")), (),
+        "requests.csv: data row 1 (line 2), column 'recalld': expected one categorical value (a "
+        "column outside the layout is a user feature; only requests.csv's exposed, clicked, "
+        "recalled, recalled_stage hold lists), got the list 'v1 v7 w'; did you mean 'recalled'?"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_logs(tmp_path_factory):
+  """name -> (manual dir, data dir, exit status, error lines) of each of BAD_LOGS prepared."""
+  root = tmp_path_factory.mktemp("bad_logs")
+  dirs = {name: (_log_dir(root / "logs", name, **files), root / "tfds" / name)
+          for name, (files, _, _) in BAD_LOGS.items()}
+  for _, data_dir in dirs.values():
+    data_dir.mkdir(parents=True)
+  answers = _run_steps([_prepare_flags(name, manual, data_dir, *BAD_LOGS[name][1])
+                        for name, (manual, data_dir) in dirs.items()])
+  return {name: (*dirs[name], *answer) for name, answer in zip(dirs, answers)}
+
+
+def _assert_one_error(prepared, message):
+  """A prepared log (manual dir, data dir, exit status, error lines) failed with status 2 and the
+  one line `error: <manual dir>/<message>`, and wrote nothing."""
+  manual, data_dir, status, errors = prepared
+  assert (status, errors) == (2, [f"error: {manual}/{message}"])
+  assert os.listdir(data_dir) == []  # not even an empty dataset directory
+
+
+# The fixture logs, each with one file broken: (layout, table, edit, the error's end).
+BROKEN_FIXTURES = [
+    ("one_row", "requests", lambda t: t.drop(columns=["clicked"]),
+     "requests.csv: missing column(s) ['clicked']; it has ['request_id', 'timestamp', 'date', "
+     "'user_id', 'age', 'city', 'exposed', 'recalled', 'recalled_stage']"),
+    ("one_row", "requests", lambda t: t.assign(request_id="r" + t["request_id"].astype(str)),
+     "requests.csv: data row 1 (line 2), column 'request_id': expected an integer (int64), "
+     "got 'r1001'"),
+    ("two_tables", "recalls", lambda t: t[t["request_id"] != 1003],
+     "recalls.csv: request 1003 is in exposures.csv (data row 9 (line 10)) but has no row here "
+     "(its recall set is unknown); expected its recalled items"),
+    ("two_tables", "exposures", lambda t: t.assign(position=1.5),
+     "exposures.csv: data row 1 (line 2), column 'position': expected an integer (int64), "
+     "got '1.5'"),
+]
+
+
+@pytest.fixture(scope="module")
+def broken_fixtures(tmp_path_factory):
+  """(manual dir, data dir, exit status, error lines) of each of BROKEN_FIXTURES prepared."""
+  root = tmp_path_factory.mktemp("broken")
+  dirs = []
+  for i, (layout, table, edit, _) in enumerate(BROKEN_FIXTURES):
+    manual, data_dir = root / f"logs{i}", root / f"tfds{i}"
+    shutil.copytree(os.path.join(FIXTURES, layout), manual)
+    edit(pd.read_csv(manual / f"{table}.csv")).to_csv(manual / f"{table}.csv", index=False)
+    data_dir.mkdir()
+    dirs.append((manual, data_dir))
+  answers = _run_steps([_prepare_flags("broken", *d) for d in dirs])
+  return [(*d, *answer) for d, answer in zip(dirs, answers)]
+
+
+@pytest.mark.parametrize("case", range(len(BROKEN_FIXTURES)), ids=[
+    "missing_column", "text_request_id", "no_recall_rows", "float_position"])
+def test_a_malformed_file_stops_the_build_with_one_line(broken_fixtures, case):
+  _assert_one_error(broken_fixtures[case], BROKEN_FIXTURES[case][-1])
+
+
+@pytest.mark.parametrize("name", [
+    "header_only_requests", "header_only_exposures", "empty_item_id", "no_click"])
+def test_empty_tables_an_empty_item_id_and_no_click_are_one_error(bad_logs, name):
+  _assert_one_error(bad_logs[name], BAD_LOGS[name][2])
+
+
+def test_item_ids_are_compared_as_written(bad_logs):
+  for name, raw_ids in (("mixed_ids", ["", "7", "v1", "w"]), ("minus_one", ["", "-1", "v1", "w"])):
+    _, data_dir, status, errors = bad_logs[name]
+    assert (status, errors) == (0, [])
+    with np.load(data_dir / "request_logs" / name / "1.0.0" / logs.IDS_FILE) as ids:
+      assert ids["item_raw_id"].tolist() == raw_ids
+
+
+@pytest.mark.parametrize("name", [
+    "text_request_id", "huge_request_id", "no_timestamp", "no_request_id", "empty_exposed_item",
+    "exposed_twice"])
+def test_a_bad_cell_is_named_by_file_row_column_and_raw_value(bad_logs, name):
+  _assert_one_error(bad_logs[name], BAD_LOGS[name][2])
+
+
+@pytest.mark.parametrize("name", ["out_of_split", "date_mismatch", "misspelt_list"])
+def test_dropped_or_misread_requests_are_errors(bad_logs, name):
+  _assert_one_error(bad_logs[name], BAD_LOGS[name][2])
+
+
+def test_skipped_requests_are_left_out_and_counted(bad_logs):
+  _, data_dir, status, errors = bad_logs["both_skipped"]
+  assert (status, errors) == (0, [])
+  built = data_dir / "request_logs" / "both_skipped" / "1.0.0"
+  report = json.loads((built / "validation.json").read_text())
+  assert (report["skip"], report["checked"], report["skipped"]) == (
+      ["date_mismatch", "out_of_split"], 4, 2)
+  assert {r: n for r, n in report["skipped_by_reason"].items() if n} == {
+      "out_of_split": 1, "date_mismatch": 1}
+  stats = json.loads((built / "stats.json").read_text())
+  assert (stats["train_requests"], stats["test_requests"]) == (1, 1)  # requests 2 and 3
+
+
+def test_a_changed_log_is_not_reused_until_overwritten(tmp_path):
+  manual = _log_dir(tmp_path, "logs", items_csv=ITEMS, requests_csv=REQUESTS)
+  data_dir = tmp_path / "tfds"
+  built = data_dir / "request_logs" / "mine" / "1.0.0"
+  prepare = _prepare_flags("mine", manual, data_dir)
+  more = REQUESTS + "4,40,2024-01-01,u3,20,w,1\n"
+  overwrite = [prepare[0], [*prepare[1], "--overwrite"]]
+  answers = _run_steps([
+      prepare, prepare,                                             # built, then reused
+      ["write", manual / "requests.csv", more], prepare,            # changed: refused
+      # The test day's only request has no click: the rebuild fails, the old dataset stays.
+      ["write", manual / "requests.csv", more + "5,50,2024-01-03,u3,20,w,0\n"], overwrite,
+      ["write", manual / "requests.csv", REQUESTS], prepare,        # the old files: reused
+      ["write", manual / "requests.csv", more], overwrite,          # rebuilt
+  ])
+  assert answers[:2] == [[0, []], [0, []]]
+  assert answers[2] == [2, [f"error: request_logs/mine is already built in {built} from other "
+                            f"files than those in {manual}: requests.csv (changed); rebuild it "
+                            "with --overwrite (or prepare it under another name)"]]
+  assert answers[3] == [2, [f"error: {manual}/requests.csv: column 'clicked': expected at least "
+                            "one click (1) in split 'test', got none in its 1 request(s) and 1 "
+                            "exposure(s) (dates 2024-01-03)"]]
+  assert answers[4:] == [[0, []], [0, []]]
+  assert sorted(os.listdir(built.parent)) == ["1.0.0"]
+  assert json.loads((built / "stats.json").read_text())["train_requests"] == 3
+
+
+def test_parquet_logs_read_as_their_csv(tmp_path):
+  from uma2_tf.sources import request_logs
+
+  manual = tmp_path / "parquet"
+  shutil.copytree(os.path.join(FIXTURES, "one_row"), manual)
+  requests = pd.read_csv(manual / "requests.csv")
+  for column in ("exposed", "clicked", "recalled", "recalled_stage"):
+    requests[column] = [[int(v) if column == "clicked" else v for v in cell.split()]
+                        for cell in requests[column]]
+  for name, frame in (("requests", requests), ("items", pd.read_csv(manual / "items.csv"))):
+    frame.to_parquet(manual / f"{name}.parquet")
+    os.remove(manual / f"{name}.csv")
+  parquet = request_logs.read_tables(str(manual))
+  csv = request_logs.read_tables(os.path.join(FIXTURES, "one_row"))
+  pd.testing.assert_frame_equal(parquet.requests, csv.requests)
+  pd.testing.assert_frame_equal(parquet.items, csv.items)
+  requests.assign(recalld=requests["recalled"]).to_parquet(manual / "requests.parquet")
+  with pytest.raises(logs.LogFormatError, match=re.escape(
+      "requests.parquet: data row 1, column 'recalld': expected one categorical value")):
+    request_logs.read_tables(str(manual))

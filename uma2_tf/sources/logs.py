@@ -35,6 +35,9 @@ generators = logs.write(directory, tables, splits={"train": [...dates...], "test
 # `history` is computed from the user's earlier clicks (by timestamp), newest last.
 # Every record goes through validation.RecordValidator(policy="error"); bad tables raise
 # logs.LogFormatError (a ValueError) naming the table, row/request_id, column and what was expected.
+# strict=True (a user's own logs, `request_logs`) also refuses a split without a click and the
+# requests breaking REQUEST_RULES (a date in no split; dates out of timestamp order within a user),
+# unless skip=("out_of_split", ...) leaves them out, counted per rule in validation.json.
 
 schema = logs.declared_schema(user_features=("age", "gender"), stages=("prerank", "rank"),
                               has_recall_log=True)
@@ -65,7 +68,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Iterator, Mapping, Sequence
+from typing import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -82,7 +85,7 @@ SPLIT = "split"
 # The split each kept request goes to (by its `split`, else its date).
 _KEPT_SPLIT = "uma2_assigned_split"
 IDS_FILE = "ids.npz"
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class LogFormatError(ValueError):
@@ -99,6 +102,7 @@ class LogTables:
     user_features: the requests' user feature columns.
     item_features: the items' feature columns.
     stages: stage names in pipeline order, when `requests` has `recalled_stage`.
+    requests_file: the file the requests were read from, named by `write`'s errors about them.
   """
 
   requests: "pandas.DataFrame"  # noqa: F821
@@ -106,6 +110,7 @@ class LogTables:
   user_features: tuple[str, ...] = ()
   item_features: tuple[str, ...] = ()
   stages: tuple[str, ...] = ()
+  requests_file: str = ""
 
   @property
   def has_recall_log(self) -> bool:
@@ -173,7 +178,7 @@ def check_request(rid, date, exposed, clicked, recalled=None, recalled_stage=Non
   `known_item(raw_id)` says whether an item is in the items table. `logs_beam` checks each request
   with it too.
   """
-  if not isinstance(date, str) or not _DATE.match(date):
+  if not isinstance(date, str) or not DATE.match(date):
     raise LogFormatError(f"{source}: requests table: request {rid}: 'date' must be a YYYY-MM-DD "
                          f"string, got {date!r}")
   exposed, clicked = _list(exposed, "exposed", rid, source), _list(clicked, "clicked", rid, source)
@@ -299,6 +304,41 @@ def vocabulary_schema(users, items, user_vocab: Mapping, item_vocab: Mapping, *,
 
 
 COUNT_KEYS = ("requests", "exposures", "clicks", "recalled")
+# What `write(strict=True)` refuses about a request's date, unless told to skip such requests.
+OUT_OF_SPLIT = "out_of_split"
+DATE_MISMATCH = "date_mismatch"
+REQUEST_RULES = (OUT_OF_SPLIT, DATE_MISMATCH)
+
+
+def _span(dates: Sequence[str]) -> str:
+  """`2024-01-01..2024-01-07 (7 dates)`: dates in a message."""
+  dates = sorted(dates)
+  if len(dates) < 2:
+    return ", ".join(dates) or "no date"
+  return f"{dates[0]}..{dates[-1]} ({len(dates)} dates)"
+
+
+def _date_mismatches(kept) -> tuple:
+  """Which of `kept` (sorted by timestamp, request_id) are dated before an earlier request of
+  their user, and a message about the first."""
+  import pandas as pd
+
+  day, _ = pd.factorize(kept["date"], sort=True)
+  users = kept["user_id"].to_numpy(dtype=object)
+  latest = pd.Series(day).groupby(users).cummax().to_numpy()
+  mismatch = day < latest
+  if not mismatch.any():
+    return mismatch, ""
+  j = int(np.argmax(mismatch))
+  k = next(k for k in range(j) if users[k] == users[j] and day[k] == latest[j])
+  row, earlier = kept.iloc[j], kept.iloc[k]
+  return mismatch, (
+      f"request {row['request_id']} (user {row['user_id']!r}), column 'date': expected "
+      f"{earlier['date']!r} or later, the date of the user's request {earlier['request_id']} "
+      f"that comes before it in time (timestamp {earlier['timestamp']}, this one "
+      f"{row['timestamp']}), got {row['date']!r}: within a user, requests in timestamp order must "
+      f"have non-decreasing dates, else a day's history holds a later day's clicks "
+      f"({int(mismatch.sum())} request(s) break this)")
 
 
 def stats_summary(source: str, schema: schema_lib.LogSchema, *, num_days: int,
@@ -316,8 +356,8 @@ def stats_summary(source: str, schema: schema_lib.LogSchema, *, num_days: int,
 
 
 def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]], *, source: str,
-          max_history: int = 100,
-          extra_stats: Mapping | None = None) -> dict[str, Iterator[tuple[int, dict]]]:
+          max_history: int = 100, extra_stats: Mapping | None = None, strict: bool = False,
+          skip: Collection[str] = ()) -> dict[str, Iterator[tuple[int, dict]]]:
   """Remaps, validates and writes the side files of `tables`; returns the splits' record generators.
 
   Args:
@@ -329,13 +369,36 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
     source: named in every error and in stats.json (e.g. "recflow/default").
     max_history: clicks kept per record's `history` (the newest).
     extra_stats: more figures for stats.json (a builder's own, e.g. rows read per file).
+    strict: for a user's own logs, refuse what the public datasets' builders let pass: a split
+      without a click, and a request breaking one of REQUEST_RULES (unless its rule is in `skip`):
+      `out_of_split`, a date in no split; `date_mismatch`, within a user, a request dated before
+      one with an earlier (timestamp, request_id), the order histories are built in (a day's
+      history would hold a later day's clicks). Not strict, requests outside the splits are left
+      out (counted in stats.json) and dates are not compared with timestamps.
+    skip: (strict) REQUEST_RULES whose breaking requests are left out instead, counted per rule
+      in validation.json (written when strict).
 
   A `split` column in the requests table, where set, puts a request in that split whatever its
   date (KuaiRand's randomly exposed requests share their dates with `test`); the split must be a
   key of `splits`, which may list no date for it.
   """
+  unknown = sorted(set(skip) - set(REQUEST_RULES))
+  if unknown or (skip and not strict):
+    raise ValueError(f"{source}: skip must name rules of {REQUEST_RULES} with strict=True, got "
+                     f"{sorted(skip)}")
   split_of_date = split_of_dates(splits, source)
   check_tables(tables, source)
+  where = tables.requests_file or f"{source}: requests table"
+  skipped: dict[str, int] = {}
+  examples: list[str] = []
+
+  def refuse_or_skip(rule: str, count: int, message: str) -> None:
+    if rule not in skip:
+      raise LogFormatError(f"{where}: {message}; or leave such requests out: skip {rule!r} "
+                           f"(pipelines.prepare --skip={rule})")
+    skipped[rule] = count
+    examples.append(f"{where}: {message}")
+
   requests, items = tables.requests, tables.items
   split_of_request = requests["date"].map(split_of_date)
   if SPLIT in requests.columns:
@@ -346,10 +409,21 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
                            f"the splits are {sorted(splits)}")
     split_of_request = split_of_request.where(~chosen, requests[SPLIT])
   in_splits = split_of_request.notna()
+  if strict and not in_splits.all():
+    first, outside = requests[~in_splits].iloc[0], int((~in_splits).sum())
+    spans = ", ".join(f"{split}: {_span(dates)}" for split, dates in splits.items())
+    refuse_or_skip(OUT_OF_SPLIT, outside,
+                   f"request {first['request_id']}, column 'date': expected a date of the splits "
+                   f"({spans}), got {first['date']!r} ({outside} request(s) fall in no split)")
   kept = requests[in_splits].assign(**{_KEPT_SPLIT: split_of_request[in_splits]})
   kept = kept.sort_values(["timestamp", "request_id"], kind="stable")
   if not len(kept):
     raise LogFormatError(f"{source}: no request falls on the split dates {sorted(split_of_date)}")
+  if strict:
+    mismatch, message = _date_mismatches(kept)
+    if mismatch.any():
+      refuse_or_skip(DATE_MISMATCH, int(mismatch.sum()), message)
+      kept = kept[~mismatch]
   empty = [s for s in splits if not (kept[_KEPT_SPLIT] == s).any()]
   if empty:
     raise LogFormatError(f"{source}: split(s) {empty} hold no request (their dates: "
@@ -407,6 +481,15 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
     counts["clicks"] += int(clicked.sum())
     counts["recalled"] += int(recalled.size)
 
+  if strict:
+    # Training learns from clicks and evaluation needs them: a split without any is refused now,
+    # not when a trainer reaches it.
+    for split in sorted(splits, key=lambda s: s != "train"):
+      if not stats[split]["clicks"]:
+        raise LogFormatError(
+            f"{where}: column 'clicked': expected at least one click (1) in split {split!r}, "
+            f"got none in its {stats[split]['requests']} request(s) and "
+            f"{stats[split]['exposures']} exposure(s) (dates {_span(splits[split])})")
   summary = stats_summary(source, schema, num_days=len(day_of_date),
                           dates={s: sorted(set(kept.loc[kept[_KEPT_SPLIT] == s, "date"]))
                                  for s in splits},
@@ -425,6 +508,16 @@ def write(directory: str, tables: LogTables, splits: Mapping[str, Sequence[str]]
   for split_records in records.values():
     for record in split_records:
       validator.check(record)
+  if strict:
+    # validation.json as a RecordValidator writes it, with the requests skipped by rule.
+    report = validator.report()
+    report["skip"] = sorted(skip)
+    report["checked"] += sum(skipped.values())
+    report["skipped"] += sum(skipped.values())
+    report["skipped_by_reason"].update({rule: skipped.get(rule, 0) for rule in REQUEST_RULES})
+    report["first_messages"] = examples + report["first_messages"]
+    atomic_files.atomic_write_text(os.path.join(directory, validation.REPORT_FILE),
+                                   json.dumps(report, indent=2))
 
   def generate(split: str):
     for record in records[split]:

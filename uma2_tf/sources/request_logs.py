@@ -35,38 +35,72 @@ they are taken in order of first appearance. Splits: `splits.json` (optional)
 `{"train": ["2024-01-01", ...], "test": ["2024-01-08"]}`; without it the last date is `test` and
 every earlier one `train`.
 
-The records, side files and validation are those of every real-log builder (`uma2_tf.sources.logs`):
-raw ids are remapped to dense ones (their raw values in `ids.npz`), each user's `history` is their
-clicks before the request, and a malformed file stops the build with one error naming the file,
-the request or row, and the column.
+Values are read as written: only an empty cell is missing; an id or feature column is one type,
+integers if every value in it is an int64 literal, else strings (so item ids `v1` and `7` in
+items.csv match `v1` and `7` in the logs). The records, side files and validation are those of
+every real-log builder (`uma2_tf.sources.logs`): raw ids are remapped to dense ones (their raw
+values in `ids.npz`), each user's `history` is their clicks at earlier timestamps.
+
+A malformed file stops the build with one error naming the file, the data row (1-based, header
+excluded; a CSV's line too) or request, the column, the raw value and what was expected; nothing is
+written. Besides the layout, the build refuses:
+  - a split (train, test) without any click (nothing to train or evaluate on);
+  - a list in a column that is not a list column above (a misspelt `recalld` would silently be a
+    user feature): a Parquet list, or a CSV cell of space-separated item ids, clicks or stage
+    names, or any space-separated values in a column named like a list column (a categorical
+    value may hold spaces: `new york`);
+and, unless skipped with `--skip=<rule>,...` (`logs.REQUEST_RULES`), requests that break
+  - `out_of_split`: a date in no split of splits.json;
+  - `date_mismatch`: within one user, requests in timestamp order (ties by request_id: the order
+    `history` is built in) must have non-decreasing dates, else a day's history holds a later
+    day's clicks; the request dated before an earlier-timestamped one of its user breaks it.
+Skipped requests are left out and counted per rule in the dataset's `validation.json`.
+
+`source.json` records the sha256 of every log file (and `--skip`): preparing the same name again
+after a file changed is an error naming the file (`--overwrite` rebuilds).
 """
 from __future__ import annotations
 
+import datetime
+import difflib
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from uma2_tf import atomic_files
 from uma2_tf.sources import logs
 from uma2_tf.sources import manual_files
+from uma2_tf.sources import movielens
 from uma2_tf.data import schema as schema_lib
 
 FORMATS = (".csv", ".parquet")
 LIST_COLUMNS = ("exposed", "clicked", "recalled", "recalled_stage")
 EXPOSURE_COLUMNS = ("request_id", "timestamp", "date", "user_id", "item_id", "position", "clicked")
+RECALL_COLUMNS = ("request_id", "item_id", "stage")
+# The files of a log (either format); their digests tell a rebuild from stale data.
+TABLES = ("items", "requests", "exposures", "recalls")
+SIDE_FILES = ("stages.txt", "splits.json")
+SOURCE_FILE = "source.json"
+_INT = re.compile(r"^[+-]?[0-9]+$")
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 class RequestLogsConfig(tfds.core.BuilderConfig):
   """The field names of one company's logs (vocabulary sizes come from the files at build time)."""
 
-  def __init__(self, *, user_features=(), stages=(), has_recall_log=True, read_from=None, **kwargs):
+  def __init__(self, *, user_features=(), stages=(), has_recall_log=True, skip=(), read_from=None,
+               **kwargs):
     super().__init__(**kwargs)
     self.user_features = tuple(user_features)
     self.stages = tuple(stages)
     self.has_recall_log = has_recall_log
-    # (directory, LogTables) the fields were read from (`config_for`): the build reuses the tables
-    # instead of reading the whole log a second time.
+    # `logs.REQUEST_RULES` whose breaking requests are left out instead of stopping the build.
+    self.skip = tuple(sorted(skip))
+    # (directory, file digests, LogTables) the fields were read from (`config_for`): the build
+    # reuses the tables instead of reading the whole log a second time.
     self.read_from = read_from
 
 
@@ -91,8 +125,9 @@ class RequestLogs(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     directory = manual_files.manual_dir(dl_manager)
     config = self.builder_config
-    read_dir, tables = config.read_from or (None, None)
+    read_dir, digests, tables = config.read_from or (None, None, None)
     if read_dir is None or os.path.realpath(read_dir) != os.path.realpath(directory):
+      digests = source_digests(directory)  # before reading: a file changed meanwhile looks stale
       tables = read_tables(directory)
     declared = (config.user_features, config.stages, config.has_recall_log)
     if declared != (tables.user_features, tables.stages, tables.has_recall_log):
@@ -102,19 +137,50 @@ class RequestLogs(tfds.core.GeneratorBasedBuilder):
           f"declares {declared} (build it with `python -m pipelines.prepare`, which reads them "
           "from the files)")
     generators = logs.write(str(self.data_dir), tables, read_splits(directory, tables),
-                            source=f"request_logs/{config.name}")
+                            source=f"request_logs/{config.name}", strict=True, skip=config.skip)
+    atomic_files.atomic_write_text(
+        os.path.join(str(self.data_dir), SOURCE_FILE),
+        json.dumps({"manual_dir": os.path.abspath(directory), "files": digests,
+                    "skip": list(config.skip)}, indent=2))
     return {split: self._generate_examples(examples) for split, examples in generators.items()}
 
   def _generate_examples(self, examples):
     yield from examples
 
 
-def config_for(name: str, directory: str) -> RequestLogsConfig:
+def config_for(name: str, directory: str, skip=()) -> RequestLogsConfig:
   """The builder config describing the logs in `directory` (their fields), named `name`."""
+  digests = source_digests(directory)
   tables = read_tables(directory)
   return RequestLogsConfig(name=name, description=f"Request logs from {directory}",
                            user_features=tables.user_features, stages=tables.stages,
-                           has_recall_log=tables.has_recall_log, read_from=(directory, tables))
+                           has_recall_log=tables.has_recall_log, skip=skip,
+                           read_from=(directory, digests, tables))
+
+
+def source_digests(directory: str) -> dict[str, str]:
+  """File name -> sha256 of every log file in `directory` (tables and side files)."""
+  names = [stem + ext for stem in TABLES for ext in FORMATS] + list(SIDE_FILES)
+  return {name: movielens.file_digest(os.path.join(directory, name)) for name in sorted(names)
+          if os.path.isfile(os.path.join(directory, name))}
+
+
+def changed_sources(built_dir: str, directory: str, skip=()) -> list[str] | None:
+  """What differs between the files (and `skip`) a dataset in `built_dir` was built from and those
+  in `directory` now ([] if nothing); None if the dataset recorded no digests."""
+  path = os.path.join(built_dir, SOURCE_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    built = json.load(f)
+  now, then = source_digests(directory), built["files"]
+  changed = [f"{name} (changed)" for name in sorted(set(now) & set(then))
+             if now[name] != then[name]]
+  changed += [f"{name} (new)" for name in sorted(set(now) - set(then))]
+  changed += [f"{name} (gone)" for name in sorted(set(then) - set(now))]
+  if sorted(skip) != built["skip"]:
+    changed.append(f"--skip (was {','.join(built['skip']) or 'none'})")
+  return changed
 
 
 def _find(directory: str, stem: str, required: bool = True) -> str | None:
@@ -128,128 +194,414 @@ def _find(directory: str, stem: str, required: bool = True) -> str | None:
 
 
 def _read(path: str):
+  """The file's cells as written: a str, None for an empty (null) cell, a list of str (Parquet)."""
   import pandas as pd
 
   try:
     if path.endswith(".parquet"):
-      return pd.read_parquet(path)
-    return pd.read_csv(path, dtype={"date": str}, keep_default_na=True)
+      # Nullable dtypes: an int column with nulls stays ints (not 20.0).
+      frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
+      return pd.DataFrame({c: [_raw(v) for v in frame[c]] for c in frame.columns},
+                          columns=frame.columns, dtype=object)
+    # Strings as written: no type inference (ids `7` and `v1` stay comparable), only "" is missing.
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    return frame.astype(object).where(frame.notna(), None)
   except Exception as e:  # pandas raises many types for unreadable files
     raise logs.LogFormatError(f"{path}: cannot be read as {os.path.splitext(path)[1][1:]}: "
                               f"{e}") from None
 
 
-def _cell_list(value, path: str, column: str, row: int) -> list:
-  """A list cell: a Parquet list, or a CSV cell of space-separated values (ints where they are)."""
-  if isinstance(value, (list, tuple, np.ndarray)):
-    return [v.item() if isinstance(v, np.generic) else v for v in value]
-  if isinstance(value, float) and np.isnan(value):
-    return []
-  if not isinstance(value, str):
-    raise logs.LogFormatError(f"{path}: row {row}: column '{column}' must be a list "
-                              f"(space-separated values), got {value!r}")
-  return [int(v) if v.lstrip("-").isdigit() else v for v in value.split()]
-
-
-def _int_column(frame, column: str, path: str):
+def _raw(value):
+  """A Parquet cell as its text (a list as a list of texts), None when null."""
   import pandas as pd
 
-  if not pd.api.types.is_integer_dtype(frame[column]):
-    bad = frame[column][pd.to_numeric(frame[column], errors="coerce").isna()]
-    shown = bad.iloc[0] if len(bad) else frame[column].iloc[0]
-    raise logs.LogFormatError(f"{path}: column '{column}' must hold integers, got {shown!r} "
-                              f"(dtype {frame[column].dtype})")
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return [_raw(v) for v in value]
+  if pd.isna(value):
+    return None
+  return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _as_int(text) -> int | None:
+  """`text` as an int if it is an integer literal within int64's range, else None."""
+  if isinstance(text, str) and _INT.match(text):
+    value = int(text)
+    if _INT64[0] <= value <= _INT64[1]:
+      return value
+  return None
+
+
+def _typed(values: list) -> list:
+  """A column as one type: ints if every present value is an int64 literal, else the strings as
+  written (None = missing)."""
+  ints = [None if v is None else _as_int(v) for v in values]
+  if any(v is not None for v in values) and all(
+      i is not None for v, i in zip(values, ints) if v is not None):
+    return ints
+  return list(values)
+
+
+def _objects(values: list):
+  """`values` as a column of Python objects: pandas would make ints with a None floats (20.0)."""
+  import pandas as pd
+
+  return pd.Series(values, dtype=object)
+
+
+def _shown(value) -> str:
+  return "an empty cell" if value is None else repr(value)
+
+
+class _File:
+  """One log file as raw cells (`_read`), naming where a bad cell is."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.name = os.path.basename(path)
+    self.frame = _read(path)
+
+  def column(self, name: str) -> list:
+    return self.frame[name].tolist() if name in self.frame.columns else []
+
+  def row(self, i: int) -> str:
+    """Row `i` (0-based) as errors name it: its 1-based data row, and its line in a CSV file."""
+    return f"data row {i + 1}" + (f" (line {i + 2})" if self.path.endswith(".csv") else "")
+
+  def error(self, i: int, column: str, message: str, request=None) -> logs.LogFormatError:
+    rid = "" if request is None else f", request {request}"
+    return logs.LogFormatError(f"{self.path}: {self.row(i)}{rid}, column '{column}': {message}")
+
+  def require(self, columns, rows_are: str) -> None:
+    """The file has `columns` and at least one data row (each one `rows_are`)."""
+    missing = [c for c in columns if c not in self.frame.columns]
+    if missing:
+      extra = [c for c in self.frame.columns if c not in columns]
+      hints = [f"'{close[0]}' for '{c}'?" for c in missing
+               for close in [difflib.get_close_matches(c, extra, n=1, cutoff=0.75)] if close]
+      raise logs.LogFormatError(f"{self.path}: missing column(s) {missing}; it has "
+                                f"{list(self.frame.columns)}"
+                                + (f" (a misspelling: {' '.join(hints)})" if hints else ""))
+    if not len(self.frame):
+      raise logs.LogFormatError(f"{self.path}: no data row, only the header; expected one row "
+                                f"per {rows_are}")
+
+  def present(self, column: str, what: str, requests=None) -> list:
+    """The column's values, each one value (`what`, not a list) and none missing."""
+    values = self.column(column)
+    for i, value in enumerate(values):
+      if value is None or isinstance(value, list):
+        raise self.error(i, column, f"expected {what}, got {_shown(value)}",
+                         None if requests is None else requests[i])
+    return values
+
+  def ints(self, column: str) -> np.ndarray:
+    values = self.column(column)
+    out = np.empty(len(values), np.int64)
+    for i, value in enumerate(values):
+      number = _as_int(value)
+      if number is None:
+        raise self.error(i, column, f"expected an integer (int64), got {_shown(value)}")
+      out[i] = number
+    return out
+
+  def clicks(self, column: str) -> np.ndarray:
+    values = self.column(column)
+    for i, value in enumerate(values):
+      if value not in ("0", "1"):
+        raise self.error(i, column, f"expected 0 or 1, got {_shown(value)}")
+    return np.array([int(v) for v in values], np.int64)
+
+  def dates(self, column: str, requests) -> list:
+    values = self.column(column)
+    for i, value in enumerate(values):
+      if not _is_date(value):
+        raise self.error(i, column, f"expected a date YYYY-MM-DD, got {_shown(value)}",
+                         requests[i])
+    return values
+
+  def lists(self, column: str, requests) -> list[list[str]]:
+    """A list column: a Parquet list, or a CSV cell of space-separated values (empty: [])."""
+    out = []
+    for i, value in enumerate(self.column(column)):
+      if value is None:
+        out.append([])
+      elif isinstance(value, list):
+        out.append(value)
+      elif self.path.endswith(".csv"):
+        out.append(value.split())
+      else:
+        raise self.error(i, column, f"expected a list, got {value!r}", requests[i])
+    return out
+
+  def duplicate(self, keys: list, column: str, what: str, requests=None) -> None:
+    """Raises on the first row whose key is on an earlier row too."""
+    first = {}
+    for i, key in enumerate(keys):
+      if key in first:
+        raise self.error(i, column, f"expected {what}, got {self.column(column)[i]!r} again "
+                         f"(first at {self.row(first[key])})",
+                         None if requests is None else requests[i])
+      first[key] = i
+
+
+def _is_date(value) -> bool:
+  if not isinstance(value, str) or not logs.DATE.match(value):
+    return False
+  try:
+    datetime.date.fromisoformat(value)
+  except ValueError:
+    return False
+  return True
+
+
+class _Items:
+  """The items table and how a raw item id in the logs finds its item."""
+
+  def __init__(self, directory: str):
+    self.file = _File(_find(directory, "items"))
+    self.file.require(("item_id",), "item")
+    self.ids = _typed(self.file.present("item_id", "an item id"))
+    self.file.duplicate(self.ids, "item_id", "a unique item id")
+    self.is_int = isinstance(self.ids[0], int)
+    self.known = set(self.ids)
+
+  def key(self, raw: str):
+    """The items' `item_id` that `raw` (as written in a log) is, or None if none is."""
+    key = _as_int(raw) if self.is_int else raw
+    return key if key in self.known else None
+
+  def keys(self, file: _File, column: str, values: list, requests) -> list:
+    """`values` (the raw ids of file's row i) as item ids; raises on the first unknown one."""
+    out = []
+    for i, raw in enumerate(values):
+      key = self.key(raw)
+      if key is None:
+        raise file.error(i, column, f"expected an item_id of {self.file.name}, got {raw!r}",
+                         requests[i])
+      out.append(key)
+    return out
+
+  def table(self):
+    import pandas as pd
+
+    frame = self.file.frame
+    return pd.DataFrame({"item_id": self.ids,
+                         **{c: _objects(_typed(frame[c].tolist()))
+                            for c in frame.columns if c != "item_id"}})
 
 
 def read_tables(directory: str) -> logs.LogTables:
-  """The logs in `directory` as `logs.LogTables` (either layout)."""
+  """The logs in `directory` as `logs.LogTables` (either layout); `logs.LogFormatError` on the first
+  malformed cell."""
   if not os.path.isdir(directory):
     raise logs.LogFormatError(f"{directory} is not a directory (the manual dir with the log files)")
-  items_path = _find(directory, "items")
-  items = _read(items_path)
-  if "item_id" not in items.columns:
-    raise logs.LogFormatError(f"{items_path}: missing column 'item_id'; "
-                              f"it has {list(items.columns)}")
+  items = _Items(directory)
+  stages = _read_stages(directory)
   requests_path = _find(directory, "requests", required=False)
   if requests_path is not None:
-    requests = _read(requests_path)
-    for column in ("request_id", "timestamp"):
-      if column in requests.columns:
-        _int_column(requests, column, requests_path)
-    for column in LIST_COLUMNS:
-      if column in requests.columns:
-        requests[column] = [_cell_list(v, requests_path, column, i)
-                            for i, v in enumerate(requests[column])]
+    requests, path = _one_row(_File(requests_path), items, stages)
   else:
-    requests = _join_exposures(directory)
+    requests, path = _two_tables(directory, items, stages)
   user_features = tuple(c for c in requests.columns
                         if c not in (*logs.REQUEST_COLUMNS, logs.RECALLED, logs.RECALLED_STAGE))
-  stages = ()
-  if logs.RECALLED_STAGE in requests.columns:
-    stages = _read_stages(directory, requests[logs.RECALLED_STAGE])
-  return logs.LogTables(requests=requests, items=items, user_features=user_features,
-                        item_features=tuple(c for c in items.columns if c != "item_id"),
-                        stages=stages)
+  if logs.RECALLED_STAGE in requests.columns and not stages:
+    stages = _first_appearance(requests[logs.RECALLED_STAGE])
+  elif logs.RECALLED_STAGE not in requests.columns:
+    stages = ()
+  return logs.LogTables(requests=requests, items=items.table(), user_features=user_features,
+                        item_features=tuple(c for c in items.file.frame.columns if c != "item_id"),
+                        stages=stages, requests_file=path)
 
 
-def _join_exposures(directory: str):
-  """One row per request from the exposure table (+ the recall table)."""
+def _one_row(file: _File, items: _Items, stages: tuple) -> tuple:
+  """The requests table of the one-row-per-request layout, every cell checked."""
   import pandas as pd
 
-  path = _find(directory, "exposures")
-  exposures = _read(path)
-  missing = [c for c in EXPOSURE_COLUMNS if c not in exposures.columns]
+  file.require(logs.REQUEST_COLUMNS, "request")
+  columns = list(file.frame.columns)
+  if logs.RECALLED_STAGE in columns and logs.RECALLED not in columns:
+    raise logs.LogFormatError(f"{file.path}: column '{logs.RECALLED_STAGE}' needs a "
+                              f"'{logs.RECALLED}' column (it is aligned with it)")
+  rids = file.ints("request_id")
+  file.duplicate(rids.tolist(), "request_id", "a unique request id")
+  data = {"request_id": rids, "timestamp": file.ints("timestamp"),
+          "date": file.dates("date", rids),
+          "user_id": _typed(file.present("user_id", "a user id", rids))}
+  features = [c for c in columns if c not in (*logs.REQUEST_COLUMNS, *LIST_COLUMNS)]
+  lists = {c: file.lists(c, rids) for c in LIST_COLUMNS if c in columns}
+  for i, rid in enumerate(rids):
+    _check_request_lists(file, i, rid, lists, items, stages)
+  data["exposed"] = [[items.key(v) for v in exposed] for exposed in lists["exposed"]]
+  data["clicked"] = [[int(c) for c in clicked] for clicked in lists["clicked"]]
+  if logs.RECALLED in lists:
+    data[logs.RECALLED] = [[items.key(v) for v in recalled] for recalled in lists[logs.RECALLED]]
+  if logs.RECALLED_STAGE in lists:
+    data[logs.RECALLED_STAGE] = lists[logs.RECALLED_STAGE]
+  stage_names = set(stages) | {s for row in lists.get(logs.RECALLED_STAGE, []) for s in row}
+  for column in features:
+    data[column] = _feature(file, column, items, stage_names)
+  return pd.DataFrame(data, columns=["request_id", "timestamp", "date", "user_id", *features,
+                                     *lists]), file.path
+
+
+def _check_request_lists(file: _File, i: int, rid, lists: dict, items: _Items,
+                         stages: tuple) -> None:
+  """Row `i`'s list cells: clicks aligned with exposures, known and distinct items, a recall set
+  holding the exposures, stages aligned with it."""
+  exposed, clicked = lists["exposed"][i], lists["clicked"][i]
+  if len(clicked) != len(exposed):
+    raise file.error(i, "clicked", f"expected {len(exposed)} values (one per exposed item), got "
+                     f"{len(clicked)}: {' '.join(clicked)!r}", rid)
+  bad = [c for c in clicked if c not in ("0", "1")]
+  if bad:
+    raise file.error(i, "clicked", f"expected 0 or 1, got {bad[0]!r}", rid)
+  for column in [c for c in ("exposed", logs.RECALLED) if c in lists]:
+    seen = set()
+    for raw in lists[column][i]:
+      key = items.key(raw)
+      if key is None:
+        raise file.error(i, column, f"expected an item_id of {items.file.name}, got {raw!r}", rid)
+      if key in seen:
+        raise file.error(i, column, f"expected each item once, got {raw!r} twice", rid)
+      seen.add(key)
+  if logs.RECALLED not in lists:
+    return
+  recalled = {items.key(raw) for raw in lists[logs.RECALLED][i]}
+  missing = [raw for raw in exposed if items.key(raw) not in recalled]
   if missing:
-    raise logs.LogFormatError(f"{path}: missing column(s) {missing}; "
-                              f"it has {list(exposures.columns)}")
-  for column in ("request_id", "timestamp", "position", "clicked"):
-    _int_column(exposures, column, path)
-  user_features = [c for c in exposures.columns if c not in EXPOSURE_COLUMNS]
-  per_request = ["timestamp", "date", "user_id", *user_features]
-  varying = exposures.groupby("request_id")[per_request].nunique(dropna=False).max()
-  varying = [c for c in per_request if varying[c] > 1]
-  if varying:
-    rid = exposures.groupby("request_id")[varying[0]].nunique().idxmax()
-    raise logs.LogFormatError(f"{path}: request {rid}: column '{varying[0]}' differs between its "
-                              "rows (it must be the same on every row of a request)")
-  exposures = exposures.sort_values(["request_id", "position"], kind="stable")
-  grouped = exposures.groupby("request_id", sort=True)
-  requests = grouped[per_request].first().reset_index()
-  requests["exposed"] = grouped["item_id"].agg(list).to_numpy()
+    raise file.error(i, "exposed", f"expected items of '{logs.RECALLED}' (the recall set holds "
+                     f"every exposed item), got {missing[0]!r}", rid)
+  if logs.RECALLED_STAGE in lists:
+    stage = lists[logs.RECALLED_STAGE][i]
+    if len(stage) != len(lists[logs.RECALLED][i]):
+      raise file.error(i, logs.RECALLED_STAGE, f"expected {len(lists[logs.RECALLED][i])} values "
+                       f"(one per recalled item), got {len(stage)}", rid)
+    bad = [s for s in stage if stages and s not in stages]
+    if bad:
+      raise file.error(i, logs.RECALLED_STAGE, f"expected a stage of stages.txt {list(stages)}, "
+                       f"got {bad[0]!r}", rid)
+
+
+def _feature(file: _File, column: str, items: _Items, stage_names: set) -> list:
+  """A user feature column, typed; a list in it is an error (see the module docstring)."""
+  close = difflib.get_close_matches(column, LIST_COLUMNS, n=1, cutoff=0.75)
+  values = file.column(column)
+  for i, value in enumerate(values):
+    tokens = value if isinstance(value, list) else (value or "").split()
+    listed = isinstance(value, list) or (len(tokens) > 1 and (
+        close or set(tokens) <= {"0", "1"}
+        or all(items.key(t) is not None or t in stage_names for t in tokens)))
+    if listed:
+      hint = f"; did you mean '{close[0]}'?" if close else ""
+      raise file.error(i, column, f"expected one categorical value (a column outside the layout "
+                       f"is a user feature; only requests.csv's {', '.join(LIST_COLUMNS)} hold "
+                       f"lists), got the list {value!r}{hint}")
+  return _objects(_typed(values))
+
+
+def _two_tables(directory: str, items: _Items, stages: tuple) -> tuple:
+  """One row per request from the exposure table (+ the recall table), every cell checked."""
+  import pandas as pd
+
+  file = _File(_find(directory, "exposures"))
+  file.require(EXPOSURE_COLUMNS, "exposed item")
+  rids = file.ints("request_id")
+  features = [c for c in file.frame.columns if c not in EXPOSURE_COLUMNS]
+  stage_names = set(stages)
+  rows = pd.DataFrame({
+      "request_id": rids, "timestamp": file.ints("timestamp"), "date": file.dates("date", rids),
+      "user_id": file.present("user_id", "a user id", rids),
+      "item": items.keys(file, "item_id", file.present("item_id", "an item id", rids), rids),
+      "position": file.ints("position"), "clicked": file.clicks("clicked"),
+      **{c: _feature(file, c, items, stage_names) for c in features},
+      "row": np.arange(len(file.frame))})
+  per_request = ["timestamp", "date", "user_id", *features]
+  _check_same_per_request(file, rows, per_request)
+  file.duplicate(list(zip(rids.tolist(), rows["item"])), "item_id",
+                 "each item once per request", rids)
+  rows = rows.sort_values(["request_id", "position"], kind="stable")
+  grouped = rows.groupby("request_id", sort=True)
+  requests = rows.drop_duplicates("request_id")[["request_id", *per_request]]
+  requests = requests.reset_index(drop=True)
+  requests["user_id"] = _typed(requests["user_id"].tolist())
+  requests["exposed"] = grouped["item"].agg(list).to_numpy()
   requests["clicked"] = grouped["clicked"].agg(list).to_numpy()
   recalls_path = _find(directory, "recalls", required=False)
   if recalls_path is not None:
-    recalls = _read(recalls_path)
-    missing = [c for c in ("request_id", "item_id") if c not in recalls.columns]
-    if missing:
-      raise logs.LogFormatError(f"{recalls_path}: missing column(s) {missing}; "
-                                f"it has {list(recalls.columns)}")
-    _int_column(recalls, "request_id", recalls_path)
-    by_request = recalls.groupby("request_id", sort=True)
-    absent = sorted(set(requests["request_id"]) - set(by_request.groups))
-    if absent:
-      raise logs.LogFormatError(f"{recalls_path}: request {absent[0]} is in "
-                                f"{os.path.basename(path)} but has no row here "
-                                "(its recall set is unknown)")
-    recalled = by_request["item_id"].agg(list)
-    requests["recalled"] = [recalled[r] for r in requests["request_id"]]
-    if "stage" in recalls.columns:
-      stage = by_request["stage"].agg(list)
-      requests["recalled_stage"] = [[str(s) for s in stage[r]] for r in requests["request_id"]]
-  return pd.DataFrame(requests)
+    _join_recalls(_File(recalls_path), file, rows, requests, items, stages)
+  return requests, file.path
 
 
-def _read_stages(directory: str, column) -> tuple[str, ...]:
+def _check_same_per_request(file: _File, rows, columns) -> None:
+  """Each of `columns` holds one value on all the rows of a request."""
+  first = rows.groupby("request_id")["row"].transform("first").to_numpy()
+  for column in columns:
+    values = rows[column].to_numpy(dtype=object)
+    differs = [i for i in range(len(values)) if values[i] != values[first[i]]]
+    if differs:
+      i = differs[0]
+      raise file.error(i, column, f"expected {_shown(values[first[i]])} as on the request's first "
+                       f"row ({file.row(first[i])}): it is the same on every row of a request, got "
+                       f"{_shown(values[i])}", rows["request_id"].iloc[i])
+
+
+def _join_recalls(file: _File, exposures: _File, rows, requests, items: _Items,
+                  stages: tuple) -> None:
+  """Adds `recalled` (and `recalled_stage`) to `requests` from the recall table."""
+  file.require(RECALL_COLUMNS[:2], "recalled item")
+  extra = [c for c in file.frame.columns if c not in RECALL_COLUMNS]
+  if extra:
+    raise logs.LogFormatError(f"{file.path}: unexpected column(s) {extra}; it holds "
+                              f"{', '.join(RECALL_COLUMNS)} (stage optional)")
+  rids = file.ints("request_id")
+  keys = items.keys(file, "item_id", file.present("item_id", "an item id", rids), rids)
+  file.duplicate(list(zip(rids.tolist(), keys)), "item_id", "each item once per request", rids)
+  stage = file.present("stage", "a stage name", rids) if "stage" in file.frame.columns else None
+  for i, name in enumerate(stage if stages and stage else []):
+    if name not in stages:
+      raise file.error(i, "stage", f"expected a stage of stages.txt {list(stages)}, got {name!r}",
+                       rids[i])
+  recalled, recalled_stage = {}, {}
+  for i, (rid, key) in enumerate(zip(rids.tolist(), keys)):
+    recalled.setdefault(rid, []).append(key)
+    if stage is not None:
+      recalled_stage.setdefault(rid, []).append(stage[i])
+  pairs = set(zip(rids.tolist(), keys))
+  in_file_order = rows.sort_index()
+  for rid, key, i in zip(in_file_order["request_id"], in_file_order["item"], in_file_order["row"]):
+    if rid not in recalled:
+      raise logs.LogFormatError(f"{file.path}: request {rid} is in {exposures.name} "
+                                f"({exposures.row(i)}) but has no row here (its recall set is "
+                                "unknown); expected its recalled items")
+    if (rid, key) not in pairs:
+      raise exposures.error(i, "item_id", f"expected an item of the request's recall set in "
+                            f"{file.name} (it holds every exposed item), got "
+                            f"{exposures.column('item_id')[i]!r}", rid)
+  requests[logs.RECALLED] = [recalled[r] for r in requests["request_id"]]
+  if stage is not None:
+    requests[logs.RECALLED_STAGE] = [recalled_stage[r] for r in requests["request_id"]]
+
+
+def _read_stages(directory: str) -> tuple[str, ...]:
+  """The stage names of stages.txt, in pipeline order; () without the file."""
   path = os.path.join(directory, "stages.txt")
-  if os.path.exists(path):
-    with open(path) as f:
-      return tuple(line.strip() for line in f if line.strip())
-  seen = []
+  if not os.path.exists(path):
+    return ()
+  with open(path) as f:
+    stages = tuple(line.strip() for line in f if line.strip())
+  repeated = [s for i, s in enumerate(stages) if s in stages[:i]]
+  if repeated:
+    raise logs.LogFormatError(f"{path}: stage {repeated[0]!r} is listed twice; expected each "
+                              "stage once, in pipeline order")
+  return stages
+
+
+def _first_appearance(column) -> tuple[str, ...]:
+  seen = {}
   for stages in column:
     for stage in stages:
-      if stage not in seen:
-        seen.append(stage)
-  return tuple(str(s) for s in seen)
+      seen.setdefault(stage, None)
+  return tuple(seen)
 
 
 def read_splits(directory: str, tables: logs.LogTables) -> dict:
@@ -262,6 +614,12 @@ def read_splits(directory: str, tables: logs.LogTables) -> dict:
         raise logs.LogFormatError(f"{path}: not JSON ({e})") from None
     if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
       raise logs.LogFormatError(f"{path}: expected {{split: [YYYY-MM-DD, ...]}}, got {splits!r}")
+    bad = [(s, d) for s, dates in splits.items() for d in dates if not _is_date(d)]
+    if bad:
+      raise logs.LogFormatError(f"{path}: split {bad[0][0]!r}: expected dates YYYY-MM-DD, got "
+                                f"{bad[0][1]!r}")
+    if "train" not in splits:
+      raise logs.LogFormatError(f"{path}: expected a 'train' split, got {sorted(splits)}")
     return splits
   dates = sorted({d for d in tables.requests["date"] if isinstance(d, str)})
   if len(dates) < 2:
