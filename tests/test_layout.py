@@ -21,7 +21,7 @@ LAYERS = [
     ("metrics and evaluation", ["uma2_tf.metrics", "uma2_tf.bias_metrics", "uma2_tf.evaluation",
                                 "uma2_tf.profiling"]),
     ("serving", ["uma2_tf.serving"]),
-    ("training", ["uma2_tf.training"]),
+    ("training", ["uma2_tf.training", "uma2_tf.fit_callbacks", "uma2_tf.run_evaluators"]),
     ("export", ["uma2_tf.export"]),
     ("experiments", ["uma2_tf.experiment"]),
 ]
@@ -109,6 +109,7 @@ def test_no_import_cycle():
 def test_no_module_over_400_lines_but_the_allowed():
   # Each of these is one thing, too long to cut without cutting it in the middle.
   one_thing = {"uma2_tf.sources.simulator", "uma2_tf.sources.recflow_files", "uma2_tf.sources.logs",
+               "uma2_tf.sources.request_logs_files",
                "uma2_tf.sources.logs_beam", "uma2_tf.sources.kuairand", "uma2_tf.sources.movielens"}
   long = {m: sum(1 for _ in open(p)) for m, p in MODULES.items()}
   too_long = {m: n for m, n in long.items() if n > 400 and m not in one_thing}

@@ -249,3 +249,15 @@ def resolve(cls, flag_values: flags.FlagValues = flags.FLAGS, base=None):
 
 def to_json(config) -> str:
   return json.dumps(dataclasses.asdict(config), indent=2)
+
+
+def differing_fields(ours: dict, theirs: dict, prefix: str = "") -> list[str]:
+  """The keys whose values differ between two `dataclasses.asdict` dicts of one dataclass, nested
+  ones dotted (`loss.weight_normalization`)."""
+  names = []
+  for key, value in ours.items():
+    if isinstance(value, dict) and isinstance(theirs[key], dict):
+      names += differing_fields(value, theirs[key], f"{prefix}{key}.")
+    elif value != theirs[key]:
+      names.append(prefix + key)
+  return names

@@ -46,7 +46,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf import config_flags, distribute, evaluation
+from uma2_tf import config_flags, distribute, evaluation, fit_callbacks, run_evaluators
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.data import reading
 from uma2_tf.sources import registry
@@ -183,85 +183,14 @@ def count_positives(dataset: reading.BuiltDataset, split: str = "train", keep=No
   return int(total)
 
 
-class EvaluationCallback(keras.callbacks.Callback):
-  """Evaluates on the validation records after each epoch; adds `val_<metric>` to the epoch
-  logs."""
-
-  def __init__(self, evaluator: evaluation.Evaluator):
-    super().__init__()
-    self.evaluator = evaluator
-    self.per_epoch: list[dict] = []
-
-  def on_epoch_end(self, epoch, logs=None):
-    start = time.perf_counter()
-    results = self.evaluator.evaluate(self.model)
-    self.per_epoch.append(results)
-    for key, value in results["model"].items():
-      logs[f"val_{key}"] = value
-    for key, value in results.get("propensity_auc", {}).items():
-      logs[f"val_auc_{key}"] = value
-    logging.info("epoch %d: %s (evaluated in %.1fs)", epoch + 1,
-                 ", ".join(f"{k}={v:.4f}" for k, v in sorted(results["model"].items())
-                           if k.endswith("@100")), time.perf_counter() - start)
-
-
-class HistoryLogger(keras.callbacks.CSVLogger):
-  """`CSVLogger` appending to history.csv with each epoch once: when training (re)starts at epoch
-  k (0, or where BackupAndRestore resumed), the rows of epochs >= k a killed run left are dropped
-  before the first new one."""
-
-  def __init__(self, run: RunDir):
-    super().__init__(run.history_file, append=True)
-    self.run = run
-    self.csv_file = None
-
-  def on_train_begin(self, logs=None):
-    pass  # Opened at the first epoch: only then is the epoch training starts at known.
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.csv_file is None:
-      self.run.trim_history(first_epoch=epoch)
-      super().on_train_begin()
-
-  def on_train_end(self, logs=None):
-    if self.csv_file is not None:  # None: resumed past the last epoch, nothing ran.
-      super().on_train_end(logs)
-      self.csv_file = None
-
-
-class ResumeLogger(keras.callbacks.Callback):
-  """Logs where training starts when BackupAndRestore resumed a killed run (not at epoch 1)."""
-
-  def __init__(self, task: distribute.Task):
-    super().__init__()
-    self.task = task
-    self.first_epoch = None
-
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.first_epoch is None:
-      self.first_epoch = epoch
-      if epoch > 0:
-        logging.info("%s %d: resumed from the backup at epoch %d", self.task.type, self.task.index,
-                     epoch + 1)
-
-
 def config_differences(config: TrainConfig) -> list[str]:
   """The fields in which `config` differs from the config.json of its output dir, nested ones
   dotted (`loss.weight_normalization`), sorted; [] when the dir has no config.json."""
   if not RunDir(config.output_dir).exists(run_dir_lib.CONFIG):
     return []
   written = TrainConfig.load(config.output_dir)
-  return sorted(_differing_fields(dataclasses.asdict(config), dataclasses.asdict(written)))
-
-
-def _differing_fields(ours: dict, theirs: dict, prefix: str = "") -> list[str]:
-  names = []
-  for key, value in ours.items():
-    if isinstance(value, dict) and isinstance(theirs[key], dict):
-      names += _differing_fields(value, theirs[key], f"{prefix}{key}.")
-    elif value != theirs[key]:
-      names.append(prefix + key)
-  return names
+  return sorted(config_flags.differing_fields(dataclasses.asdict(config),
+                                             dataclasses.asdict(written)))
 
 
 def check_output_dir(config: TrainConfig, restart: bool = False) -> None:
@@ -313,8 +242,8 @@ def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator
 def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | None,
            strategy: tf.distribute.Strategy, task: distribute.Task, restart: bool) -> dict:
   dataset = registry.load(config.dataset, config.data_dir)
-  evaluator = _check_evaluator(evaluator, dataset, config)
-  random_evaluator = _test_random_evaluator(dataset, config)
+  evaluator = run_evaluators.test_evaluator(evaluator, dataset, config)
+  random_evaluator = run_evaluators.test_random_evaluator(dataset, config)
   run = RunDir(config.output_dir)
   if task.is_chief:
     if restart:
@@ -380,7 +309,7 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
   """Trains (from the backup a killed run left, if any), saves `checkpoints/final`, then the
   training record; returns the model and the record."""
   holdout = splits.holdout(dataset, config.validation, seed=config.seed)
-  validation_evaluator = _validation_evaluator(dataset, config, holdout)
+  validation_evaluator = run_evaluators.validation_evaluator(dataset, config, holdout)
   positives = count_positives(dataset, keep=holdout.train_keep())
   if positives == 0:
     raise ValueError(f"{config.dataset}: the train split has no click to train on")
@@ -395,7 +324,8 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
 
   train_ds = _training_input(config, dataset, strategy, asynchronous, holdout)
   model = _compiled_model(config, dataset, strategy)
-  callbacks = _callbacks(config, run, task, validation_evaluator, asynchronous)
+  callbacks = fit_callbacks.training_callbacks(config, run, task, validation_evaluator,
+                                               asynchronous)
   start = time.perf_counter()
   history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=verbose if task.is_chief else 0)
@@ -407,34 +337,6 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
   if task.is_chief:  # After the final weights: the record says they are complete.
     run.write_training_record(record)
   return model, record
-
-
-def _check_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.BuiltDataset,
-                     config: TrainConfig) -> evaluation.Evaluator:
-  """The evaluator given (checked against the run) or a new one of the test split."""
-  if evaluator is None:
-    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
-  if (evaluator.dataset.directory != dataset.directory
-      or evaluator.ks != tuple(sorted(config.eval_ks))
-      or evaluator.max_history != config.sampling.max_history):
-    raise ValueError(f"the evaluator given was built for {evaluator.dataset.directory}, ks "
-                     f"{evaluator.ks}, history {evaluator.max_history}; this run needs "
-                     f"{dataset.directory}, {tuple(sorted(config.eval_ks))}, "
-                     f"{config.sampling.max_history}")
-  return evaluator
-
-
-def _validation_evaluator(dataset: reading.BuiltDataset, config: TrainConfig,
-                          holdout: splits.Holdout) -> evaluation.Evaluator | None:
-  """The evaluator of the validation records (None without a validation split)."""
-  if not holdout.enabled:
-    return None
-  try:
-    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history,
-                                split="train", keep=holdout.keep_validation,
-                                name=f"{splits.VALIDATION} ({config.validation})")
-  except evaluation.NoClicksError as e:
-    raise ValueError(f"--validation={config.validation}: {e}; choose another validation") from None
 
 
 def _training_input(config: TrainConfig, dataset: reading.BuiltDataset,
@@ -462,42 +364,6 @@ def _compiled_model(config: TrainConfig, dataset: reading.BuiltDataset,
     # BackupAndRestore needs built variables (optimizer slots included) before fit restores them.
     model(next(iter(samplers.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
   return model
-
-
-def _callbacks(config: TrainConfig, run: RunDir, task: distribute.Task,
-               validation_evaluator: evaluation.Evaluator | None, asynchronous: bool) -> list:
-  callbacks = [
-      # First: the callbacks below read the `val_*` logs it adds. Every worker evaluates (the same
-      # weights give the same metrics), so EarlyStopping stops them all at the same epoch.
-      *([EvaluationCallback(validation_evaluator)] if config.evaluate_each_epoch else []),
-      # Under parameter_server batch-level logs are remote futures TerminateOnNaN cannot read.
-      *([] if asynchronous else [keras.callbacks.TerminateOnNaN()]),
-      # Under multi_worker these three write the chief's files and a temporary copy elsewhere.
-      keras.callbacks.BackupAndRestore(
-          run.backup_dir, save_freq="epoch" if asynchronous else config.backup_every_steps),
-      ResumeLogger(task),
-      keras.callbacks.ModelCheckpoint(run.epoch_checkpoints, save_weights_only=True),
-      keras.callbacks.TensorBoard(run.tensorboard_dir, update_freq=100),
-      *([HistoryLogger(run)] if task.is_chief else []),
-  ]
-  if config.early_stopping_patience:
-    callbacks.append(keras.callbacks.EarlyStopping(
-        monitor=f"val_{config.monitor}", mode="max", patience=config.early_stopping_patience,
-        restore_best_weights=True))
-  return callbacks
-
-
-def _test_random_evaluator(dataset: reading.BuiltDataset,
-                           config: TrainConfig) -> evaluation.Evaluator | None:
-  """An evaluator of the dataset's `test_random` split, if it has one with clicks (else None)."""
-  if evaluation.TEST_RANDOM not in dataset.split_files:
-    return None
-  try:
-    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history,
-                                split=evaluation.TEST_RANDOM)
-  except evaluation.NoClicksError as e:
-    logging.warning("%s: not evaluated on %s: %s", config.dataset, evaluation.TEST_RANDOM, e)
-    return None
 
 
 def _save_weights(model, path: str, task: distribute.Task) -> None:

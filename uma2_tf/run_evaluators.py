@@ -1,0 +1,56 @@
+"""The evaluators of a training run (`training.train`): the test day's, the validation records'
+(model selection) and `test_random`'s when the dataset has one. `config` is a
+`training.TrainConfig`.
+
+    evaluator = test_evaluator(None, dataset, config)            # or check one given
+    selector = validation_evaluator(dataset, config, holdout)     # None without validation
+"""
+from __future__ import annotations
+
+import uma2_tf  # noqa: F401
+
+from absl import logging
+
+from uma2_tf import evaluation
+from uma2_tf.data import reading, splits
+
+
+def test_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.BuiltDataset,
+                   config) -> evaluation.Evaluator:
+  """The evaluator given (checked against the run) or a new one of the test split."""
+  if evaluator is None:
+    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
+  if (evaluator.dataset.directory != dataset.directory
+      or evaluator.ks != tuple(sorted(config.eval_ks))
+      or evaluator.max_history != config.sampling.max_history):
+    raise ValueError(f"the evaluator given was built for {evaluator.dataset.directory}, ks "
+                     f"{evaluator.ks}, history {evaluator.max_history}; this run needs "
+                     f"{dataset.directory}, {tuple(sorted(config.eval_ks))}, "
+                     f"{config.sampling.max_history}")
+  return evaluator
+
+
+def validation_evaluator(dataset: reading.BuiltDataset, config,
+                         holdout: splits.Holdout) -> evaluation.Evaluator | None:
+  """The evaluator of the validation records (None without a validation split)."""
+  if not holdout.enabled:
+    return None
+  try:
+    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history,
+                                split="train", keep=holdout.keep_validation,
+                                name=f"{splits.VALIDATION} ({config.validation})")
+  except evaluation.NoClicksError as e:
+    raise ValueError(f"--validation={config.validation}: {e}; choose another validation") from None
+
+
+def test_random_evaluator(dataset: reading.BuiltDataset,
+                          config) -> evaluation.Evaluator | None:
+  """An evaluator of the dataset's `test_random` split, if it has one with clicks (else None)."""
+  if evaluation.TEST_RANDOM not in dataset.split_files:
+    return None
+  try:
+    return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history,
+                                split=evaluation.TEST_RANDOM)
+  except evaluation.NoClicksError as e:
+    logging.warning("%s: not evaluated on %s: %s", config.dataset, evaluation.TEST_RANDOM, e)
+    return None
