@@ -242,8 +242,13 @@ def test_a_two_worker_job_trains_in_step_resumes_after_a_kill_and_matches_one_pr
     if "final weights sha256" in line:
       fingerprints[line.split("]")[0] + "]"] = line.rsplit(" ", 1)[1]
   assert set(fingerprints) == {"[worker 0]", "[worker 1]"}
-  for worker in (0, 1):
-    assert f"worker {worker}: resumed from the backup at epoch 2" in log, log[-5000:]
+  # Killed on reading worker 0's "Epoch 2/3": under a loaded machine the launcher's output lags
+  # and the epoch-2 backup may already be written, so the job resumes at epoch 2 or 3; both
+  # workers at the same one, and each epoch runs once (history below).
+  resumed = {worker: [epoch for epoch in (2, 3)
+                      if f"worker {worker}: resumed from the backup at epoch {epoch}" in log]
+             for worker in (0, 1)}
+  assert resumed[0] in ([2], [3]) and resumed[1] == resumed[0], (resumed, log[-5000:])
   assert len(set(fingerprints.values())) == 1, fingerprints
   with open(os.path.join(out, "history.csv")) as f:
     assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
