@@ -31,7 +31,7 @@ import time
 
 from absl import app, flags, logging
 
-from uma2_tf import config_flags, training
+from uma2_tf import atomic_files, config_flags, training
 
 SHARED_FIELDS = ("dataset", "data_dir", "strategy", "precision", "batch_size", "learning_rate",
                  "epochs", "eval_ks", "backup_every_steps", "validation")
@@ -200,11 +200,12 @@ def main(argv):
   start = time.perf_counter()
   if not FLAGS.report_only:
     try:
+      atomic_files.check_writable(report_dir, "--report_dir")
       for world_base, world_dir in runs:  # Every world's runs checked before any trains.
         grid_lib.check_grid(grid, world_base, world_dir)
       for world_base, world_dir in runs:
         grid_lib.run_grid(grid, world_base, world_dir, experiment_file=EXPERIMENT_FILES[table])
-    except ValueError as e:  # A run dir from another config: nothing was trained.
+    except ValueError as e:  # A run dir of another config (nothing trained), a corrupt shard.
       print(f"error: {e}", file=sys.stderr)
       return 2
   try:

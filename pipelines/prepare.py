@@ -58,6 +58,7 @@ def main(argv):
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
+  from uma2_tf import atomic_files
   from uma2_tf.data import validation
   from uma2_tf.sources import logs
   from uma2_tf.data import reading
@@ -99,6 +100,7 @@ def main(argv):
                          "pip install -e '.[beam]'") from None
       beam_options = logs_beam.pipeline_options(FLAGS.beam_pipeline_options,
                                                 flag="--beam_pipeline_options")
+    atomic_files.check_writable(FLAGS.data_dir, "--data_dir")
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, beam_options=beam_options)
     make_builder = _builder_factory(name, manual_dir, use_beam)
     with _removed_on_failure(FLAGS.data_dir, name):

@@ -53,6 +53,7 @@ class UserError(Exception):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use --config and --data_dir")
+  from uma2_tf import atomic_files
   from uma2_tf.data import reading
   from uma2_tf.sources import registry, simulated
 
@@ -71,6 +72,10 @@ def main(argv):
         _check_same_source(builder, os.path.join(str(download_config.manual_dir), _ratings_file()))
       print(f"{name} is already built in {builder.data_dir}")
     else:
+      try:
+        atomic_files.check_writable(data_dir, "--data_dir")
+      except ValueError as e:
+        raise UserError(str(e)) from None
       start = time.time()
       try:
         builder.download_and_prepare(download_config=download_config)

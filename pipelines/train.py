@@ -39,8 +39,8 @@ import sys
 
 from absl import app, flags, logging
 
-from uma2_tf import config_flags, training
-from uma2_tf.data import samplers
+from uma2_tf import config_flags, run_dir, training
+from uma2_tf.data import reading, samplers
 from uma2_tf.sources import registry
 
 FLAGS = flags.FLAGS
@@ -101,7 +101,7 @@ def main(argv):
   from uma2_tf import distribute
 
   # Everything a user can get wrong is checked before training starts, as one line; an error
-  # after that is a bug and keeps its traceback.
+  # after that is a bug and keeps its traceback, but for a shard found corrupt on reading it.
   try:
     config = config_from_flags()
     task = distribute.current_task()
@@ -123,9 +123,14 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  # A progress bar in a terminal; one line per epoch in a log file or a launcher's stream.
-  training.train(config, verbose=1 if sys.stdout.isatty() else 2, strategy=strategy, task=task,
-                 restart=FLAGS.restart)
+  try:
+    # A progress bar in a terminal; one line per epoch in a log file or a launcher's stream.
+    training.train(config, verbose=1 if sys.stdout.isatty() else 2, strategy=strategy, task=task,
+                   restart=FLAGS.restart)
+  except (reading.CorruptShardError, run_dir.BrokenCheckpointError) as e:
+    # Found only once training reads that shard, or resumes from that checkpoint.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if task.is_chief:
     logging.info("results in %s", config.output_dir)
   return 0

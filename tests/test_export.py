@@ -2,6 +2,7 @@
 import uma2_tf  # noqa: F401
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -117,6 +118,28 @@ def test_cli_errors_are_one_line(trained_run, tmp_path, args, message):
     cmd.append(f"--run_dir={trained_run}")
   result = subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncate_data", "flip_data", "truncate_index"])
+def test_a_broken_checkpoint_is_one_line_naming_it_and_writes_nothing(trained_run, tmp_path,
+                                                                     damage):
+  run = str(tmp_path / "run")
+  shutil.copytree(trained_run, run)
+  final = os.path.join(run, "checkpoints", "final")
+  path = final + (".index" if damage.endswith("index") else ".data-00000-of-00001")
+  data = bytearray(open(path, "rb").read())
+  if damage.startswith("flip"):
+    data[len(data) // 2] ^= 0xFF
+  else:
+    data = data[:len(data) // 2]
+  open(path, "wb").write(bytes(data))
+  export_dir = str(tmp_path / "exports")
+  result = subprocess.run([sys.executable, "-m", "pipelines.export", f"--run_dir={run}",
+                           f"--export_dir={export_dir}"], capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert f"error: {final}: broken checkpoint" in result.stderr
+  assert not os.path.exists(export_dir)
 
 
 def test_scann_parameters_default_from_the_corpus():

@@ -109,3 +109,38 @@ def test_another_config_is_refused_until_restart(config):
   assert sorted(os.listdir(os.path.join(out, run_dir.CHECKPOINTS))) == [
       "checkpoint", "epoch-01.data-00000-of-00001", "epoch-01.index", "final.data-00000-of-00001",
       "final.index"]
+
+
+def truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def test_damaged_final_weights_of_an_unevaluated_run_are_named_and_restart_recovers(config):
+  out = config.output_dir
+  remove(out, *RESULTS)  # Killed before its results: a restart would evaluate the final weights.
+  truncate(os.path.join(out, "checkpoints", "final.data-00000-of-00001"))
+  final = os.path.join(out, "checkpoints", "final")
+  with pytest.raises(run_dir.BrokenCheckpointError,
+                     match=f"^{final}: broken checkpoint.*final weights.*--restart"):
+    training.train(config, verbose=0)
+  assert not os.path.exists(os.path.join(out, run_dir.METRICS_JSON))
+  training.train(config, verbose=0, restart=True)
+  assert epochs_in(out) == [0, 1] and os.path.exists(os.path.join(out, run_dir.METRICS_JSON))
+
+
+def test_a_damaged_backup_is_named_not_restored(config, monkeypatch):
+  import tensorflow as tf
+
+  out = config.output_dir
+  # Killed mid-training: no results, no training record, no final weights, a backup.
+  remove(out, *RESULTS, run_dir.TRAINING, *(f"checkpoints/final.{ext}"
+                                           for ext in ("index", "data-00000-of-00001")))
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(tf.ones([256, 256]))),
+                                       os.path.join(out, run_dir.BACKUP, "chief"), max_to_keep=1)
+  backup = manager.save()
+  truncate(backup + ".data-00000-of-00001")
+  monkeypatch.setattr(UMA2Model, "fit", lambda *a, **k: pytest.fail("fit reached"))
+  with pytest.raises(run_dir.BrokenCheckpointError,
+                     match=f"^{backup}: broken checkpoint.*backup of a killed run.*--restart"):
+    training.train(config, verbose=0)

@@ -35,11 +35,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from uma2_tf import atomic_files, training
 from uma2_tf import run_dir as run_dir_lib
-from uma2_tf import training
 from uma2_tf.run_dir import RunDir
 from uma2_tf.sources import registry
-from uma2_tf.data import samplers
+from uma2_tf.data import reading, samplers
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.serving import loader
 
@@ -180,9 +180,11 @@ def load_trained_model(run_dir: str):
   if not tf.io.gfile.exists(weights + ".index"):
     raise FileNotFoundError(f"{weights}.index does not exist: the run in {run_dir} has not "
                             f"finished")
+  run_dir_lib.check_checkpoint(weights)
   dataset = registry.load(config.dataset, config.data_dir)
   model = training.build_model(config, dataset)
-  model(next(iter(samplers.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
+  with reading.naming_corrupt_shards(dataset):
+    model(next(iter(samplers.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
   model.load_weights(weights).expect_partial()
   return config, dataset, model
 
@@ -197,6 +199,7 @@ def export_run(config: ExportConfig) -> str:
   policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy("float32")
   try:
+    atomic_files.check_writable(config.export_dir, "--export_dir")
     train_config, dataset, model = load_trained_model(config.run_dir)
     run = RunDir(config.run_dir)
     about_run = {

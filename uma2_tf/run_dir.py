@@ -5,6 +5,7 @@
     run.write_results(results, markdown, per_user, fill_events)    # atomically, file by file
     run.read_json(run_dir.METRICS_JSON)
     run.final_checkpoint                                            # for export
+    run_dir.check_checkpoint(run.final_checkpoint)   # BrokenCheckpointError naming the bad file
     run.trim_history(first_epoch=2)       # a restart at epoch 2: rows of epochs >= 2 are redone
     run.remove_training_state()           # --restart: start over in the same dir
 
@@ -35,6 +36,35 @@ TRAINING = "training.json"
 TRAINING_STATE = (BACKUP, CHECKPOINTS, HISTORY, TRAINING)
 # Everything a run writes but its config: what starting over removes.
 _RUN_OUTPUTS = TRAINING_STATE + (TENSORBOARD, METRICS_JSON, METRICS_MD, PER_USER, SAMPLING)
+
+
+class BrokenCheckpointError(ValueError):
+  """A checkpoint a job has to read is missing a file, truncated or corrupt (a ValueError: the
+  pipelines print it as their one error line)."""
+
+
+def check_checkpoint(prefix: str) -> None:
+  """Reads every tensor of the TensorFlow checkpoint at `prefix` (`<prefix>.index` and its data
+  shards), which checks each one's checksum; BrokenCheckpointError naming the checkpoint and what
+  is wrong with it if any read fails.
+
+  Restoring a broken checkpoint fails deep inside Keras with an IndexError or an sstable error that
+  names neither the run nor the file; a fresh save is never broken (TensorFlow writes the index
+  last), so this finds a disk's or a copy's damage.
+  """
+  import tensorflow as tf
+
+  if not tf.io.gfile.exists(prefix + ".index"):
+    raise BrokenCheckpointError(f"{prefix}.index does not exist")
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  except tf.errors.OpError as e:
+    raise BrokenCheckpointError(f"{prefix}: broken checkpoint ({e.message.strip()})") from None
+  except (IndexError, ValueError) as e:  # A data shard shorter than its index says.
+    raise BrokenCheckpointError(f"{prefix}: broken checkpoint, a data file is truncated "
+                                f"({e})") from None
 
 
 class RunDir:
@@ -69,6 +99,12 @@ class RunDir:
   @property
   def final_checkpoint(self) -> str:
     return os.path.join(self.path, CHECKPOINTS, FINAL)
+
+  def backup_checkpoint(self) -> str | None:
+    """The checkpoint BackupAndRestore would resume from (the chief's), or None."""
+    import tensorflow as tf
+
+    return tf.train.latest_checkpoint(os.path.join(self.backup_dir, "chief"))
 
   def exists(self, name: str) -> bool:
     import tensorflow as tf

@@ -46,7 +46,8 @@ from absl import logging
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf import config_flags, distribute, evaluation, fit_callbacks, run_evaluators
+from uma2_tf import atomic_files, config_flags, distribute, evaluation, fit_callbacks
+from uma2_tf import run_evaluators
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.data import reading
 from uma2_tf.sources import registry
@@ -196,7 +197,9 @@ def config_differences(config: TrainConfig) -> list[str]:
 def check_output_dir(config: TrainConfig, restart: bool = False) -> None:
   """ValueError if `config.output_dir` holds what a run of another config trained (backup,
   checkpoints, history, training record): resuming it would train or report a mix of the two.
-  Nothing to check with `restart`, which discards it."""
+  Nothing to check with `restart`, which discards it. First of all, `NotWritableError` (a
+  ValueError) if the dir cannot be created or written."""
+  atomic_files.check_writable(config.output_dir, "--output_dir")
   if restart or not RunDir(config.output_dir).has_training_state():
     return
   differ = config_differences(config)
@@ -233,15 +236,17 @@ def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator
   try:
     if strategy is None:
       strategy = distribute.build_strategy(config.strategy)
-    return _train(config, verbose, evaluator, strategy, task or distribute.current_task(),
-                  restart)
+    dataset = registry.load(config.dataset, config.data_dir)
+    with reading.naming_corrupt_shards(dataset):
+      return _train(config, dataset, verbose, evaluator, strategy,
+                    task or distribute.current_task(), restart)
   finally:
     keras.mixed_precision.set_global_policy(policy)
 
 
-def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | None,
-           strategy: tf.distribute.Strategy, task: distribute.Task, restart: bool) -> dict:
-  dataset = registry.load(config.dataset, config.data_dir)
+def _train(config: TrainConfig, dataset: reading.BuiltDataset, verbose: int,
+           evaluator: evaluation.Evaluator | None, strategy: tf.distribute.Strategy,
+           task: distribute.Task, restart: bool) -> dict:
   evaluator = run_evaluators.test_evaluator(evaluator, dataset, config)
   random_evaluator = run_evaluators.test_random_evaluator(dataset, config)
   run = RunDir(config.output_dir)
@@ -260,6 +265,8 @@ def _train(config: TrainConfig, verbose: int, evaluator: evaluation.Evaluator | 
   else:
     logging.info("%s: training ended before (%s), its results were never written: evaluating %s",
                  config.output_dir, run_dir_lib.TRAINING, run.final_checkpoint)
+    _check_resumable(run.final_checkpoint, "the final weights of a run whose results were "
+                     "never written")
     model = _compiled_model(config, dataset, strategy)
     # The optimizer's slots are not built (no step ran): only the model's weights are restored.
     model.load_weights(run.final_checkpoint).expect_partial()
@@ -322,6 +329,9 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
                f"{task.num_workers} asynchronous worker(s)" if asynchronous
                else f"{strategy.num_replicas_in_sync} replica(s)")
 
+  backup = run.backup_checkpoint()
+  if backup is not None:
+    _check_resumable(backup, "the backup of a killed run, to resume it from")
   train_ds = _training_input(config, dataset, strategy, asynchronous, holdout)
   model = _compiled_model(config, dataset, strategy)
   callbacks = fit_callbacks.training_callbacks(config, run, task, validation_evaluator,
@@ -337,6 +347,16 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
   if task.is_chief:  # After the final weights: the record says they are complete.
     run.write_training_record(record)
   return model, record
+
+
+def _check_resumable(checkpoint: str, what: str) -> None:
+  """BrokenCheckpointError if the checkpoint a restart reads is damaged, saying what it is and
+  that `--restart` trains the run again."""
+  try:
+    run_dir_lib.check_checkpoint(checkpoint)
+  except run_dir_lib.BrokenCheckpointError as e:
+    raise run_dir_lib.BrokenCheckpointError(
+        f"{e}: it is {what}; --restart (train(..., restart=True)) trains the run again") from None
 
 
 def _training_input(config: TrainConfig, dataset: reading.BuiltDataset,

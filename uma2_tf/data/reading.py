@@ -7,16 +7,24 @@ its builder: `schema.json` (`LogSchema`), `catalog.npz` (`ItemCatalog`) and `sta
     requests = reading.read_requests(dataset.split_files["train"], dataset.schema,
                                      requests_per_batch=256, seed=0)
 
+A shard that cannot be read to its end fails with TensorFlow's DataLossError, which names a byte
+offset but not the file; `naming_corrupt_shards` turns it into a `CorruptShardError` that names it:
+
+    with reading.naming_corrupt_shards(dataset):
+      model.fit(...)
+
 Records are read straight from the shards and parsed a batch at a time with the schema's parsing
 spec (`schema.parsing_spec`): vectorised parsing is several times faster than TFDS's per-example
 decoding, and it is the same spec for every dataset.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from typing import Mapping, Sequence
+import re
+from typing import Iterable, Mapping, Sequence
 
 from uma2_tf.data import schema as schema_lib
 
@@ -25,6 +33,15 @@ STATS_FILE = "stats.json"
 
 class DatasetNotBuiltError(FileNotFoundError):
   """The dataset asked for has not been prepared in the data dir."""
+
+
+class CorruptShardError(ValueError):
+  """A shard of a built dataset is corrupt or truncated (a ValueError: the pipelines print it as
+  their one error line)."""
+
+
+class CorruptDatasetError(ValueError):
+  """A side file of a built dataset (its info, schema or catalog) cannot be read."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +75,43 @@ class BuiltDataset:
   def _builder_info(self):
     import tensorflow_datasets as tfds
     return tfds.builder_from_directory(self.directory).info
+
+
+def find_corrupt_shard(files: Iterable[str]) -> tuple[str, str] | None:
+  """(path, TensorFlow's reason) of the first of `files` that cannot be read to its end (a record
+  whose length or checksum is wrong, or a file cut short), or None if every one reads.
+
+  Reads every record of every file: it is for naming the file once a read has failed, not for
+  every run.
+  """
+  import tensorflow as tf
+
+  for path in files:
+    try:
+      tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
+    except tf.errors.DataLossError as e:
+      found = re.search(r"(corrupted|truncated) record at \d+", e.message)
+      return path, found.group(0) if found else e.message.strip().splitlines()[0]
+  return None
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(dataset: BuiltDataset):
+  """Runs the block; a DataLossError raised in it that a shard of `dataset` explains becomes a
+  `CorruptShardError` naming that shard. One that none explains (a checkpoint's, say) is
+  re-raised as it was."""
+  import tensorflow as tf
+
+  try:
+    yield
+  except tf.errors.DataLossError as e:
+    found = find_corrupt_shard(path for files in dataset.split_files.values() for path in files)
+    if found is None:
+      raise
+    path, reason = found
+    raise CorruptShardError(
+        f"{path}: corrupt or truncated TFRecord shard of {dataset.name} ({reason}); remove "
+        f"{dataset.directory} and build the dataset again") from e
 
 
 def read_requests(files: Sequence[str], schema: schema_lib.LogSchema, requests_per_batch: int, *,

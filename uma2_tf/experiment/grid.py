@@ -279,7 +279,10 @@ def run_grid(grid: Sequence[RunSpec], base: training.TrainConfig, report_dir: st
     if evaluator is None:
       from uma2_tf import evaluation
       from uma2_tf.sources import registry
-      evaluator = evaluation.Evaluator(registry.load(config.dataset, config.data_dir),
-                                       config.eval_ks, max_history=config.sampling.max_history)
+      from uma2_tf.data import reading
+      dataset = registry.load(config.dataset, config.data_dir)
+      with reading.naming_corrupt_shards(dataset):  # It reads the test split now.
+        evaluator = evaluation.Evaluator(dataset, config.eval_ks,
+                                         max_history=config.sampling.max_history)
     training.train(config, verbose=verbose, evaluator=evaluator)
   logging.info("experiment: trained %d runs in %.0f s", len(todo), time.perf_counter() - start)

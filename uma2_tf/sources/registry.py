@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from google.protobuf import json_format
 import tensorflow_datasets as tfds
 
 from uma2_tf.data import reading
@@ -31,6 +32,11 @@ def builder(name: str, data_dir: str):
   """
   try:
     return tfds.builder(name, data_dir=data_dir)
+  except json_format.ParseError as e:  # TFDS read a prepared dataset's info file and failed.
+    info = os.path.join(prepared_directory(name, data_dir) or data_dir, "dataset_info.json")
+    reason = str(e).split("Failed to load JSON: ")[-1]
+    raise reading.CorruptDatasetError(f"{info}: unreadable ({reason}); remove "
+                                      f"{os.path.dirname(info)} and build {name} again") from None
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"unknown dataset {name!r}: {e}") from None
   except ValueError as e:  # Unknown builder config.
@@ -78,11 +84,22 @@ def load(name: str, data_dir: str, prepare: bool = False) -> reading.BuiltDatase
                                          f"build it with {how}")
     b.download_and_prepare()
   directory = str(b.data_dir)
+  side_files = {}
+  for file, load_side_file in ((schema_lib.SCHEMA_FILE, schema_lib.LogSchema.load),
+                               (schema_lib.CATALOG_FILE, schema_lib.ItemCatalog.load)):
+    try:
+      side_files[file] = load_side_file(directory)
+    except FileNotFoundError:
+      raise
+    except Exception as e:  # noqa: BLE001  JSON, zip, numpy and key errors alike: the file is bad.
+      raise reading.CorruptDatasetError(
+          f"{os.path.join(directory, file)}: unreadable ({type(e).__name__}: {e}); remove "
+          f"{directory} and build {name} again") from None
   return reading.BuiltDataset(
       name=name,
       directory=directory,
-      schema=schema_lib.LogSchema.load(directory),
-      catalog=schema_lib.ItemCatalog.load(directory),
+      schema=side_files[schema_lib.SCHEMA_FILE],
+      catalog=side_files[schema_lib.CATALOG_FILE],
       split_files={split: tuple(str(p) for p in info.filepaths)
                    for split, info in b.info.splits.items()},
   )
