@@ -62,28 +62,18 @@ class LearnedPipeline:
 
   def recall(self, users: np.ndarray, history: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Candidate ids [R, recall_size_max] (duplicates and already-clicked items not yet removed)."""
-    c = self.config
-    n = len(users)
-    channels = []
-    if c.recall_popular:
-      channels.append(recall_channels.pick_from_pool(self.popular, n, c.recall_popular, rng))
-    if c.recall_history:
-      source = self.item_category[history[:, -c.history_window:]]  # 0 where history is padding.
-      cold = ~source.any(1)
-      if cold.any():  # No click yet: a category by its share of all clicks stands in.
-        source[cold, 0] = self._draw(self.category_cdf, int(cold.sum()), rng)
-      chosen = recall_channels.choose_among(source, c.recall_history, rng)
-      has_items = self.by_category.has_items
-      chosen = np.where(has_items[chosen], chosen, self._draw(self.category_cdf, chosen.shape, rng))
-      channels.append(self.by_category.draw(chosen, rng))
-    if c.recall_old_model:
-      pool = rng.integers(1, c.num_items + 1, (n, c.old_model_pool))
-      scores = np.einsum("rd,rpd->rp", self.user_factors[users], self.item_factors[pool])
-      top = np.argpartition(-scores, c.recall_old_model - 1, axis=1)[:, :c.recall_old_model]
-      channels.append(np.take_along_axis(pool, top, 1))
-    if c.recall_random:
-      channels.append(rng.integers(1, c.num_items + 1, (n, c.recall_random)))
-    return np.concatenate(channels, axis=1)
+    # Built per call: the channels' pools and the factors change at every refit.
+    sources = recall_channels.RecallSources(
+        self.popular, self.item_category, self.by_category, fill_cold=self._fill_cold,
+        any_category=lambda shape, rng: self._draw(self.category_cdf, shape, rng),
+        score_pool=lambda users, pool, rng: np.einsum(
+            "rd,rpd->rp", self.user_factors[users], self.item_factors[pool]))
+    return recall_channels.recall(self.config, users, history, rng, sources)
+
+  def _fill_cold(self, users, source, cold, rng):
+    # No click yet: a category by its share of all clicks stands in.
+    source[cold, 0] = self._draw(self.category_cdf, int(cold.sum()), rng)
+    return source
 
   def features(self, users: np.ndarray, history: np.ndarray, items: np.ndarray) -> np.ndarray:
     """The ranker's raw features [R, C, len(FEATURES)] of candidates `items` [R, C]."""

@@ -384,39 +384,28 @@ class _LegacyPipeline:
     self.by_category = recall_channels.CategoryItems(
         world.item_category, np.exp(world.item_popularity.astype(np.float64)),
         config.num_categories)
+    self._sources = recall_channels.RecallSources(
+        self.popular, world.item_category, self.by_category, fill_cold=self._fill_cold,
+        any_category=self._any_category, score_pool=self._old_model_scores)
 
   def recall(self, users: np.ndarray, history: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Candidate ids [R, recall_size_max] (duplicates and already-clicked items not yet removed)."""
-    c, world = self.config, self.world
-    n = len(users)
-    channels = []
-    if c.recall_popular:
-      channels.append(recall_channels.pick_from_pool(self.popular, n, c.recall_popular, rng))
-    if c.recall_history:
-      source = world.item_category[history[:, -c.history_window:]]  # 0 where history is padding.
-      cold = ~source.any(1)
-      if cold.any():  # No click yet: the user's interest categories stand in for a history.
-        k = min(c.history_window, c.max_interests)
-        fallback = np.zeros_like(source)
-        fallback[:, :k] = world.user_interests[users][:, :k]
-        source = np.where(cold[:, None], fallback, source)
-      chosen = recall_channels.choose_among(source, c.recall_history, rng)
-      has_items = self.by_category.has_items
-      chosen = np.where(has_items[chosen], chosen, self._any_category(chosen.shape, rng))
-      channels.append(self.by_category.draw(chosen, rng))
-    if c.recall_old_model:
-      pool = rng.integers(1, c.num_items + 1, (n, c.old_model_pool))
-      if self.old_user_latent is None:
-        scores = rng.random(pool.shape)
-      else:
-        scores = np.einsum("rd,rpd->rp", self.old_user_latent[users],
-                           world.item_latent[pool]) / self.sqrt_d + \
-            np.float32(c.popularity_beta) * world.item_popularity[pool]
-      top = np.argpartition(-scores, c.recall_old_model - 1, axis=1)[:, :c.recall_old_model]
-      channels.append(np.take_along_axis(pool, top, 1))
-    if c.recall_random:
-      channels.append(rng.integers(1, c.num_items + 1, (n, c.recall_random)))
-    return np.concatenate(channels, axis=1)
+    return recall_channels.recall(self.config, users, history, rng, self._sources)
+
+  def _fill_cold(self, users, source, cold, rng):
+    # No click yet: the user's interest categories stand in for a history.
+    c = self.config
+    k = min(c.history_window, c.max_interests)
+    fallback = np.zeros_like(source)
+    fallback[:, :k] = self.world.user_interests[users][:, :k]
+    return np.where(cold[:, None], fallback, source)
+
+  def _old_model_scores(self, users, pool, rng):
+    if self.old_user_latent is None:  # No information: a random order.
+      return rng.random(pool.shape)
+    return np.einsum("rd,rpd->rp", self.old_user_latent[users],
+                     self.world.item_latent[pool]) / self.sqrt_d + \
+        np.float32(self.config.popularity_beta) * self.world.item_popularity[pool]
 
   def end_round(self) -> None:
     """Nothing to learn: this pipeline reads the true affinity."""
