@@ -39,7 +39,7 @@ import sys
 
 from absl import app, flags, logging
 
-from uma2_tf import config_flags, run_dir, training
+from uma2_tf import atomic_files, config_flags, run_dir, training
 from uma2_tf.data import reading, samplers
 from uma2_tf.sources import registry
 
@@ -130,6 +130,13 @@ def main(argv):
   except (reading.CorruptShardError, run_dir.BrokenCheckpointError) as e:
     # Found only once training reads that shard, or resumes from that checkpoint.
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except Exception as e:  # noqa: BLE001  A full disk is the machine's state, not a bug.
+    full = atomic_files.out_of_space(e)
+    if full is None:
+      raise
+    print(f"error: {full}; free some space and run the same command: it resumes from the last "
+          "complete backup", file=sys.stderr)
     return 2
   if task.is_chief:
     logging.info("results in %s", config.output_dir)

@@ -162,3 +162,19 @@ def test_check_checkpoint_names_a_broken_one(checkpoint, file, how, reason):
   with pytest.raises(run_dir.BrokenCheckpointError, match=reason) as caught:
     run_dir.check_checkpoint(checkpoint)
   assert str(caught.value).startswith(checkpoint)
+
+
+def test_a_full_disk_is_recognised_with_the_file_it_stopped_at():
+  import errno
+
+  save = tf.errors.ResourceExhaustedError(
+      None, None, "{{function_node __wrapped__SaveV2}} /runs/r/backup/chief/ckpt-1_temp/part-0.data."
+      "tempstate64; No space left on device [Op:SaveV2]")
+  assert atomic_files.out_of_space(save) == (
+      "no space left on device writing /runs/r/backup/chief/ckpt-1_temp/part-0.data.tempstate64")
+  write = OSError(errno.ENOSPC, "No space left on device", "/runs/r/history.csv")
+  assert atomic_files.out_of_space(write) == "no space left on device writing /runs/r/history.csv"
+  # Anything else, out-of-memory included, is not a full disk.
+  assert atomic_files.out_of_space(tf.errors.ResourceExhaustedError(None, None, "OOM when "
+                                                                    "allocating tensor")) is None
+  assert atomic_files.out_of_space(OSError(errno.EACCES, "denied")) is None

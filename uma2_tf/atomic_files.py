@@ -9,8 +9,10 @@ system TensorFlow knows, gs:// included (a Beam preparation on Dataflow writes t
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
+import re
 
 import numpy as np
 
@@ -73,3 +75,15 @@ def check_writable(directory: str, what: str) -> None:
   except OSError as e:
     raise NotWritableError(f"{what}: cannot write into {directory} "
                            f"({e.strerror or e})") from None
+
+
+def out_of_space(error: BaseException) -> str | None:
+  """"no space left on device writing <file>" if `error` is a full disk (an OSError with ENOSPC,
+  or TensorFlow's ResourceExhaustedError of a save, which names the file); else None."""
+  if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    return f"no space left on device writing {error.filename or 'a file'}"
+  message = getattr(error, "message", "")
+  if "No space left on device" in message:
+    found = re.search(r"(\S+?);? No space left on device", message)
+    return f"no space left on device writing {found.group(1) if found else 'a file'}"
+  return None
