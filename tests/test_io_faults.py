@@ -168,8 +168,9 @@ def test_a_full_disk_is_recognised_with_the_file_it_stopped_at():
   import errno
 
   save = tf.errors.ResourceExhaustedError(
-      None, None, "{{function_node __wrapped__SaveV2}} /runs/r/backup/chief/ckpt-1_temp/part-0.data."
-      "tempstate64; No space left on device [Op:SaveV2]")
+      None, None, "{{function_node __wrapped__SaveV2}} "
+      "/runs/r/backup/chief/ckpt-1_temp/part-0.data.tempstate64; No space left on device "
+      "[Op:SaveV2]")
   assert atomic_files.out_of_space(save) == (
       "no space left on device writing /runs/r/backup/chief/ckpt-1_temp/part-0.data.tempstate64")
   write = OSError(errno.ENOSPC, "No space left on device", "/runs/r/history.csv")

@@ -245,6 +245,13 @@ EXPOSURES = ("request_id,timestamp,date,user_id,item_id,position,clicked\n"
              "1,10,2024-01-01,u1,v7,1,0\n"
              "2,20,2024-01-02,u1,w,0,1\n")
 SPLITS = '{"train": ["2024-01-01"], "test": ["2024-01-02"]}'
+RECALLS = "request_id,item_id\n1,v1\n1,v7\n2,w\n"
+
+
+def _with_column(text, header, value):
+  """A CSV `text` with one more column, `header`, holding `value` on every data row."""
+  head, *rows = text.splitlines()
+  return "\n".join([f"{head},{header}", *(f"{row},{value}" for row in rows)]) + "\n"
 
 # Runs `pipelines.prepare` once per step in one process: a step is ["prepare", [flags]] (answers
 # [exit status, the lines starting with "error" or "Traceback" it printed]) or ["write", path,
@@ -369,6 +376,72 @@ BAD_LOGS = {
         "requests.csv: data row 1 (line 2), column 'recalld': expected one categorical value (a "
         "column outside the layout is a user feature; only requests.csv's exposed, clicked, "
         "recalled, recalled_stage hold lists), got the list 'v1 v7 w'; did you mean 'recalled'?"),
+    # 5. Headers: pandas would rename a repeated `date` to `date.1` (then crash) and make an empty
+    # name an all-empty feature `Unnamed: 2`.
+    "repeated_column": (
+        dict(items_csv=ITEMS, requests_csv=_with_column(REQUESTS, "date", "2024-01-01")), (),
+        "requests.csv: the header repeats column(s) ['date']; expected each column once, got "
+        "['request_id', 'timestamp', 'date', 'user_id', 'age', 'exposed', 'clicked', 'date']"),
+    "repeated_recall_column": (
+        dict(items_csv=ITEMS, exposures_csv=EXPOSURES,
+             recalls_csv=_with_column(RECALLS, "item_id", "v1")), (),
+        "recalls.csv: the header repeats column(s) ['item_id']; expected each column once, got "
+        "['request_id', 'item_id', 'item_id']"),
+    "unnamed_column": (
+        dict(items_csv=ITEMS.replace("category\n", "category,\n"), requests_csv=REQUESTS), (),
+        "items.csv: the header's column 3 (of 3) has no name; expected a column name (or remove "
+        "the column: a trailing separator on the header line adds one), got ['item_id', "
+        "'category', '']"),
+    # 6. Side files silently misread.
+    "split_typo": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS,
+             splits_json='{"train": ["2024-01-01"], "tset": ["2024-01-02"]}'), (),
+        "splits.json: unknown split 'tset' (a misspelling of 'test'?); expected the splits 'train' "
+        "and 'test' (and optionally 'test_random', randomly exposed items), got ['train', 'tset']"),
+    "split_date_in_two": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS,
+             splits_json='{"train": ["2024-01-01"], "test": ["2024-01-02", "2024-01-01"]}'), (),
+        "splits.json: date 2024-01-01 is in splits 'train' and 'test'; expected each date in one "
+        "split"),
+    "split_empty": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS,
+             splits_json='{"train": ["2024-01-01", "2024-01-02"], "test": []}'), (),
+        "splits.json: split 'test' holds no request: expected dates of the logs "
+        "(2024-01-01..2024-01-02, 2 dates), got []"),
+    "empty_stages": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS, stages_txt="\n  \n"), (),
+        "stages.txt: no stage name; expected one stage name per line, in pipeline order (or "
+        "remove the file: stages are then taken in order of first appearance)"),
+    # 7. Ids as written: `034` and `34` are two users; `034` is no item of int item ids.
+    "users_034_and_34": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("u1", "034").replace("u2", "34")),
+        (), None),
+    "item_034": (
+        dict(items_csv=ITEMS.replace("v1", "1").replace("v7", "7").replace("w,", "34,"),
+             requests_csv=REQUESTS.replace("v1", "1").replace("v7", "7").replace("w ", "034 ")),
+        (), "requests.csv: data row 3 (line 4), request 3, column 'exposed': expected an item_id "
+        "of items.csv, got '034'"),
+    # 8. Rows left unread.
+    "orphan_recalls": (
+        dict(items_csv=ITEMS, exposures_csv=EXPOSURES, recalls_csv=RECALLS + "9,v1\n9,w\n"), (),
+        "recalls.csv: data row 4 (line 5), request 9, column 'request_id': expected a request_id "
+        "of exposures.csv (a recall set belongs to an exposed request), got '9' (2 row(s) of 1 "
+        "request(s) are not in it)"),
+    "both_layouts": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS, exposures_csv=EXPOSURES), (),
+        "both requests.csv and exposures.csv; expected one layout: requests.csv (one row per "
+        "request), or exposures (+ recalls) tables; move the other files out"),
+    # 9. Where and what: the line a row starts on after a multi-line cell; a huge cell cut.
+    "multi_line_cell": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("u1,20,", 'u1,"2\n0",', 1)
+             .replace("\n3,30", "\nx3,30")), (),
+        "requests.csv: data row 3 (line 5), column 'request_id': expected an integer (int64), "
+        "got 'x3'"),
+    "huge_cell": (
+        dict(items_csv=ITEMS, requests_csv=REQUESTS.replace("20,2024-01-01,u2", "20," + "9" * 1000
+                                                            + ",u2")), (),
+        "requests.csv: data row 2 (line 3), request 2, column 'date': expected a date YYYY-MM-DD, "
+        "got '" + "9" * 79 + "… (1,000 characters)"),
 }
 
 
@@ -447,7 +520,7 @@ def test_item_ids_are_compared_as_written(bad_logs):
 
 @pytest.mark.parametrize("name", [
     "text_request_id", "huge_request_id", "no_timestamp", "no_request_id", "empty_exposed_item",
-    "exposed_twice"])
+    "exposed_twice", "multi_line_cell", "huge_cell", "item_034"])
 def test_a_bad_cell_is_named_by_file_row_column_and_raw_value(bad_logs, name):
   _assert_one_error(bad_logs[name], BAD_LOGS[name][2])
 
@@ -455,6 +528,27 @@ def test_a_bad_cell_is_named_by_file_row_column_and_raw_value(bad_logs, name):
 @pytest.mark.parametrize("name", ["out_of_split", "date_mismatch", "misspelt_list"])
 def test_dropped_or_misread_requests_are_errors(bad_logs, name):
   _assert_one_error(bad_logs[name], BAD_LOGS[name][2])
+
+
+@pytest.mark.parametrize("name", [
+    "repeated_column", "repeated_recall_column", "unnamed_column", "split_typo",
+    "split_date_in_two", "split_empty", "empty_stages", "orphan_recalls"])
+def test_a_bad_header_side_file_or_orphan_row_is_one_error(bad_logs, name):
+  _assert_one_error(bad_logs[name], BAD_LOGS[name][2])
+
+
+def test_both_layouts_in_one_dir_is_one_error(bad_logs):
+  manual, data_dir, status, errors = bad_logs["both_layouts"]
+  assert (status, errors) == (2, [f"error: {manual}: {BAD_LOGS['both_layouts'][2]}"])
+  assert os.listdir(data_dir) == []
+
+
+def test_user_ids_are_compared_as_written(bad_logs):
+  _, data_dir, status, errors = bad_logs["users_034_and_34"]
+  assert (status, errors) == (0, [])
+  built = data_dir / "request_logs" / "users_034_and_34" / "1.0.0"
+  with np.load(built / logs.IDS_FILE) as ids:
+    assert ids["user_raw_id"].tolist() == ["", "034", "34"]
 
 
 def test_skipped_requests_are_left_out_and_counted(bad_logs):
@@ -516,4 +610,33 @@ def test_parquet_logs_read_as_their_csv(tmp_path):
   requests.assign(recalld=requests["recalled"]).to_parquet(manual / "requests.parquet")
   with pytest.raises(logs.LogFormatError, match=re.escape(
       "requests.parquet: data row 1, column 'recalld': expected one categorical value")):
+    request_logs.read_tables(str(manual))
+
+
+def test_parquet_nulls_and_repeated_columns_are_named(tmp_path):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from uma2_tf.sources import request_logs
+
+  manual = tmp_path / "parquet"
+  shutil.copytree(os.path.join(FIXTURES, "one_row"), manual)
+  requests = pd.read_csv(manual / "requests.csv")
+  for column in ("exposed", "clicked", "recalled", "recalled_stage"):
+    requests[column] = [[int(v) if column == "clicked" else v for v in cell.split()]
+                        for cell in requests[column]]
+  # A null in a list<int64> column: pandas would make every row's clicks floats (row 1: '0.0').
+  requests.at[1, "clicked"] = [1, None, 1, 1]
+  requests.to_parquet(manual / "requests.parquet")
+  os.remove(manual / "requests.csv")
+  with pytest.raises(logs.LogFormatError, match=re.escape(
+      "requests.parquet: data row 2, request 1002, column 'clicked': expected 0 or 1, got a null "
+      "(None) as element 2 of the list")):
+    request_logs.read_tables(str(manual))
+  items = pd.read_csv(manual / "items.csv", dtype=str)
+  pq.write_table(pa.table([items["item_id"], items["category"], items["category"]],
+                          names=["item_id", "category", "category"]), manual / "items.parquet")
+  os.remove(manual / "items.csv")
+  with pytest.raises(logs.LogFormatError, match=re.escape(
+      "items.parquet: the header repeats column(s) ['category']; expected each column once")):
     request_logs.read_tables(str(manual))

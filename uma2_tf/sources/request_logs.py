@@ -3,7 +3,7 @@
     python -m pipelines.prepare --dataset=request_logs/mylogs --manual_dir=/path/to/logs
     python -m pipelines.train --dataset=request_logs/mylogs
 
-The manual dir holds one of two layouts (`.csv` or `.parquet` for every file, not mixed):
+The manual dir holds one of two layouts, never both (each file `.csv` or `.parquet`, not both):
 
 **One row per request** — `requests.csv`:
 
@@ -26,24 +26,32 @@ a list is one cell of space-separated values (`"17 4 993"`); in Parquet a list c
 exposed item: `request_id, timestamp, date, user_id, item_id, position, clicked` and the user
 feature columns (the same on every row of a request); `recalls.csv` (optional), one row per
 recalled item: `request_id, item_id` and optionally `stage`. A request in the exposure table that
-has no row in the recall table is an error (its recall set is unknown), not an empty recall set.
+has no row in the recall table is an error (its recall set is unknown), not an empty recall set; so
+is a recall row whose request is not in the exposure table.
 
 Both layouts need `items.csv`: `item_id` and one column per categorical item feature.
 
-Stages: `stages.txt` (optional) lists the stage names in pipeline order, one per line; without it
-they are taken in order of first appearance. Splits: `splits.json` (optional)
-`{"train": ["2024-01-01", ...], "test": ["2024-01-08"]}`; without it the last date is `test` and
-every earlier one `train`.
+Every table's header names each column once (no empty name, no repeated one).
+
+Stages: `stages.txt` (optional) lists the stage names in pipeline order, one per line (an empty
+file is an error); without it they are taken in order of first appearance. Splits: `splits.json`
+(optional) `{"train": ["2024-01-01", ...], "test": ["2024-01-08"]}`: `train` and `test`, and
+optionally `test_random` (randomly exposed items, evaluated too), each date in one split and each
+split holding a date of the logs; without it the last date is `test` and every earlier one `train`.
 
 Values are read as written: only an empty cell is missing; an id or feature column is one type,
-integers if every value in it is an int64 literal, else strings (so item ids `v1` and `7` in
-items.csv match `v1` and `7` in the logs). The records, side files and validation are those of
-every real-log builder (`uma2_tf.sources.logs`): raw ids are remapped to dense ones (their raw
-values in `ids.npz`), each user's `history` is their clicks at earlier timestamps.
+integers if every value in it is a canonical int64 literal (`0`, `7`, `-12`; not `034`, `+7`,
+`-0`), else strings as written (so ids `034` and `34` stay two ids; item ids `v1` and `7` in
+items.csv match `v1` and `7` in the logs, and `034` in a log is no item of int item ids); a
+Parquet list holds no null. `request_id`, `timestamp` and `position` take any integer literal.
+The records, side files and validation are those of every real-log builder
+(`uma2_tf.sources.logs`): raw ids are remapped to dense ones (their raw values in `ids.npz`), each
+user's `history` is their clicks at earlier timestamps.
 
 A malformed file stops the build with one error naming the file, the data row (1-based, header
-excluded; a CSV's line too) or request, the column, the raw value and what was expected; nothing is
-written. Besides the layout, the build refuses:
+excluded; a CSV's line too: the one the row starts on) or request, the column, the raw value (its
+first 80 characters) and what was expected; nothing is written. Besides the layout, the build
+refuses:
   - a split (train, test) without any click (nothing to train or evaluate on);
   - a list in a column that is not a list column above (a misspelt `recalld` would silently be a
     user feature): a Parquet list, or a CSV cell of space-separated item ids, clicks or stage
