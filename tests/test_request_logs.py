@@ -591,15 +591,21 @@ def test_a_changed_log_is_not_reused_until_overwritten(tmp_path):
   assert json.loads((built / "stats.json").read_text())["train_requests"] == 3
 
 
-def test_parquet_logs_read_as_their_csv(tmp_path):
-  from uma2_tf.sources import request_logs
-
-  manual = tmp_path / "parquet"
+def _one_row_with_list_columns(manual):
+  """A copy of the one-row fixture in `manual`; its requests with the list cells as lists."""
   shutil.copytree(os.path.join(FIXTURES, "one_row"), manual)
   requests = pd.read_csv(manual / "requests.csv")
   for column in ("exposed", "clicked", "recalled", "recalled_stage"):
     requests[column] = [[int(v) if column == "clicked" else v for v in cell.split()]
                         for cell in requests[column]]
+  return requests
+
+
+def test_parquet_logs_read_as_their_csv(tmp_path):
+  from uma2_tf.sources import request_logs
+
+  manual = tmp_path / "parquet"
+  requests = _one_row_with_list_columns(manual)
   for name, frame in (("requests", requests), ("items", pd.read_csv(manual / "items.csv"))):
     frame.to_parquet(manual / f"{name}.parquet")
     os.remove(manual / f"{name}.csv")
@@ -620,11 +626,7 @@ def test_parquet_nulls_and_repeated_columns_are_named(tmp_path):
   from uma2_tf.sources import request_logs
 
   manual = tmp_path / "parquet"
-  shutil.copytree(os.path.join(FIXTURES, "one_row"), manual)
-  requests = pd.read_csv(manual / "requests.csv")
-  for column in ("exposed", "clicked", "recalled", "recalled_stage"):
-    requests[column] = [[int(v) if column == "clicked" else v for v in cell.split()]
-                        for cell in requests[column]]
+  requests = _one_row_with_list_columns(manual)
   # A null in a list<int64> column: pandas would make every row's clicks floats (row 1: '0.0').
   requests.at[1, "clicked"] = [1, None, 1, 1]
   requests.to_parquet(manual / "requests.parquet")
