@@ -179,3 +179,28 @@ def test_a_full_disk_is_recognised_with_the_file_it_stopped_at():
   assert atomic_files.out_of_space(tf.errors.ResourceExhaustedError(None, None, "OOM when "
                                                                     "allocating tensor")) is None
   assert atomic_files.out_of_space(OSError(errno.EACCES, "denied")) is None
+
+
+def test_a_shard_cut_at_a_record_boundary_or_missing_is_found_at_load(data_copy):
+  import struct
+
+  data_dir, dataset = data_copy
+  shard = dataset.split_files["test"][0]
+  # Cut after the 10th record: TensorFlow reads the 10 without an error, as if the file ended.
+  offset = 0
+  with open(shard, "rb") as f:
+    data = f.read()
+  for _ in range(10):
+    (length,) = struct.unpack("<Q", data[offset:offset + 8])
+    offset += 8 + 4 + length + 4
+  with open(shard, "wb") as f:
+    f.write(data[:offset])
+  assert int(tf.data.TFRecordDataset(shard).reduce(0, lambda n, _: n + 1)) == 10
+  written = dataset.num_records("test")
+  with pytest.raises(reading.CorruptShardError, match=f"^{shard}: .*\\(10 records, {written} "
+                     "were written\\)"):
+    registry.load(TINY, data_dir)
+  train = dataset.split_files["train"][0]
+  os.remove(train)
+  with pytest.raises(reading.CorruptShardError, match=f"^{train}: missing shard"):
+    registry.load(TINY, data_dir)

@@ -95,6 +95,47 @@ def find_corrupt_shard(files: Iterable[str]) -> tuple[str, str] | None:
   return None
 
 
+# Bytes a TFRecord adds around each record: its length (8) and two CRCs (4 + 4).
+_RECORD_FRAMING = 16
+
+
+def check_split_files(name: str, directory: str, split: str, files: Sequence[str],
+                      shard_lengths: Sequence[int], num_bytes: int) -> None:
+  """CorruptShardError naming the shard if a split's shards are not what its builder wrote: one
+  is missing, or their sizes do not add up to the records' bytes plus their framing (as TFDS
+  records them in dataset_info.json). A shard cut at a record boundary reads without any error
+  (TensorFlow takes it for the end of the file), so only its size tells.
+
+  One `stat` per shard; the shards are read only when the sizes disagree, to name the one.
+  """
+  import tensorflow as tf
+
+  for path in files:
+    if not tf.io.gfile.exists(path):
+      raise CorruptShardError(f"{path}: missing shard of {name} (split {split}); remove "
+                              f"{directory} and build the dataset again")
+  if not num_bytes or len(shard_lengths) != len(files):
+    return  # Nothing recorded to compare with.
+  size = sum(tf.io.gfile.stat(path).length for path in files)
+  expected = num_bytes + _RECORD_FRAMING * sum(shard_lengths)
+  if size == expected:
+    return
+  culprit, reason = files[0], f"the split's shards hold {size} bytes, {expected} were written"
+  for path, length in zip(files, shard_lengths):
+    try:
+      count = int(tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64),
+                                                        lambda n, _: n + 1))
+    except tf.errors.DataLossError as e:
+      found = re.search(r"(corrupted|truncated) record at \d+", e.message)
+      culprit, reason = path, found.group(0) if found else e.message.strip().splitlines()[0]
+      break
+    if count != length:
+      culprit, reason = path, f"{count} records, {length} were written"
+      break
+  raise CorruptShardError(f"{culprit}: corrupt or truncated TFRecord shard of {name} ({reason}); "
+                          f"remove {directory} and build the dataset again")
+
+
 @contextlib.contextmanager
 def naming_corrupt_shards(dataset: BuiltDataset):
   """Runs the block; a DataLossError raised in it that a shard of `dataset` explains becomes a

@@ -95,11 +95,15 @@ def load(name: str, data_dir: str, prepare: bool = False) -> reading.BuiltDatase
       raise reading.CorruptDatasetError(
           f"{os.path.join(directory, file)}: unreadable ({type(e).__name__}: {e}); remove "
           f"{directory} and build {name} again") from None
+  split_files = {split: tuple(str(p) for p in info.filepaths)
+                 for split, info in b.info.splits.items()}
+  for split, info in b.info.splits.items():
+    reading.check_split_files(name, directory, split, split_files[split], info.shard_lengths,
+                              info.num_bytes)
   return reading.BuiltDataset(
       name=name,
       directory=directory,
       schema=side_files[schema_lib.SCHEMA_FILE],
       catalog=side_files[schema_lib.CATALOG_FILE],
-      split_files={split: tuple(str(p) for p in info.filepaths)
-                   for split, info in b.info.splits.items()},
+      split_files=split_files,
   )
