@@ -22,7 +22,7 @@ LAYERS = [
                                 "uma2_tf.profiling"]),
     ("serving", ["uma2_tf.serving"]),
     ("training", ["uma2_tf.training", "uma2_tf.fit_callbacks", "uma2_tf.run_evaluators"]),
-    ("export", ["uma2_tf.export"]),
+    ("export", ["uma2_tf.export", "uma2_tf.raw_ids"]),
     ("experiments", ["uma2_tf.experiment"]),
 ]
 

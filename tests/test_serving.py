@@ -193,7 +193,9 @@ def test_slots_scann_could_not_fill_are_dropped():
   servable = Servable(version=1, version_dir="", variant="retrieval_model",
                       signature=signature, metadata={}, scalar_inputs={}, list_inputs={},
                       num_items=3, max_k=3)
-  assert servable.top_k({}, 3) == ([[4, 2, 1], [3]], [[3.0, 2.0, 1.0], [5.0]])
+  ids, scores, oov_ids = servable.top_k({}, 3)
+  assert (ids, scores) == ([[4, 2, 1], [3]], [[3.0, 2.0, 1.0], [5.0]])
+  assert oov_ids.tolist() == [0, 0]  # An export without `oov_ids` (before raw ids) knows them all.
 
 
 # --- the server as a process -------------------------------------------------------------------
@@ -225,12 +227,20 @@ def predict(port: int, body, connection=None):
 
 @contextlib.contextmanager
 def serving(export_dir: str, variant: str, log_path: str):
+  with server_process(export_dir, variant, log_path) as (port, _):
+    yield port
+
+
+@contextlib.contextmanager
+def server_process(export_dir: str, variant: str, log_path: str, *flags: str):
+  """(port, process) of `pipelines.serve` on `export_dir`, once it answers; stopped on exit."""
   port = free_port()
   with open(log_path, "w") as log:
     process = subprocess.Popen(
         [sys.executable, "-m", "pipelines.serve", f"--export_dir={export_dir}",
-         f"--model_name={MODEL}", f"--variant={variant}", f"--port={port}", "--poll_seconds=0.3"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+         f"--model_name={MODEL}", f"--variant={variant}", f"--port={port}", "--poll_seconds=0.3",
+         *flags], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
       deadline = time.time() + 180
       while True:
@@ -244,7 +254,7 @@ def serving(export_dir: str, variant: str, log_path: str):
           pass
         assert time.time() < deadline, open(log_path).read()[-3000:]
         time.sleep(0.3)
-      yield port
+      yield port, process
     finally:
       process.terminate()
       try:
@@ -312,7 +322,7 @@ def test_status_metadata_and_unknown_model(brute_force_server):
   assert [d["size"] for d in signature["inputs"]["history"]["tensor_shape"]["dim"]] == ["-1", "4"]
   assert signature["inputs"]["k"]["dtype"] == "DT_INT32"
   assert signature["inputs"]["k"]["tensor_shape"]["dim"] == []
-  assert set(signature["outputs"]) == {"item_ids", "scores"}
+  assert set(signature["outputs"]) == {"item_ids", "scores", "oov_ids"}
   assert signature["outputs"]["scores"]["dtype"] == "DT_FLOAT"
   about = out["metadata"]["export"]
   assert (about["num_items"], about["max_k"], about["default_k"]) == (NUM_ITEMS, MAX_K, 100)
@@ -347,24 +357,16 @@ BAD_REQUESTS = [
     ({"instances": [{"user_id": True}]}, "instances[0].user_id: expected an integer"),
     ({"instances": [{"user_id": None}]}, "instances[0].user_id: expected an integer"),
     ({"instances": [{"user_id": [1]}]}, "instances[0].user_id: expected an integer"),
-    ({"instances": [{"user_id": 0}]}, "instances[0].user_id: unknown user id 0; expected 1..50"),
-    ({"instances": [{"user_id": 51}]}, "unknown user id 51"),
-    ({"instances": [{"user_id": 10**30}]}, "unknown user id"),
-    ({"instances": [{"user_id": 1, "age": 5}]},
-     "instances[0].age: 5 is out of range; expected 0..4"),
-    ({"instances": [{"user_id": 1, "age": -1}]}, "instances[0].age: -1 is out of range"),
+    ({"instances": [{"user_id": 10**30}]}, "instances[0].user_id: 10000000000000000000000000000"),
     ({"instances": [{"user_id": 1, "age": "old"}]}, "instances[0].age: expected an integer"),
     ({"instances": [{"user_id": 1, "history": 3}]}, "instances[0].history: expected an array"),
     ({"instances": [{"user_id": 1, "history": [1, [2]]}]},
      "instances[0].history[1]: expected an integer"),
-    ({"instances": [{"user_id": 1, "history": [201]}]},
-     "history[0]: unknown item id 201; expected 1..200"),
-    ({"instances": [{"user_id": 1, "history": [-3]}]}, "history[0]: unknown item id -3"),
+    ({"instances": [{"user_id": 1, "history": [2**63]}]}, "history[0]: 9223372036854775808 is "
+     "outside int64"),
     ({"inputs": {"user_id": [1, 2], "age": [1]}}, "inputs.age: expected an array of 2 integers"),
     ({"inputs": {"user_id": [1, 2], "history": [[1]]}},
      "inputs.history: expected an array of 2 arrays"),
-    ({"inputs": {"user_id": [1], "history": [[1, 999]]}},
-     "inputs.history[0][1]: unknown item id 999"),
     ({"instances": ONE, "k": 0}, "k: must be >= 1, got 0"),
     ({"instances": ONE, "k": -3}, "k: must be >= 1"),
     ({"instances": ONE, "k": "10"}, "k: expected an integer"),
@@ -383,6 +385,26 @@ def test_bad_requests_get_400_naming_the_problem(brute_force_server, body, messa
   status, version, out = predict(brute_force_server, body)
   assert status == 400 and version == "1", (status, out)
   assert message in out["error"], out["error"]
+
+
+@pytest.mark.parametrize("body,oov", [
+    ({"instances": [{"user_id": 0}]}, 1),
+    ({"instances": [{"user_id": 51, "history": [201, 3, -3]}]}, 3),
+    ({"instances": [{"user_id": 1, "age": 5}, {"user_id": 2, "age": -1}]}, 0),  # features: missing
+    ({"inputs": {"user_id": [1, 2], "history": [[1, 999], [0, 0, 2]]}}, 1),  # 0s are padding
+])
+def test_unknown_ids_are_answered_and_counted(brute_force_server, body, oov):
+  connection = http.client.HTTPConnection("127.0.0.1", brute_force_server, timeout=60)
+  try:
+    connection.request("POST", f"/v1/models/{MODEL}:predict", json.dumps({**body, "k": 5}))
+    response = connection.getresponse()
+    out = json.loads(response.read())
+  finally:
+    connection.close()
+  assert response.status == 200, out
+  assert response.getheader("X-OOV-Ids") == str(oov)
+  rows = out["predictions"] if "predictions" in out else out["outputs"]["item_ids"]
+  assert len(rows) == len(body.get("instances") or body["inputs"]["user_id"])
 
 
 def test_server_keeps_answering_after_bad_requests(brute_force_server):

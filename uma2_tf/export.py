@@ -7,13 +7,18 @@
     #   retrieval_model/     user features, k -> top-k item_ids, scores, by a ScaNN index
     #                        (needs `import scann` in the loading process: ScaNN's ops are custom)
     #   brute_force_model/   the same signature, exact, stock TF ops only             (TF Serving)
-    #   item_embeddings.npz  item_ids [N], embeddings [N, d] of the whole corpus
+    #   item_embeddings.npz  item_ids [N] (dense), raw_item_ids [N] (as the models return them),
+    #                        embeddings [N, d] of the whole corpus
     #   metadata.json        inputs and their vocabularies, max_k, ScaNN parameters, the run's
     #                        config and metrics, dataset, commit
 
-Every signature is `serving_default` and takes `user_id` int64 [B], one int64 [B] input per user
-feature, `history` int64 [B, H] (clicked item ids, 0-padded); the retrieval models also take `k`,
-an int32 scalar (1 <= k <= max_k).
+Every signature is `serving_default` and takes `user_id` [B], one int64 [B] input per user
+feature (its dense value), `history` [B, H] (clicked item ids, oldest first, padded after them);
+the retrieval models also take `k`, an int32 scalar (1 <= k <= max_k), and return `item_ids`,
+`scores` [B, k] and `oov_ids` [B] (how many of the user's ids the export does not know). The ids
+are the logs' raw ones, int64 or string, for a dataset that keeps them, the dense ones (int64,
+0-padded) for a simulated world: `metadata.json`'s `ids` says which, and the padding value
+(`uma2_tf.raw_ids`). Unknown ids are answered, not refused.
 
 The version is written in a temporary directory beside the others (a name that is not a number,
 so servers ignore it) and renamed into place once complete: a server polling the export dir never
@@ -35,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf import atomic_files, training
+from uma2_tf import atomic_files, raw_ids, training
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.run_dir import RunDir
 from uma2_tf.sources import registry
@@ -107,45 +112,63 @@ def scann_parameters(num_items: int, config: ExportConfig) -> dict:
           "training_iterations": 12}
 
 
-def input_signature(schema: schema_lib.LogSchema, max_history: int) -> dict:
-  """The serving inputs: user id, user features, history."""
-  spec = {schema_lib.USER_ID: tf.TensorSpec([None], tf.int64, name=schema_lib.USER_ID)}
+def input_signature(schema: schema_lib.LogSchema, max_history: int,
+                    ids: raw_ids.IdVocabulary | None = None) -> dict:
+  """The serving inputs: user id, user features, history, each in its type in `ids` (int64,
+  dense, when None)."""
+  ids = ids or raw_ids.IdVocabulary.dense(schema)
+  id_dtype = ids.tf_dtype
+  spec = {schema_lib.USER_ID: tf.TensorSpec([None], id_dtype, name=schema_lib.USER_ID)}
   for name in schema.user_feature_names:
-    spec[name] = tf.TensorSpec([None], tf.int64, name=name)
-  spec[schema_lib.HISTORY] = tf.TensorSpec([None, max_history], tf.int64, name=schema_lib.HISTORY)
+    dtype = tf.int64 if ids.features[name][0].dtype.kind == "i" else tf.string
+    spec[name] = tf.TensorSpec([None], dtype, name=name)
+  spec[schema_lib.HISTORY] = tf.TensorSpec([None, max_history], id_dtype, name=schema_lib.HISTORY)
   return spec
 
 
-def input_metadata(schema: schema_lib.LogSchema, max_history: int) -> dict:
-  inputs = {schema_lib.USER_ID: {"dtype": "int64", "shape": [], "vocab_size": schema.num_users}}
+def input_metadata(schema: schema_lib.LogSchema, max_history: int,
+                   ids: raw_ids.IdVocabulary) -> dict:
+  """metadata.json's `inputs`: each one's type and shape, which values it takes (`ids`: raw or
+  dense), the value standing for a missing feature or padding the history, and the size of its
+  dense vocabulary."""
+  inputs = {schema_lib.USER_ID: {"dtype": ids.dtype, "shape": [], "ids": ids.space,
+                                 "vocab_size": schema.num_users}}
   for name, size in schema.user_features.items():
-    inputs[name] = {"dtype": "int64", "shape": [], "vocab_size": size}
-  inputs[schema_lib.HISTORY] = {"dtype": "int64", "shape": [max_history],
-                                "vocab_size": schema.num_items}
+    values, missing = ids.features[name]
+    inputs[name] = {"dtype": "int64" if values.dtype.kind == "i" else "string", "shape": [],
+                    "ids": ids.space, "missing": missing, "vocab_size": size}
+  inputs[schema_lib.HISTORY] = {"dtype": ids.dtype, "shape": [max_history], "ids": ids.space,
+                                "padding": ids.padding, "vocab_size": schema.num_items}
   return inputs
 
 
 class _QueryModule(tf.Module):
-  def __init__(self, tower, signature):
+  def __init__(self, tower, lookup: raw_ids.IdLookup, signature):
     super().__init__()
-    self.tower = tower
-    self.serve = tf.function(lambda features: {"user_embedding": tower.user_embedding(features)},
-                             input_signature=[signature])
+    self.tower, self.lookup = tower, lookup
+
+    def serve(features):
+      dense, _ = lookup.to_dense(features)
+      return {"user_embedding": tower.user_embedding(dense)}
+
+    self.serve = tf.function(serve, input_signature=[signature])
 
 
 class _RetrievalModule(tf.Module):
-  """user features, k -> top-k (item_ids, scores) by `index` (a TFRS top-k layer)."""
+  """user features, k -> top-k (item_ids, scores) by `index` (a TFRS top-k layer over dense ids),
+  and `oov_ids`, how many of each user's ids the export does not know."""
 
-  def __init__(self, tower, index, signature, max_k: int):
+  def __init__(self, tower, lookup: raw_ids.IdLookup, index, signature, max_k: int):
     super().__init__()
-    self.tower, self.index = tower, index
+    self.tower, self.lookup, self.index = tower, lookup, index
 
     def serve(features, k):
       k = tf.ensure_shape(k, [])
       tf.debugging.assert_greater(k, 0, message="k must be >= 1")
       tf.debugging.assert_less_equal(k, max_k, message=f"k must be <= max_k={max_k}")
-      scores, ids = index(tower.user_embedding(features), k=k)
-      return {"item_ids": ids, "scores": scores}
+      dense, oov_ids = lookup.to_dense(features)
+      scores, ids = index(tower.user_embedding(dense), k=k)
+      return {"item_ids": lookup.to_raw_items(ids), "scores": scores, "oov_ids": oov_ids}
 
     self.serve = tf.function(serve,
                              input_signature=[signature, tf.TensorSpec([], tf.int32, name="k")])
@@ -207,14 +230,18 @@ def export_run(config: ExportConfig) -> str:
         "dataset_dir": dataset.directory, "config": json.loads(train_config.to_json()),
         "metrics": run.read_json(run_dir_lib.METRICS_JSON) if run.is_finished() else None,
     }
+    # Unseen users are answered from their features and history (see `raw_ids`).
+    raw_ids.zero_unknown_user_rows(model)
+    vocabulary = raw_ids.IdVocabulary.of_dataset(dataset.directory, dataset.schema)
     return write_version(config, model.tower, dataset.schema, train_config.sampling.max_history,
-                         about_run)
+                         about_run, vocabulary)
   finally:
     keras.mixed_precision.set_global_policy(policy)
 
 
 def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max_history: int,
-                  about: dict | None = None) -> str:
+                  about: dict | None = None,
+                  vocabulary: raw_ids.IdVocabulary | None = None) -> str:
   """Writes any tower (`user_embedding(features)`, `item_embedding(ids)`) as one version.
 
   Args:
@@ -223,6 +250,7 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
     schema: the id spaces and user features of the serving inputs.
     max_history: length of the `history` input.
     about: more metadata (the run, its config and metrics).
+    vocabulary: the ids the models take and return (`raw_ids`); the dense ones when None.
   Returns:
     The version's directory.
   """
@@ -230,12 +258,13 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
 
   num_items = schema.num_items - 1
   params = scann_parameters(num_items, config)
-  signature = input_signature(schema, max_history)
+  vocabulary = vocabulary or raw_ids.IdVocabulary.dense(schema)
+  signature = input_signature(schema, max_history, vocabulary)
   # The query model and the indexes take one vector per user; K interests ([B, K, d], MIND) would
   # need K searches and a merge that the serving signatures do not have. One padding-only user
   # tells, before anything is written.
-  probe = tower.user_embedding({name: tf.zeros([1, *spec.shape[1:]], spec.dtype)
-                                for name, spec in signature.items()})
+  probe = tower.user_embedding({name: tf.zeros([1, *spec.shape[1:]], tf.int64)
+                                for name, spec in signature.items()})  # Dense: no lookup.
   if probe.shape.rank != 2:
     raise ValueError(f"tower {getattr(tower, 'name', type(tower).__name__)} returns "
                      f"{probe.shape[1]} interests per user; export of "
@@ -253,15 +282,17 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
     ids = np.arange(1, schema.num_items, dtype=np.int64)
     candidates, identifiers = tf.constant(embeddings), tf.constant(ids)
     os.makedirs(tmp_dir)
-    np.savez(os.path.join(tmp_dir, ITEM_EMBEDDINGS), item_ids=ids, embeddings=embeddings)
+    np.savez(os.path.join(tmp_dir, ITEM_EMBEDDINGS), item_ids=ids, embeddings=embeddings,
+             raw_item_ids=vocabulary.items)
 
-    query = _QueryModule(tower, signature)
+    lookup = raw_ids.IdLookup(vocabulary)
+    query = _QueryModule(tower, lookup, signature)
     tf.saved_model.save(query, os.path.join(tmp_dir, QUERY_MODEL),
                         signatures={"serving_default": query.serve})
 
     brute = tfrs.layers.factorized_top_k.BruteForce(k=params["max_k"])
     brute.index(candidates, identifiers)
-    brute_module = _RetrievalModule(tower, brute, signature, params["max_k"])
+    brute_module = _RetrievalModule(tower, lookup, brute, signature, params["max_k"])
     tf.saved_model.save(brute_module, os.path.join(tmp_dir, BRUTE_FORCE_MODEL),
                         signatures={"serving_default": brute_module.serve})
 
@@ -272,7 +303,7 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
         dimensions_per_block=params["dimensions_per_block"],
         training_iterations=params["training_iterations"])
     scann.index(candidates, identifiers)
-    scann_module = _RetrievalModule(tower, scann, signature, params["max_k"])
+    scann_module = _RetrievalModule(tower, lookup, scann, signature, params["max_k"])
     tf.saved_model.save(scann_module, os.path.join(tmp_dir, RETRIEVAL_MODEL),
                         signatures={"serving_default": scann_module.serve},
                         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
@@ -281,7 +312,7 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
         "model_name": config.model_name, "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(),
         "num_items": num_items, "max_k": params["max_k"], "embedding_dim": int(embeddings.shape[1]),
-        "inputs": input_metadata(schema, max_history),
+        "inputs": input_metadata(schema, max_history, vocabulary), "ids": vocabulary.metadata(),
         "scann": params,
         "models": {QUERY_MODEL: "stock TF ops", BRUTE_FORCE_MODEL: "stock TF ops, exact",
                    RETRIEVAL_MODEL: "needs `import scann` (scann[tf]==1.4.2) before loading"},

@@ -8,6 +8,8 @@
   - `servable`: a loaded, warmed-up version (`Servable`) and the micro-batcher that merges calls.
   - `parsing`: checks a predict body and turns it into input arrays and k (`parse_request`).
   - `versions`: `ModelManager`, the served version and the poller that swaps in newer ones.
-  - `server`: the app: `POST /v1/models/<name>:predict`, version status and metadata.
-  - `transport`: the uvicorn protocol that sends each answer in one write.
+  - `server`: the app: `POST /v1/models/<name>:predict`, version status, metadata, metrics.
+  - `transport`: the uvicorn protocol: each answer in one write, and the HTTP limits (body and
+    header size, read and idle timeouts, connections).
+  - `monitoring`: the Prometheus metrics and the escaping of client text in log lines.
 """

@@ -51,6 +51,30 @@ def list_versions(export_dir: str) -> list[int]:
   return sorted(versions)
 
 
+def files_signature(version_dir: str) -> tuple | None:
+  """What a version dir holds: (relative path, size, mtime in ns) of every file and subdir, sorted.
+
+  Two equal signatures taken apart in time mean nothing was written in between, which is how a
+  server tells a version that is still being copied in from a finished one (and a broken version
+  that was fixed from one that was not). None if the dir changed while it was read.
+  """
+  entries = []
+  try:
+    for root, dirs, files in os.walk(version_dir, onerror=_raise):
+      dirs.sort()
+      for name in [*dirs, *sorted(files)]:
+        path = os.path.join(root, name)
+        stat = os.stat(path, follow_symlinks=False)
+        entries.append((os.path.relpath(path, version_dir), stat.st_size, stat.st_mtime_ns))
+  except OSError:  # A file or dir vanished under the walk (a copy or a rename under way).
+    return None
+  return tuple(entries)
+
+
+def _raise(error: OSError) -> None:
+  raise error
+
+
 def latest_version(export_dir: str) -> str:
   """The directory of the highest version in `export_dir`, the one TF Serving would serve."""
   versions = list_versions(export_dir)

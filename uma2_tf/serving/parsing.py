@@ -1,7 +1,7 @@
 """Request parsing: every check a client can fail, in plain Python/numpy before the model runs.
 
     features, k, row_format = parse_request(raw_body, servable, max_batch=256)
-    # features: {input name: int64 array [B] or [B, H]}; row_format: True for `instances`
+    # features: {input name: array [B] or [B, H]}; row_format: True for `instances`
 
 A malformed body raises `RequestError` naming the field. The rules it enforces are the HTTP API's,
 listed in `uma2_tf.serving.server`'s docstring.
@@ -36,7 +36,23 @@ def _integer(value, where: str) -> int:
   return value
 
 
-def _scalar_id(value, where: str, name: str, vocab_size: int) -> int:
+def _looked_up(value, where: str, name: str, servable: Servable):
+  """A value of an input the export looks up: an integer or a string, as its metadata says;
+  an unknown one is the model's to map and count, not an error."""
+  if servable.dtype(name) == "string":
+    if not isinstance(value, str):
+      raise RequestError(f"{where}: expected a string (this export's {name} values are strings), "
+                         f"got {_show(value)}")
+    return value
+  value = _integer(value, where)
+  if not -2**63 <= value < 2**63:
+    raise RequestError(f"{where}: {value} is outside int64")
+  return value
+
+
+def _scalar_id(value, where: str, name: str, vocab_size: int, servable: Servable):
+  if name in servable.lookups:
+    return _looked_up(value, where, name, servable)
   value = _integer(value, where)
   low = 1 if name == USER_ID else 0
   if not low <= value < vocab_size:
@@ -45,19 +61,24 @@ def _scalar_id(value, where: str, name: str, vocab_size: int) -> int:
   return value
 
 
-def _history(value, where: str, length: int, vocab_size: int) -> list[int]:
+def _history(value, where: str, name: str, length: int, vocab_size: int,
+             servable: Servable) -> list:
   if not isinstance(value, list):
     raise RequestError(f"{where}: expected an array of item ids, got {_show(value)}")
   items = []
+  padding = servable.missing(name)
   for j, item in enumerate(value):
-    item = _integer(item, f"{where}[{j}]")
-    if not 0 <= item < vocab_size:
-      raise RequestError(f"{where}[{j}]: unknown item id {item}; expected 1..{vocab_size - 1} "
-                         "(0 is padding)")
-    if item:
+    if name in servable.lookups:
+      item = _looked_up(item, f"{where}[{j}]", name, servable)
+    else:
+      item = _integer(item, f"{where}[{j}]")
+      if not 0 <= item < vocab_size:
+        raise RequestError(f"{where}[{j}]: unknown item id {item}; expected 1..{vocab_size - 1} "
+                           "(0 is padding)")
+    if item != padding:
       items.append(item)
   items = items[len(items) - length:] if len(items) > length else items  # The newest H.
-  return items + [0] * (length - len(items))
+  return items + [padding] * (length - len(items))
 
 
 def _check_batch(size: int, where: str, max_batch: int) -> None:
@@ -89,10 +110,12 @@ def _parse_instances(instances, servable: Servable, max_batch: int) -> dict[str,
     if USER_ID not in instance:
       raise RequestError(f"{where}: missing user_id (required)")
     for name, vocab_size in servable.scalar_inputs.items():
-      columns[name].append(_scalar_id(instance.get(name, 0), f"{where}.{name}", name, vocab_size))
+      columns[name].append(_scalar_id(instance.get(name, servable.missing(name)),
+                                      f"{where}.{name}", name, vocab_size, servable))
     for name, (length, vocab_size) in servable.list_inputs.items():
-      columns[name].append(_history(instance.get(name, []), f"{where}.{name}", length, vocab_size))
-  return {name: np.asarray(values, np.int64) for name, values in columns.items()}
+      columns[name].append(_history(instance.get(name, []), f"{where}.{name}", name, length,
+                                    vocab_size, servable))
+  return {name: servable.column(values, name) for name, values in columns.items()}
 
 
 def _parse_inputs(inputs, servable: Servable, max_batch: int) -> dict[str, np.ndarray]:
@@ -109,21 +132,21 @@ def _parse_inputs(inputs, servable: Servable, max_batch: int) -> dict[str, np.nd
   _check_batch(batch, "inputs.user_id", max_batch)
   features = {}
   for name, vocab_size in servable.scalar_inputs.items():
-    values = inputs.get(name, [0] * batch)
+    values = inputs.get(name, [servable.missing(name)] * batch)
     if not isinstance(values, list) or len(values) != batch:
       raise RequestError(f"inputs.{name}: expected an array of {batch} integers (one per user_id), "
                          f"got {_show(values)}")
-    features[name] = np.asarray(
-        [_scalar_id(v, f"inputs.{name}[{i}]", name, vocab_size) for i, v in enumerate(values)],
-        np.int64)
+    features[name] = servable.column(
+        [_scalar_id(v, f"inputs.{name}[{i}]", name, vocab_size, servable)
+         for i, v in enumerate(values)], name)
   for name, (length, vocab_size) in servable.list_inputs.items():
     rows = inputs.get(name, [[]] * batch)
     if not isinstance(rows, list) or len(rows) != batch:
       raise RequestError(f"inputs.{name}: expected an array of {batch} arrays of item ids (one per "
                          f"user_id), got {_show(rows)}")
-    features[name] = np.asarray(
-        [_history(row, f"inputs.{name}[{i}]", length, vocab_size) for i, row in enumerate(rows)],
-        np.int64).reshape(batch, length)
+    features[name] = servable.column(
+        [_history(row, f"inputs.{name}[{i}]", name, length, vocab_size, servable)
+         for i, row in enumerate(rows)], name).reshape(batch, length)
   return features
 
 
