@@ -144,3 +144,33 @@ def test_a_damaged_backup_is_named_not_restored(config, monkeypatch):
   with pytest.raises(run_dir.BrokenCheckpointError,
                      match=f"^{backup}: broken checkpoint.*backup of a killed run.*--restart"):
     training.train(config, verbose=0)
+
+
+def test_a_kill_while_an_epoch_ends_redoes_that_epoch(tiny_data_dir, tmp_path, monkeypatch):
+  # A backup every step: Keras' own callback backs up the last step of each epoch and counts the
+  # epoch as done, so a kill during the epoch-end callbacks (here: while history.csv gets epoch
+  # 1's row) resumed at epoch 2, that epoch's row and validation never made.
+  from uma2_tf import fit_callbacks
+
+  config = training.TrainConfig(dataset="uma2_simulated/tiny", data_dir=tiny_data_dir,
+                                output_dir=str(tmp_path / "run"), batch_size=512, epochs=3,
+                                backup_every_steps=1, early_stopping_patience=0,
+                                evaluate_each_epoch=False)
+
+  class Killed(Exception):
+    pass
+
+  real_end = fit_callbacks.HistoryLogger.on_epoch_end
+
+  def killed_at_epoch_1(self, epoch, logs=None):
+    if epoch == 1:
+      raise Killed
+    real_end(self, epoch, logs)
+
+  monkeypatch.setattr(fit_callbacks.HistoryLogger, "on_epoch_end", killed_at_epoch_1)
+  with pytest.raises(Killed):
+    training.train(config, verbose=0)
+  assert epochs_in(config.output_dir) == [0]
+  monkeypatch.setattr(fit_callbacks.HistoryLogger, "on_epoch_end", real_end)
+  training.train(config, verbose=0)
+  assert epochs_in(config.output_dir) == [0, 1, 2]

@@ -80,6 +80,28 @@ class ResumeLogger(keras.callbacks.Callback):
                      epoch + 1)
 
 
+class EpochExactBackup(keras.callbacks.BackupAndRestore):
+  """`BackupAndRestore` whose backups never skip the end of an epoch.
+
+  Keras counts a step-based backup taken at the last step of an epoch as the whole epoch done: a
+  run killed after it, while the epoch-end callbacks run, resumes at the next epoch, and that
+  epoch's validation, history.csv row, checkpoint and early-stopping check never happen. Here the
+  last step of an epoch is not backed up by step; every epoch ends with a backup instead, taken
+  after the other callbacks' epoch-end work (this callback goes last in the list).
+  """
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.save_freq != "epoch" and batch == self.params.get("steps", 0) - 1:
+      self._batches_count = 0  # The epoch-end backup below stands for this step's.
+      return
+    super().on_train_batch_end(batch, logs)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.save_freq == "epoch":
+      super().on_epoch_end(epoch, logs)
+    else:
+      self._backup(epoch=epoch)
+
 
 def training_callbacks(config, run: RunDir, task: distribute.Task,
                        validation_evaluator: evaluation.Evaluator | None,
@@ -91,9 +113,7 @@ def training_callbacks(config, run: RunDir, task: distribute.Task,
       *([EvaluationCallback(validation_evaluator)] if config.evaluate_each_epoch else []),
       # Under parameter_server batch-level logs are remote futures TerminateOnNaN cannot read.
       *([] if asynchronous else [keras.callbacks.TerminateOnNaN()]),
-      # Under multi_worker these three write the chief's files and a temporary copy elsewhere.
-      keras.callbacks.BackupAndRestore(
-          run.backup_dir, save_freq="epoch" if asynchronous else config.backup_every_steps),
+      # Under multi_worker these write the chief's files and a temporary copy elsewhere.
       ResumeLogger(task),
       keras.callbacks.ModelCheckpoint(run.epoch_checkpoints, save_weights_only=True),
       keras.callbacks.TensorBoard(run.tensorboard_dir, update_freq=100),
@@ -103,4 +123,7 @@ def training_callbacks(config, run: RunDir, task: distribute.Task,
     callbacks.append(keras.callbacks.EarlyStopping(
         monitor=f"val_{config.monitor}", mode="max", patience=config.early_stopping_patience,
         restore_best_weights=True))
+  # Last: an epoch counts as done in the backup only once every callback above has ended it.
+  callbacks.append(EpochExactBackup(
+      run.backup_dir, save_freq="epoch" if asynchronous else config.backup_every_steps))
   return callbacks
