@@ -77,6 +77,19 @@ class BuiltDataset:
     return tfds.builder_from_directory(self.directory).info
 
 
+def count_records(path: str) -> tuple[int, str | None]:
+  """(records read, None) if the TFRecord file `path` reads to its end, else (records before the
+  bad one unknown: -1, TensorFlow's reason: `corrupted record at N` or `truncated record at N`)."""
+  import tensorflow as tf
+
+  try:
+    return int(tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64),
+                                                     lambda n, _: n + 1)), None
+  except tf.errors.DataLossError as e:
+    found = re.search(r"(corrupted|truncated) record at \d+", e.message)
+    return -1, found.group(0) if found else e.message.strip().splitlines()[0]
+
+
 def find_corrupt_shard(files: Iterable[str]) -> tuple[str, str] | None:
   """(path, TensorFlow's reason) of the first of `files` that cannot be read to its end (a record
   whose length or checksum is wrong, or a file cut short), or None if every one reads.
@@ -84,14 +97,10 @@ def find_corrupt_shard(files: Iterable[str]) -> tuple[str, str] | None:
   Reads every record of every file: it is for naming the file once a read has failed, not for
   every run.
   """
-  import tensorflow as tf
-
   for path in files:
-    try:
-      tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1)
-    except tf.errors.DataLossError as e:
-      found = re.search(r"(corrupted|truncated) record at \d+", e.message)
-      return path, found.group(0) if found else e.message.strip().splitlines()[0]
+    _, reason = count_records(path)
+    if reason is not None:
+      return path, reason
   return None
 
 
@@ -122,15 +131,9 @@ def check_split_files(name: str, directory: str, split: str, files: Sequence[str
     return
   culprit, reason = files[0], f"the split's shards hold {size} bytes, {expected} were written"
   for path, length in zip(files, shard_lengths):
-    try:
-      count = int(tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64),
-                                                        lambda n, _: n + 1))
-    except tf.errors.DataLossError as e:
-      found = re.search(r"(corrupted|truncated) record at \d+", e.message)
-      culprit, reason = path, found.group(0) if found else e.message.strip().splitlines()[0]
-      break
-    if count != length:
-      culprit, reason = path, f"{count} records, {length} were written"
+    count, unreadable = count_records(path)
+    if unreadable is not None or count != length:
+      culprit, reason = path, unreadable or f"{count} records, {length} were written"
       break
   raise CorruptShardError(f"{culprit}: corrupt or truncated TFRecord shard of {name} ({reason}); "
                           f"remove {directory} and build the dataset again")
