@@ -7,6 +7,7 @@ or the ablation of UMA²'s gain across worlds; see `uma2_tf.experiment`.
     python -m pipelines.experiment --table=samplers             # every sampler on YTB and DAT
     python -m pipelines.experiment --table=ablation \
         --datasets=uma2_simulated/default,uma2_simulated/learned,uma2_simulated/noise_inf
+    python -m pipelines.experiment --table=remi                 # IHN and RR on MIND, ComiRec
 
 Writes to --report_dir: table1.md (the table, lifts, paired tests), runs.csv (every run),
 comparisons.json, table1.png, experiment.json (the grid) and runs/<run id>/ (each training run's
@@ -15,7 +16,10 @@ samplers.md (per tower: accuracy, popularity bias, s/epoch, paired tests against
 the samplers' claims), samplers.csv, samplers.json, samplers.png and experiment_samplers.json;
 with --table=ablation (default dir reports/ablation[_quick]): ablation.md (per world and tower the
 rows, the named comparisons and the decomposition of UMA²'s gain), ablation.csv, ablation.json,
-ablation.png, and per world <world config name>/experiment_ablation.json and its runs/.
+ablation.png, and per world <world config name>/experiment_ablation.json and its runs/;
+with --table=remi (default dir reports/remi_<dataset config>[_quick]): remi.md (per backbone the
+rows base, +IHN, +RR, +IHN+RR under the sequential protocol, their routing collapse and paired
+tests against base), remi.csv, remi.json, remi.png and experiment_remi.json.
 Killed, the same command resumes: finished runs are kept, the interrupted one resumes from its
 last backup; a run the other table already trained in the same report dir (same config) is
 reused. The settings every run shares are `TrainConfig`'s own flags (`SHARED_FIELDS`: --dataset,
@@ -34,7 +38,7 @@ from absl import app, flags, logging
 from uma2_tf import atomic_files, config_flags, training
 
 SHARED_FIELDS = ("dataset", "data_dir", "strategy", "precision", "batch_size", "learning_rate",
-                 "epochs", "eval_ks", "backup_every_steps", "validation")
+                 "epochs", "eval_ks", "backup_every_steps", "validation", "num_interests", "remi")
 
 FLAGS = flags.FLAGS
 # The training settings every run of the grid shares, as `TrainConfig`'s own flags and defaults
@@ -44,34 +48,39 @@ flags.DEFINE_string("table", "table1", "Which table: table1 (the paper's Table 1
                     "(SS-A, uniform, popularity^0.75, in-batch with and without logQ, mixed, "
                     "hybrid, SS-ABC(fixed) and UMA² on YouTube DNN and DAT) or ablation (where "
                     "UMA²'s gain comes from: GMM(random), GMM(fixed), multi-task only, own tables, "
-                    "UMA², self-norm, in each world of --datasets).")
+                    "UMA², self-norm, in each world of --datasets) or remi (IHN and RR on "
+                    "MIND, ComiRec-SA and ComiRec-DR under the sequential protocol; IHN's β and "
+                    "RR's λ: --remi.ihn_beta, --remi.rr_lambda, default 1 and 12800).")
 flags.DEFINE_list("datasets", None, "--table=ablation: the worlds to compare, in this order "
                   "(default: --dataset).")
 flags.DEFINE_string("report_dir", None, "Where the report and the runs go (default: "
                     "reports/experiment_<dataset config>[_quick], --table=samplers: "
                     "reports/samplers_<dataset config>[_quick], --table=ablation: "
-                    "reports/ablation[_quick]).")
+                    "reports/ablation[_quick], --table=remi: reports/remi_<dataset config>"
+                    "[_quick]).")
 flags.DEFINE_boolean("quick", False, "2 epochs each, evaluated once at the end; for Table 1 also "
                      "the quick grid (YouTube DNN: SS-A, SS-AB, SS-ABC(random), SS-ABC(fixed), "
                      "UMA², UMA²_SOS).")
 flags.DEFINE_list("seeds", None, "Seeds of every cell (default: 0,1,2; --quick, "
-                  "--table=samplers or ablation: 0,1).")
+                  "--table=samplers, ablation or remi: 0,1).")
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from the finished runs.")
 flags.DEFINE_list("towers", None,
                   "Keep only the grid's runs on these towers (e.g. youtube_dnn,dat); "
-                  "--table=ablation: its towers, any but ESAM's (default youtube_dnn).")
+                  "--table=ablation: its towers, any but ESAM's (default youtube_dnn); "
+                  "--table=remi: multi-interest towers (default mind,comirec_sa,comirec_dr).")
 flags.DEFINE_list("rows", None, "Keep only these rows, by run-id slug: ss_a, ss_ab, ss_abc_random, "
                   "ss_abc_fixed, uma2, uma2_sos, uma2_self_norm; --table=samplers: ss_a, "
                   "ss_abc_random, popularity_0_75, in_batch, in_batch_logq, mixed, hybrid, "
                   "ss_abc_fixed, uma2; --table=ablation: ss_abc_random, ss_abc_fixed, "
-                  "uma2_multitask, uma2_own_tables, uma2, uma2_self_norm.")
+                  "uma2_multitask, uma2_own_tables, uma2, uma2_self_norm; --table=remi: "
+                  "remi_base, remi_ihn, remi_rr, remi_ihn_rr.")
 
 QUICK_SEEDS, QUICK_EPOCHS = ("0", "1"), 2
-TABLES = ("table1", "samplers", "ablation")
+TABLES = ("table1", "samplers", "ablation", "remi")
 SAMPLERS_SEEDS = ("0", "1")
 # Each table's file of the grid it ran (per world for the ablation).
 EXPERIMENT_FILES = {"table1": "experiment.json", "samplers": "experiment_samplers.json",
-                    "ablation": "experiment_ablation.json"}
+                    "ablation": "experiment_ablation.json", "remi": "experiment_remi.json"}
 
 
 def check_table() -> str:
@@ -104,7 +113,7 @@ def settings():
   from uma2_tf.experiment import grid as grid_lib
 
   table = check_table()
-  default_seeds = SAMPLERS_SEEDS if table in ("samplers", "ablation") else (
+  default_seeds = SAMPLERS_SEEDS if table in ("samplers", "ablation", "remi") else (
       QUICK_SEEDS if FLAGS.quick else ("0", "1", "2"))
   seeds = FLAGS.seeds or default_seeds
   try:
@@ -119,6 +128,11 @@ def settings():
   elif table == "ablation":  # Its towers are chosen, not filtered: the rows run on any tower.
     try:
       grid = grid_lib.ablation_grid(seeds, FLAGS.towers or ("youtube_dnn",))
+    except ValueError as e:
+      raise ValueError(f"--towers: {e}") from None
+  elif table == "remi":
+    try:
+      grid = grid_lib.remi_grid(seeds, FLAGS.towers or grid_lib.REMI_TOWERS)
     except ValueError as e:
       raise ValueError(f"--towers: {e}") from None
   else:
@@ -143,11 +157,18 @@ def settings():
     # Quick runs are too short for early stopping to matter: one evaluation, at the end.
     defaults = dataclasses.replace(defaults, epochs=QUICK_EPOCHS, early_stopping_patience=0,
                                    evaluate_each_epoch=False)
+  if table == "remi":
+    # The cells' own settings, so that --remi.ihn_beta / --remi.rr_lambda make a valid base.
+    defaults = dataclasses.replace(
+        defaults, tower=grid_lib.REMI_TOWERS[0], loss=dataclasses.replace(defaults.loss,
+                                                                          use_nsdn=False),
+        sampling=dataclasses.replace(defaults.sampling, strategy="sampled"))
   base = config_flags.resolve(training.TrainConfig, base=defaults)
   config_name = FLAGS.dataset.split("/")[-1]
   quick = "_quick" if FLAGS.quick else ""
   report_dir = FLAGS.report_dir or os.path.join("reports", {
-      "samplers": f"samplers_{config_name}{quick}", "ablation": f"ablation{quick}"}.get(
+      "samplers": f"samplers_{config_name}{quick}", "ablation": f"ablation{quick}",
+      "remi": f"remi_{config_name}{quick}"}.get(
           table, f"experiment_{config_name}{quick}"))
   return grid, base, report_dir
 
@@ -162,6 +183,10 @@ def title(grid, base) -> str:
   if FLAGS.table == "samplers":
     return (f"Negative samplers table on {base.dataset}: {towers}"
             f"{', quick' if FLAGS.quick else ''}, {epochs}, {seeds}")
+  if FLAGS.table == "remi":
+    return (f"REMI on {base.dataset} (sequential protocol): {towers}"
+            f"{', quick' if FLAGS.quick else ''}, "
+            f"{'up to ' if base.early_stopping_patience else ''}{epochs}, {seeds}")
   if FLAGS.table == "ablation":
     return (f"Where UMA²'s gain comes from, on {', '.join(worlds())}: {towers}"
             f"{', quick' if FLAGS.quick else ''}, "
@@ -181,7 +206,7 @@ def main(argv):
   from uma2_tf.experiment import ablation_table
   from uma2_tf.experiment import grid as grid_lib
   from uma2_tf.experiment import report as report_lib
-  from uma2_tf.experiment import samplers_table
+  from uma2_tf.experiment import remi_table, samplers_table
   from uma2_tf.sources import registry
 
   try:
@@ -211,6 +236,8 @@ def main(argv):
   try:
     if table == "ablation":
       report = ablation_table.write_report(report_dir, datasets, grid, title(grid, base))
+    elif table == "remi":
+      report = remi_table.write_report(report_dir, grid, title(grid, base))
     else:
       write = samplers_table.write_report if table == "samplers" else report_lib.write_report
       report = write(report_dir, grid, title(grid, base))

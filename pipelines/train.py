@@ -60,6 +60,8 @@ ALIASES = {
     "negatives": "sampling.strategy", "popularity_source": "sampling.popularity_source",
     "hybrid_share": "sampling.hybrid_share", "corpus_negatives": "sampling.corpus_negatives",
     "logq": "softmax.logq", "temperature": "softmax.temperature",
+    "sampled_negatives": "sampling.sampled_negatives", "ihn_beta": "remi.ihn_beta",
+    "rr_lambda": "remi.rr_lambda",
 }
 config_flags.define_aliases(ALIASES)
 flags.DEFINE_boolean("restart", False, "Remove what an earlier run left in --output_dir "

@@ -202,7 +202,7 @@ def test_experiment_cli_bad_flags(tmp_path):
   bad = _cli("--table=foo", f"--report_dir={tmp_path}", timeout=120)
   lines = [line for line in bad.stderr.splitlines() if "--table" in line]
   assert bad.returncode == 2 and lines == ["error: --table: expected one of table1, samplers, "
-                                           "ablation, got 'foo'"], bad.stderr
+                                           "ablation, remi, got 'foo'"], bad.stderr
   for flag, value in (("--rows", "uma3"), ("--towers", "bert")):
     bad = _cli(f"{flag}={value}", f"--report_dir={tmp_path}", timeout=120)
     assert bad.returncode == 2 and flag in bad.stderr and value in bad.stderr, bad.stderr

@@ -1,5 +1,5 @@
 """FM and MIND towers against numpy on hand examples, multi-interest retrieval, the real trainer on
-`tiny`, and export's refusal of multi-interest towers."""
+`tiny`, and FM's export as a single-vector tower (MIND's: `test_export_multi_interest`)."""
 import uma2_tf  # noqa: F401
 
 import os
@@ -195,6 +195,41 @@ def test_routing_over_the_active_interests_only():
   np.testing.assert_array_equal(got[2], 0.0)
 
 
+def numpy_routing_weights(behaviours, real, bilinear, logits, iterations, active=None):
+  """The w_ij [H, K] of MIND's last routing iteration, for one user."""
+  mapped = behaviours @ bilinear
+  b = logits.copy()
+  for _ in range(iterations):
+    masked = b if active is None else np.where(active[None, :], b, -np.inf)
+    w = np.exp(masked - masked.max(1, keepdims=True))
+    w = w / w.sum(1, keepdims=True) * real[:, None]
+    capsules = np.stack([numpy_squash(z) for z in w.T @ mapped])
+    b = b + mapped @ capsules.T
+  return w
+
+
+def test_routing_weights_of_one_iteration_by_hand():
+  # w_i = softmax_j(b_i) for the two real behaviours, 0 for the padding one.
+  capsules, weights = routing_layer(1)(tf.constant(BEHAVIOURS), tf.constant(REAL),
+                                       return_weights=True)
+  want = [[1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(1.0))],
+          [1 / (1 + np.exp(0.2)), 1 / (1 + np.exp(-0.2))], [0.0, 0.0]]
+  np.testing.assert_allclose(weights.numpy()[0], want, atol=1e-6)
+  np.testing.assert_array_equal(capsules, routing_layer(1)(tf.constant(BEHAVIOURS),
+                                                           tf.constant(REAL)))
+
+
+@pytest.mark.parametrize("iterations", [2, 3])
+def test_routing_weights_are_the_last_iterations(iterations):
+  _, weights = routing_layer(iterations)(tf.constant(BEHAVIOURS), tf.constant(REAL),
+                                         return_weights=True)
+  want = numpy_routing_weights(BEHAVIOURS[0].astype(np.float64), REAL[0], BILINEAR, LOGITS,
+                               iterations)
+  np.testing.assert_allclose(weights.numpy()[0], want, atol=1e-6)
+  assert np.abs(want[:2] - numpy_routing_weights(BEHAVIOURS[0].astype(np.float64), REAL[0],
+                                                 BILINEAR, LOGITS, 1)[:2]).max() > 1e-3
+
+
 # --- MIND: label-aware attention and the tower --------------------------------------------------
 
 
@@ -246,6 +281,50 @@ def test_label_aware_attention_skips_unused_interests():
   got = tower.matching_logits(f, tf.constant(INTERESTS), tf.constant(SLOTS)).numpy()
   want = numpy_attention_logits(INTERESTS, SLOTS, lambda x: x ** 2, active=np.array([1, 1, 0]) > 0)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_argmax_attention_scores_with_the_closest_active_interest():
+  # User 0 (8 items, K' = 3): inner products 1, 0.5, 2.5 with its positive [1, 0.5], so k* = 2.
+  # User 1 (4 items, K' = 2): 1, -2, 6 with [0, 2]; interest 3 is the closest but unused: k* = 0.
+  tower = mind_lib.MIND(SCHEMA, CATALOG, num_interests=3, attention="argmax")
+  f = features(history=np.array([[1, 2, 3, 1, 2, 3, 1, 2], [1, 2, 3, 1, 0, 0, 0, 0]], np.int64))
+  interests = tf.constant([[[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]],
+                           [[0.5, 0.5], [1.0, -1.0], [0.0, 3.0]]])
+  slots = tf.constant(SLOTS)
+  with tf.GradientTape() as tape:
+    tape.watch(interests)
+    got = tower.matching_logits(f, interests, slots)
+  np.testing.assert_allclose(got, [[2.5, 1.0, 3.0], [1.0, 1.0, -0.5]], atol=1e-6)
+  np.testing.assert_allclose(tower.training_query(f, interests, slots[:, 0]),
+                             [[2.0, 1.0], [0.5, 0.5]])
+  # Only the chosen interest is trained: sum_n e_n for it, 0 for the others.
+  np.testing.assert_allclose(tape.gradient(got, interests),
+                             [[[0, 0], [0, 0], [3.0, 0.5]], [[0, 3.0], [0, 0], [0, 0]]])
+  with pytest.raises(ValueError, match="hard_readout"):
+    mind_lib.label_aware_weights(interests, slots[:, 0], 2.0, "argmax")
+
+
+def test_mind_interest_routing_is_the_last_routing_weights():
+  tower = mind_lib.MIND(SCHEMA, CATALOG, num_interests=3, hidden=(8,), output_dim=5,
+                        embedding_dim=4, capsule_dim=6)
+  # User 0 has 5 real items (K' = 2), user 1 one (K' = 1), then padding.
+  history = np.array([[1, 2, 3, 1, 2, 0, 0, 0], [2, 0, 0, 0, 0, 0, 0, 0]], np.int64)
+  f = features(history=history)
+  interests, a = (x.numpy() for x in tower.interest_routing(f))
+  assert a.shape == (2, 3, 8) and a.dtype == np.float32
+  np.testing.assert_array_equal(interests, tower.user_embedding(f))
+  real = history != 0
+  np.testing.assert_array_equal(a[np.broadcast_to(~real[:, None], a.shape)], 0.0)
+  np.testing.assert_array_equal(a[0, 2], 0.0)  # Interests beyond K' route nothing.
+  np.testing.assert_array_equal(a[1, 1:], 0.0)
+  np.testing.assert_allclose(a.sum(1), real.astype(np.float32), atol=1e-6)
+  behaviours = tower.pooled_items(tf.constant(history)).numpy().astype(np.float64)
+  bilinear = tower.routing.bilinear.numpy().astype(np.float64)
+  logits = tower.routing.initial_logits.numpy().astype(np.float64)
+  for user, used in ((0, 2), (1, 1)):
+    want = numpy_routing_weights(behaviours[user], real[user].astype(np.float64), bilinear,
+                                 logits, 3, np.arange(3) < used)
+    np.testing.assert_allclose(a[user], want.T, atol=1e-6)
 
 
 def test_mind_tower_shapes_and_shared_vectors():
@@ -395,15 +474,6 @@ def test_fm_and_mind_train_through_the_trainer(tiny_data_dir, tmp_path, tower):
     assert np.isfinite(value) and (name.startswith("avg_popularity@") or 0.0 <= value <= 1.0), name
   assert all(np.isfinite(v) for v in results["propensity_auc"].values())  # NSDN shares the tables.
   assert os.path.exists(os.path.join(str(tmp_path), "checkpoints", "final.index"))
-
-
-def test_export_refuses_a_multi_interest_tower(tmp_path):
-  tower = mind_lib.MIND(SCHEMA, CATALOG, num_interests=4)
-  export_dir = str(tmp_path / "exports")
-  with pytest.raises(ValueError, match="tower mind returns 4 interests per user; export of "
-                                       "multi-interest towers is not supported"):
-    export.write_version(export.ExportConfig(export_dir=export_dir), tower, SCHEMA, max_history=3)
-  assert not os.path.exists(export_dir) or os.listdir(export_dir) == []
 
 
 def test_fm_exports_as_a_single_vector_tower(tmp_path):

@@ -19,9 +19,11 @@ LAYERS = [
     ("losses", ["uma2_tf.tasks"]),
     ("models", ["uma2_tf.models"]),
     ("metrics and evaluation", ["uma2_tf.metrics", "uma2_tf.bias_metrics", "uma2_tf.evaluation",
-                                "uma2_tf.profiling"]),
+                                "uma2_tf.profiling", "uma2_tf.routing_metrics",
+                                "uma2_tf.sequential_evaluation"]),
     ("serving", ["uma2_tf.serving"]),
-    ("training", ["uma2_tf.training", "uma2_tf.fit_callbacks", "uma2_tf.run_evaluators"]),
+    ("training", ["uma2_tf.training", "uma2_tf.train_config", "uma2_tf.fit_callbacks",
+                  "uma2_tf.run_evaluators"]),
     ("export", ["uma2_tf.export", "uma2_tf.raw_ids"]),
     ("experiments", ["uma2_tf.experiment"]),
 ]

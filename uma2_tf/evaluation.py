@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from uma2_tf import bias_metrics
+from uma2_tf import bias_metrics, routing_metrics
 from uma2_tf import metrics as metrics_lib
 from uma2_tf.data import batch_keys
 from uma2_tf.data import reading
@@ -53,6 +53,8 @@ class Evaluator:
       validation records of `train`: `splits.Holdout.keep_validation`); None: all of them.
     name: what the records are called in messages (default: the split's name).
   """
+
+  ndcg = False  # Whether the metrics include NDCG@K (the sequential protocol's do).
 
   def __init__(self, dataset: reading.BuiltDataset, ks: Sequence[int] = (50, 100, 200),
                max_history: int = 50, split: str = "test", auc_positives: int = 20000,
@@ -109,7 +111,8 @@ class Evaluator:
   def _reference_results(self) -> dict:
     num_users = len(self.truth)
     popular = metrics_lib.popularity_top_k(self.dataset.catalog.click_count, self.k_max, num_users)
-    results = {"popularity": metrics_lib.retrieval_metrics(popular, self.truth, self.ks)}
+    results = {"popularity": metrics_lib.retrieval_metrics(popular, self.truth, self.ks,
+                                                           ndcg=self.ndcg)}
     results["popularity"].update(self._bias(popular))
     self.true_top = None
     from uma2_tf.sources import simulator
@@ -117,7 +120,7 @@ class Evaluator:
       world = simulator.World.load(self.dataset.directory)
       self.true_top = np.asarray(world.true_top_k(self.users[schema_lib.USER_ID], self.k_max))
       results["popularity"].update(metrics_lib.oracle_metrics(popular, self.true_top, self.ks))
-      oracle = metrics_lib.retrieval_metrics(self.true_top, self.truth, self.ks)
+      oracle = metrics_lib.retrieval_metrics(self.true_top, self.truth, self.ks, ndcg=self.ndcg)
       oracle.update(metrics_lib.oracle_metrics(self.true_top, self.true_top, self.ks))
       oracle.update(self._bias(self.true_top))
       results["oracle"] = oracle
@@ -136,7 +139,8 @@ class Evaluator:
     retrieved, _ = metrics_lib.top_k_items(self.user_embeddings(tower), self.item_embeddings(tower),
                                            self.k_max)
     retrieved = np.asarray(retrieved)
-    per_user = metrics_lib.per_user_retrieval_metrics(retrieved, self.truth, self.ks)
+    per_user = metrics_lib.per_user_retrieval_metrics(retrieved, self.truth, self.ks,
+                                                      ndcg=self.ndcg)
     self.last_per_user = {schema_lib.USER_ID: self.users[schema_lib.USER_ID], **per_user}
     out = {name: float(np.mean(values)) for name, values in per_user.items()}
     if self.true_top is not None:
@@ -183,11 +187,15 @@ class Evaluator:
     return auc
 
   def evaluate(self, model) -> dict:
-    """All results: the model's, the references', and the propensity heads' AUC if it has them."""
+    """All results: the model's, the references', the propensity heads' AUC if it has them, and
+    a multi-interest tower's routing collapse (`routing_metrics`)."""
     results = {"model": self.model_metrics(model.tower), **self.reference}
     auc = self.propensity_auc(model)
     if auc:
       results["propensity_auc"] = auc
+    routing = routing_metrics.routing_collapse(model.tower, self.users)
+    if routing is not None:
+      results["routing"] = routing
     return results
 
 
@@ -198,6 +206,8 @@ def results_markdown(results: dict, ks) -> str:
   """The final evaluation as metrics.md: the test day's table, its bias table and AUCs, then
   `test_random`'s."""
   table = _tables(results, ks) + _auc_line(results, "the test day")
+  if "routing" in results:
+    table += "\n\n" + routing_metrics.routing_markdown(results["routing"]) + "\n"
   if TEST_RANDOM in results:
     random_results = results[TEST_RANDOM]
     table += (f"\n\n## {TEST_RANDOM}: randomly exposed items (unbiased)\n\n"

@@ -9,8 +9,8 @@
     #   brute_force_model/   the same signature, exact, stock TF ops only             (TF Serving)
     #   item_embeddings.npz  item_ids [N] (dense), raw_item_ids [N] (as the models return them),
     #                        embeddings [N, d] of the whole corpus
-    #   metadata.json        inputs and their vocabularies, max_k, ScaNN parameters, the run's
-    #                        config and metrics, dataset, commit
+    #   metadata.json        inputs and their vocabularies, max_k, num_interests, embedding_dim,
+    #                        ScaNN parameters, the run's config and metrics, dataset, commit
 
 Every signature is `serving_default` and takes `user_id` [B], one int64 [B] input per user
 feature (its dense value), `history` [B, H] (clicked item ids, oldest first, padded after them);
@@ -19,6 +19,14 @@ the retrieval models also take `k`, an int32 scalar (1 <= k <= max_k), and retur
 are the logs' raw ones, int64 or string, for a dataset that keeps them, the dense ones (int64,
 0-padded) for a simulated world: `metadata.json`'s `ids` says which, and the padding value
 (`uma2_tf.raw_ids`). Unknown ids are answered, not refused.
+
+The query model's output is `user_embedding`: float32 [B, d] for a single-vector tower (K = 1,
+also a multi-interest tower built with one interest), [B, K, d] for a multi-interest tower with
+K > 1 interests (MIND), metadata.json's `num_interests`. The retrieval models answer a K > 1
+tower with the same outputs as any other: each interest retrieves its top k from the index, and
+the K·k candidates merge inside the graph (`merge_interests`): an item's score is its best
+interest's, an item reached by several interests is listed once, equal scores list the lower
+dense id first, as `metrics.top_k_items` ranks offline.
 
 The version is written in a temporary directory beside the others (a name that is not a number,
 so servers ignore it) and renamed into place once complete: a server polling the export dir never
@@ -142,23 +150,69 @@ def input_metadata(schema: schema_lib.LogSchema, max_history: int,
   return inputs
 
 
+def merge_interests(scores, ids, k):
+  """Merges candidate lists by score: each id once, at its best score; the top k of them.
+
+  The K interests of a user each retrieve their top k; an item's score is its best interest's, so
+  the user's top k is among those K·k candidates (an item in it is in its best interest's top k).
+  Stock TF ops only, so it runs inside the brute-force SavedModel too.
+
+  Args:
+    scores: float [B, M], the candidates' scores (M = K·k, interest-major); NaN marks a slot the
+      index could not fill (ScaNN's padding), which never wins over a real score.
+    ids: int [B, M], their (dense) item ids.
+    k: int scalar, at most this many items per user.
+  Returns:
+    (scores, ids), [B, min(k, M)] each, by decreasing score, equal scores by lower id first (the
+    rule of `metrics.top_k_items`). A slot left without a distinct real candidate has a NaN score,
+    as ScaNN marks its own.
+  """
+  scores, ids = tf.convert_to_tensor(scores), tf.convert_to_tensor(ids)
+  lowest = tf.constant(-np.inf, scores.dtype)
+  key = tf.where(tf.math.is_nan(scores), lowest, scores)
+  # Ordered by id, and within an id by decreasing score: two stable sorts, the minor key first.
+  # The first of each run of equal ids then holds that id's best score; the others are dropped.
+  order = tf.argsort(key, axis=1, direction="DESCENDING", stable=True)
+  order = tf.gather(order, tf.argsort(tf.gather(ids, order, batch_dims=1), axis=1, stable=True),
+                    batch_dims=1)
+  ids, key = tf.gather(ids, order, batch_dims=1), tf.gather(key, order, batch_dims=1)
+  first = tf.concat([tf.ones_like(ids[:, :1], tf.bool), tf.not_equal(ids[:, 1:], ids[:, :-1])],
+                    axis=1)
+  key = tf.where(first, key, lowest)
+  # top_k keeps equal values in index order, here increasing id: ties list the lower id first.
+  values, index = tf.math.top_k(key, k=tf.minimum(k, tf.shape(key)[1]), sorted=True)
+  values = tf.where(tf.equal(values, lowest), tf.constant(np.nan, scores.dtype), values)
+  return values, tf.gather(ids, index, batch_dims=1)
+
+
+def _user_embedding(tower, dense, num_interests: int):
+  """The tower's user embedding: [B, d], or [B, K, d] for K > 1 (a one-interest [B, 1, d] is
+  squeezed, so it exports as a single-vector tower)."""
+  embedding = tower.user_embedding(dense)
+  if embedding.shape.rank == 3 and num_interests == 1:
+    embedding = embedding[:, 0]
+  return embedding
+
+
 class _QueryModule(tf.Module):
-  def __init__(self, tower, lookup: raw_ids.IdLookup, signature):
+  def __init__(self, tower, lookup: raw_ids.IdLookup, signature, num_interests: int = 1):
     super().__init__()
     self.tower, self.lookup = tower, lookup
 
     def serve(features):
       dense, _ = lookup.to_dense(features)
-      return {"user_embedding": tower.user_embedding(dense)}
+      return {"user_embedding": _user_embedding(tower, dense, num_interests)}
 
     self.serve = tf.function(serve, input_signature=[signature])
 
 
 class _RetrievalModule(tf.Module):
   """user features, k -> top-k (item_ids, scores) by `index` (a TFRS top-k layer over dense ids),
-  and `oov_ids`, how many of each user's ids the export does not know."""
+  and `oov_ids`, how many of each user's ids the export does not know. With K > 1 interests, each
+  searches the index and `merge_interests` combines their results."""
 
-  def __init__(self, tower, lookup: raw_ids.IdLookup, index, signature, max_k: int):
+  def __init__(self, tower, lookup: raw_ids.IdLookup, index, signature, max_k: int,
+               num_interests: int = 1):
     super().__init__()
     self.tower, self.lookup, self.index = tower, lookup, index
 
@@ -167,7 +221,17 @@ class _RetrievalModule(tf.Module):
       tf.debugging.assert_greater(k, 0, message="k must be >= 1")
       tf.debugging.assert_less_equal(k, max_k, message=f"k must be <= max_k={max_k}")
       dense, oov_ids = lookup.to_dense(features)
-      scores, ids = index(tower.user_embedding(dense), k=k)
+      queries = _user_embedding(tower, dense, num_interests)
+      if num_interests == 1:
+        scores, ids = index(queries, k=k)
+      else:
+        # One search of B·K queries (the indexes take rank-2 queries); rows come back user-major,
+        # so [B·K, k] reshapes to each user's K·k candidates.
+        users = tf.shape(queries)[0]
+        dim = queries.shape[-1] if queries.shape[-1] is not None else tf.shape(queries)[-1]
+        scores, ids = index(tf.reshape(queries, [-1, dim]), k=k)
+        scores, ids = merge_interests(tf.reshape(scores, [users, -1]),
+                                      tf.reshape(ids, [users, -1]), k)
       return {"item_ids": lookup.to_raw_items(ids), "scores": scores, "oov_ids": oov_ids}
 
     self.serve = tf.function(serve,
@@ -260,15 +324,14 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
   params = scann_parameters(num_items, config)
   vocabulary = vocabulary or raw_ids.IdVocabulary.dense(schema)
   signature = input_signature(schema, max_history, vocabulary)
-  # The query model and the indexes take one vector per user; K interests ([B, K, d], MIND) would
-  # need K searches and a merge that the serving signatures do not have. One padding-only user
-  # tells, before anything is written.
+  # How many interests the tower gives a user ([B, d]: one; [B, K, d]: K), which the models are
+  # traced for. One padding-only user tells, before anything is written.
   probe = tower.user_embedding({name: tf.zeros([1, *spec.shape[1:]], tf.int64)
                                 for name, spec in signature.items()})  # Dense: no lookup.
-  if probe.shape.rank != 2:
-    raise ValueError(f"tower {getattr(tower, 'name', type(tower).__name__)} returns "
-                     f"{probe.shape[1]} interests per user; export of "
-                     f"multi-interest towers is not supported")
+  if probe.shape.rank not in (2, 3):
+    raise ValueError(f"tower {getattr(tower, 'name', type(tower).__name__)}'s user_embedding is "
+                     f"{probe.shape}; expected [B, d] or [B, K, d]")
+  num_interests = probe.shape[1] if probe.shape.rank == 3 else 1
   version = config.version or next_version(config.export_dir)
   final_dir = os.path.join(config.export_dir, str(version))
   if os.path.exists(final_dir):
@@ -286,13 +349,14 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
              raw_item_ids=vocabulary.items)
 
     lookup = raw_ids.IdLookup(vocabulary)
-    query = _QueryModule(tower, lookup, signature)
+    query = _QueryModule(tower, lookup, signature, num_interests)
     tf.saved_model.save(query, os.path.join(tmp_dir, QUERY_MODEL),
                         signatures={"serving_default": query.serve})
 
     brute = tfrs.layers.factorized_top_k.BruteForce(k=params["max_k"])
     brute.index(candidates, identifiers)
-    brute_module = _RetrievalModule(tower, lookup, brute, signature, params["max_k"])
+    brute_module = _RetrievalModule(tower, lookup, brute, signature, params["max_k"],
+                                    num_interests)
     tf.saved_model.save(brute_module, os.path.join(tmp_dir, BRUTE_FORCE_MODEL),
                         signatures={"serving_default": brute_module.serve})
 
@@ -303,7 +367,8 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
         dimensions_per_block=params["dimensions_per_block"],
         training_iterations=params["training_iterations"])
     scann.index(candidates, identifiers)
-    scann_module = _RetrievalModule(tower, lookup, scann, signature, params["max_k"])
+    scann_module = _RetrievalModule(tower, lookup, scann, signature, params["max_k"],
+                                    num_interests)
     tf.saved_model.save(scann_module, os.path.join(tmp_dir, RETRIEVAL_MODEL),
                         signatures={"serving_default": scann_module.serve},
                         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
@@ -312,6 +377,7 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
         "model_name": config.model_name, "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(),
         "num_items": num_items, "max_k": params["max_k"], "embedding_dim": int(embeddings.shape[1]),
+        "num_interests": num_interests,
         "inputs": input_metadata(schema, max_history, vocabulary), "ids": vocabulary.metadata(),
         "scann": params,
         "models": {QUERY_MODEL: "stock TF ops", BRUTE_FORCE_MODEL: "stock TF ops, exact",

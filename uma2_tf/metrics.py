@@ -92,15 +92,15 @@ def top_k_items(user_emb: np.ndarray, item_emb: np.ndarray, k: int,
 
 
 def retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray],
-                      ks: Sequence[int]) -> dict:
+                      ks: Sequence[int], ndcg: bool = False) -> dict:
   """Hit rate, recall and precision at each K of `ks`, averaged over users (the means of
   `per_user_retrieval_metrics`, which see)."""
   return {name: float(np.mean(values))
-          for name, values in per_user_retrieval_metrics(retrieved, truth, ks).items()}
+          for name, values in per_user_retrieval_metrics(retrieved, truth, ks, ndcg).items()}
 
 
 def per_user_retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray],
-                               ks: Sequence[int]) -> dict:
+                               ks: Sequence[int], ndcg: bool = False) -> dict:
   """Hit, recall and precision at each K of `ks`, per user: what paired tests between two models
   evaluated on the same users compare.
 
@@ -109,6 +109,9 @@ def per_user_retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray
       metrics are on sets), at its first position.
     truth: U non-empty int arrays, the relevant item ids of each user.
     ks: cut-offs, each in [1, Kmax].
+    ndcg: also "ndcg@K" = DCG@K / IDCG@K, DCG = Σ over the hits at positions p = 0.. of
+      1 / log2(p + 2), IDCG the DCG of min(|truth|, K) hits at the top. (ComiRec's code divides by
+      the IDCG of the hits found instead, which is 1 for a single hit anywhere in the top K.)
 
   Returns:
     {"hitrate@K": 1.0 where the user has a relevant item in their top K else 0.0,
@@ -136,12 +139,17 @@ def per_user_retrieval_metrics(retrieved: np.ndarray, truth: Sequence[np.ndarray
   num_relevant = np.bincount(np.unique(truth_users * stride + truth_ids) // stride,
                              minlength=num_users)
   found = np.cumsum(hits, axis=1, dtype=np.int64)
+  discount = 1.0 / np.log2(np.arange(k_max, dtype=np.float64) + 2.0)
+  dcg = np.cumsum(hits * discount, axis=1) if ndcg else None
+  ideal = np.concatenate([[0.0], np.cumsum(discount)])  # ideal[n]: DCG of n hits at the top
   out = {}
   for k in ks:
     n = found[:, k - 1]
     out[f"hitrate@{k}"] = (n > 0).astype(np.float64)
     out[f"recall@{k}"] = n / num_relevant
     out[f"precision@{k}"] = n / k
+    if ndcg:
+      out[f"ndcg@{k}"] = dcg[:, k - 1] / ideal[np.minimum(num_relevant, k)]
   return out
 
 
@@ -230,14 +238,14 @@ def binary_auc(labels: np.ndarray, scores: np.ndarray,
 def metrics_table(results: Mapping[str, Mapping[str, float]], ks: Sequence[int]) -> str:
   """A markdown table, one row per retriever (in `results` order), one column per metric.
 
-  Columns follow K in `ks`, then hitrate, recall, precision, oracle_recall at that K; only metrics
-  present in some row appear (any other metric names go last, in first-seen order), and a row
-  without a metric has a blank cell. The bias metrics are left out: they have their own table
+  Columns follow K in `ks`, then hitrate, recall, precision, ndcg, oracle_recall at that K; only
+  metrics present in some row appear (any other metric names go last, in first-seen order), and a
+  row without a metric has a blank cell. The bias metrics are left out: they have their own table
   (`bias_table`). Numbers have 4 decimals. No trailing newline.
   """
   present = {name: None for row in results.values() for name in row
              if name.split("@")[0] not in BIAS_METRICS}
-  known = [f"{m}@{k}" for k in ks for m in (*RETRIEVAL_METRICS, *ORACLE_METRICS)]
+  known = [f"{m}@{k}" for k in ks for m in (*RETRIEVAL_METRICS, "ndcg", *ORACLE_METRICS)]
   columns = [c for c in known if c in present] + [c for c in present if c not in known]
   lines = ["| retriever | " + " | ".join(columns) + " |",
            "|---|" + "---:|" * len(columns)]

@@ -3,7 +3,11 @@
 `training.TrainConfig`.
 
     evaluator = test_evaluator(None, dataset, config)            # or check one given
+    holdout = training_holdout(dataset, config)                   # what training leaves out
     selector = validation_evaluator(dataset, config, holdout)     # None without validation
+
+Under `config.protocol == "sequential"` the evaluators are `SequentialEvaluator`s of the held-out
+validation and test users (`splits.user_holdout`).
 """
 from __future__ import annotations
 
@@ -11,15 +15,19 @@ import uma2_tf  # noqa: F401
 
 from absl import logging
 
-from uma2_tf import evaluation
+from uma2_tf import evaluation, sequential_evaluation
 from uma2_tf.data import reading, splits
 
 
 def test_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.BuiltDataset,
                    config) -> evaluation.Evaluator:
   """The evaluator given (checked against the run) or a new one of the test split."""
+  if evaluator is None and _sequential(config):
+    return _sequential_evaluator(dataset, config, splits.user_holdout(dataset), "test")
   if evaluator is None:
     return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
+  if isinstance(evaluator, sequential_evaluation.SequentialEvaluator) != _sequential(config):
+    raise ValueError(f"the evaluator given is not one of --protocol={config.protocol}")
   if (evaluator.dataset.directory != dataset.directory
       or evaluator.ks != tuple(sorted(config.eval_ks))
       or evaluator.max_history != config.sampling.max_history):
@@ -30,11 +38,21 @@ def test_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.Buil
   return evaluator
 
 
+def training_holdout(dataset: reading.BuiltDataset, config) -> splits.Holdout | splits.UserHoldout:
+  """The records training leaves out: the validation records, or the held-out users."""
+  if _sequential(config):
+    return splits.user_holdout(dataset)
+  return splits.holdout(dataset, config.validation, seed=config.seed)
+
+
 def validation_evaluator(dataset: reading.BuiltDataset, config,
-                         holdout: splits.Holdout) -> evaluation.Evaluator | None:
+                         holdout: splits.Holdout | splits.UserHoldout
+                         ) -> evaluation.Evaluator | None:
   """The evaluator of the validation records (None without a validation split)."""
-  if not holdout.enabled:
+  if not holdout.enabled or config.validation == splits.NONE:
     return None
+  if isinstance(holdout, splits.UserHoldout):
+    return _sequential_evaluator(dataset, config, holdout, splits.VALIDATION)
   try:
     return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history,
                                 split="train", keep=holdout.keep_validation,
@@ -54,3 +72,17 @@ def test_random_evaluator(dataset: reading.BuiltDataset,
   except evaluation.NoClicksError as e:
     logging.warning("%s: not evaluated on %s: %s", config.dataset, evaluation.TEST_RANDOM, e)
     return None
+
+
+def _sequential(config) -> bool:
+  return getattr(config, "protocol", "daily") == "sequential"
+
+
+def _sequential_evaluator(dataset, config, holdout: splits.UserHoldout, part: str):
+  sources, users = holdout.sources(part)
+  try:
+    return sequential_evaluation.SequentialEvaluator(
+        dataset, config.eval_ks, max_history=config.sampling.max_history, splits=sources,
+        users=users, name=f"{part} users")
+  except evaluation.NoClicksError as e:
+    raise ValueError(f"--protocol=sequential: {e}") from None

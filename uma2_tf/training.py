@@ -51,129 +51,33 @@ from uma2_tf import run_evaluators
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.data import reading
 from uma2_tf.sources import registry
-from uma2_tf.data import samplers, splits
+from uma2_tf.data import samplers
 from uma2_tf.models import towers
-from uma2_tf.tasks import InBatchSoftmaxTask, LossConfig, SoftmaxConfig, UMA2Task
+from uma2_tf.tasks import InBatchSoftmaxTask, UMA2Task
+from uma2_tf.tasks.remi import RoutingRegularizer, SampledSoftmaxTask
 from uma2_tf.models.uma2 import UMA2Model
 from uma2_tf.run_dir import RunDir
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Everything a training run depends on. Defaults: UMA²-YouTubeDNN, SS-ABC(fixed), the paper's
-  optimiser (Adam, lr 0.001, batch 512).
-
-  Attributes:
-    dataset: TFDS name with config.
-    data_dir: TFDS data dir.
-    output_dir: where the run writes (see the module docstring).
-    strategy: a name of `distribute.STRATEGIES`: `auto` (mirrored over the visible GPUs if any,
-      else one device), `default`, `one_device`, `mirrored`, `multi_worker` or `parameter_server`
-      (the last two read the cluster from TF_CONFIG; see `uma2_tf.distribute`).
-    precision: `float32`, or a Keras mixed-precision policy (`mixed_float16`, `mixed_bfloat16`):
-      layers compute in 16 bits, variables and the loss stay float32.
-    tower: a name of `towers.TOWERS`.
-    share_embeddings: NSDN heads read the tower's embedding tables (else their own).
-    sampling: how negatives are drawn (`sampling.strategy`, `--negatives`).
-    loss: the pointwise loss of samplers with per-positive negatives: λ's, propensity floor,
-      weight normalisation, NSDN on/off, its propensity weights on/off.
-    softmax: the softmax of the in-batch samplers (`in_batch`, `mixed`): logQ, temperature, ...
-    batch_size: global batch, in positives (each with its negatives): what one optimiser step
-      consumes, split evenly over the replicas of a synchronous strategy (`uma2_tf.distribute`).
-    learning_rate: Adam's.
-    epochs: maximum passes over the training positives.
-    early_stopping_patience: epochs without a better `monitor` before stopping (0: never stop).
-    evaluate_each_epoch: evaluate on the validation records after every epoch (needed by early
-      stopping); False: no per-epoch evaluation (short runs, e.g. `experiment --quick`).
-    validation: the training records held out for model selection (`splits`): `last_day` (the
-      last training day), `users:<share>` (that share of users' last training request) or `none`.
-      Per-epoch evaluation, early stopping and the best weights read only these; the test day is
-      evaluated once, on the final model.
-    monitor: validation metric EarlyStopping watches and the best weights are chosen by.
-    eval_ks: K's of the retrieval metrics.
-    backup_every_steps: BackupAndRestore saves every this many steps (mid-epoch resume).
-    seed: seeds model initialisation; the sampler has its own in `sampling.seed`.
-  """
-
-  dataset: str = "uma2_simulated/default"
-  data_dir: str = os.path.expanduser("~/tensorflow_datasets")
-  output_dir: str = "runs/uma2_default"
-  strategy: str = "auto"
-  precision: str = "float32"
-  tower: str = "youtube_dnn"
-  share_embeddings: bool = True
-  sampling: samplers.SamplingConfig = samplers.SamplingConfig()
-  loss: LossConfig = LossConfig()
-  softmax: SoftmaxConfig = SoftmaxConfig()
-  batch_size: int = 512
-  learning_rate: float = 1e-3
-  epochs: int = 5
-  early_stopping_patience: int = 2
-  evaluate_each_epoch: bool = True
-  validation: str = "last_day"
-  monitor: str = "recall@100"
-  eval_ks: tuple[int, ...] = (50, 100, 200)
-  backup_every_steps: int = 50
-  seed: int = 0
-
-  def __post_init__(self):
-    object.__setattr__(self, "data_dir", os.path.expanduser(self.data_dir))
-    if self.strategy not in distribute.STRATEGIES:
-      raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}")
-    if self.precision not in PRECISIONS:
-      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-    if self.tower not in towers.TOWERS:
-      raise ValueError(f"unknown tower {self.tower!r}; known towers: {sorted(towers.TOWERS)}")
-    for name in ("batch_size", "epochs", "backup_every_steps"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-    if not self.eval_ks or min(self.eval_ks) < 1:
-      raise ValueError(f"eval_ks must be positive integers, got {self.eval_ks}")
-    if self.monitor.split("@")[0] not in ("hitrate", "recall", "precision", "oracle_recall"):
-      raise ValueError(f"monitor must be e.g. recall@100, got {self.monitor!r}")
-    if self.early_stopping_patience and not self.evaluate_each_epoch:
-      raise ValueError("early stopping needs evaluate_each_epoch (it watches the per-epoch "
-                       "evaluation); set early_stopping_patience=0 to evaluate only at the end")
-    splits.parse(self.validation)
-    no_spaces = f"--negatives={self.sampling.strategy} has no spaces A/B/C (its negatives are " \
-        "the batch's positives) for "
-    if self.sampling.is_softmax and self.loss.use_nsdn:
-      raise ValueError(no_spaces + "NSDN's propensity weights to re-weight; add --nsdn=false")
-    if self.sampling.is_softmax and self.tower.startswith("esam"):
-      raise ValueError(no_spaces + f"--tower={self.tower}'s domain adaptation; use another tower")
-    selects = self.early_stopping_patience or self.evaluate_each_epoch
-    if self.validation == splits.NONE and selects:
-      raise ValueError("--validation=none leaves nothing to select a model on: early stopping "
-                       "and per-epoch evaluation read the validation split (never the test day); "
-                       "set --early_stopping_patience=0 --noevaluate_each_epoch, or keep a "
-                       "validation split (--validation=last_day or users:<share>)")
-
-  def to_json(self) -> str:
-    return config_flags.to_json(self)
-
-  @classmethod
-  def from_json(cls, text: str, path: str = "config.json") -> "TrainConfig":
-    """The config a run wrote (`config.json`); unknown keys are an error, missing ones default."""
-    return config_flags.from_json(cls, text, path)
-
-  @classmethod
-  def load(cls, run_dir: str) -> "TrainConfig":
-    run = RunDir(run_dir)
-    return cls.from_json(run.read_config_text(), run.file(run_dir_lib.CONFIG))
-
+# The run's config lives in its own module; trainers and callers read it from here.
+from uma2_tf.train_config import (DAILY, PRECISIONS, PROTOCOLS, SEQUENTIAL,  # noqa: F401
+                                  TrainConfig)
 
 def build_model(config: TrainConfig, dataset: reading.BuiltDataset) -> UMA2Model:
-  tower = towers.build_tower(config.tower, dataset.schema, dataset.catalog)
-  if config.sampling.is_softmax:
+  kwargs = {"num_interests": config.num_interests} if config.tower in towers.MULTI_INTEREST else {}
+  if config.hard_readout and config.tower == "mind":
+    kwargs["attention"] = "argmax"
+  tower = towers.build_tower(config.tower, dataset.schema, dataset.catalog, **kwargs)
+  if config.sampling.strategy == "sampled":
+    task = SampledSoftmaxTask(config.remi, name="sampled_softmax_task")
+  elif config.sampling.is_softmax:
     task = InBatchSoftmaxTask(config.softmax, dataset.schema.num_items,
                               dataset.catalog.click_count, name="softmax_task")
   else:
     task = UMA2Task(config.loss, name="uma2_task")
-  return UMA2Model(tower, task, share_embeddings=config.share_embeddings)
+  regularizer = None
+  if config.remi.rr_lambda:
+    regularizer = RoutingRegularizer(config.remi.rr_lambda, name="routing_regularizer")
+  return UMA2Model(tower, task, share_embeddings=config.share_embeddings,
+                   routing_regularizer=regularizer)
 
 
 def count_positives(dataset: reading.BuiltDataset, split: str = "train", keep=None) -> int:
@@ -315,7 +219,7 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
          asynchronous: bool) -> tuple[UMA2Model, dict]:
   """Trains (from the backup a killed run left, if any), saves `checkpoints/final`, then the
   training record; returns the model and the record."""
-  holdout = splits.holdout(dataset, config.validation, seed=config.seed)
+  holdout = run_evaluators.training_holdout(dataset, config)
   validation_evaluator = run_evaluators.validation_evaluator(dataset, config, holdout)
   positives = count_positives(dataset, keep=holdout.train_keep())
   if positives == 0:
@@ -360,7 +264,7 @@ def _check_resumable(checkpoint: str, what: str) -> None:
 
 
 def _training_input(config: TrainConfig, dataset: reading.BuiltDataset,
-                    strategy: tf.distribute.Strategy, asynchronous: bool, holdout: splits.Holdout):
+                    strategy: tf.distribute.Strategy, asynchronous: bool, holdout):
   """The distributed training input: one sampling pipeline per worker, repeated."""
 
   def input_fn(ctx: tf.distribute.InputContext):

@@ -15,6 +15,17 @@ MovieLens, RecFlow, KuaiRand, own logs): their records all carry `day` and `requ
 
 The catalog's click counts (the popularity retriever, popularity^α negatives) were computed by the
 builder over the whole train split, validation records included.
+
+The sequential protocol (ComiRec / REMI, `--protocol=sequential`) holds out users instead:
+
+    users = splits.user_holdout(dataset)     # 80/10/10 of the users, disjoint
+    users.train_keep()                       # training reads the training users' records
+    users.sources("test")                    # (("train", "test"), test user ids) to evaluate
+
+A dataset built with by-user splits (`train`, `validation`, `test`: the interaction-sequence
+builders) keeps its own; on a daily dataset (simulated, MovieLens, own logs) the users of all its
+splits are permuted with `USER_SPLIT_SEED` and cut 80/10/10 (rounded down, the rest to training),
+the same for every run, so runs of different seeds are evaluated on the same users.
 """
 from __future__ import annotations
 
@@ -28,6 +39,8 @@ from uma2_tf.data import schema as schema_lib
 
 NONE, LAST_DAY, USERS = "none", "last_day", "users"
 VALIDATION = "validation"
+USER_SHARES = (0.8, 0.1, 0.1)
+USER_SPLIT_SEED = 0
 
 
 def parse(spec: str) -> tuple[str, float]:
@@ -122,3 +135,65 @@ def _train_index(dataset: reading.BuiltDataset):
   if not days:
     return (np.zeros(0, np.int64),) * 3
   return tuple(np.concatenate(x).astype(np.int64) for x in (days, request_ids, users))
+
+
+@dataclasses.dataclass(frozen=True)
+class UserHoldout:
+  """The sequential protocol's users: training, validation and test, disjoint.
+
+  Attributes:
+    by_split: the dataset has its own `validation` and `test` splits of held-out users.
+    users: else the user ids of each part ("train", "validation", "test"), sorted.
+  """
+
+  by_split: bool
+  users: dict = dataclasses.field(default_factory=dict)
+  spec: str = "sequential"
+  enabled = True
+
+  def train_keep(self) -> Optional[Callable]:
+    if self.by_split:
+      return None
+    return users_keep(self.users["train"])
+
+  def sources(self, part: str) -> tuple[tuple[str, ...], Optional[np.ndarray]]:
+    """(splits to read, user ids or None for all) holding the sequences of `part`'s users."""
+    if self.by_split:
+      return (part,), None
+    return ("train", "test"), self.users[part]
+
+
+def user_holdout(dataset: reading.BuiltDataset) -> UserHoldout:
+  """The sequential protocol's users of `dataset` (see the module docstring)."""
+  if VALIDATION in dataset.split_files and "test" in dataset.split_files:
+    return UserHoldout(by_split=True)
+  ids = []
+  for split in ("train", "test"):
+    for batch in reading.read_requests(dataset.split_files[split], dataset.schema, 8192):
+      ids.append(batch[schema_lib.USER_ID].numpy())
+  distinct = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+  order = np.random.default_rng(USER_SPLIT_SEED).permutation(distinct)
+  num_validation = int(len(order) * USER_SHARES[1])
+  num_test = int(len(order) * USER_SHARES[2])
+  if num_validation < 1 or num_test < 1:
+    raise ValueError(f"--protocol=sequential: {dataset.name} has {len(distinct)} users, too few "
+                     f"to hold out 10 % for validation and 10 % for test")
+  parts = {"validation": order[:num_validation],
+           "test": order[num_validation:num_validation + num_test],
+           "train": order[num_validation + num_test:]}
+  return UserHoldout(by_split=False, users={k: np.sort(v).astype(np.int64)
+                                            for k, v in parts.items()})
+
+
+def users_keep(users: np.ndarray) -> Callable:
+  """A predicate on parsed requests: the records of `users` (sorted int64)."""
+
+  def keep(requests):
+    import tensorflow as tf
+
+    ids = tf.constant(users, tf.int64)
+    user = requests[schema_lib.USER_ID]
+    pos = tf.minimum(tf.searchsorted(ids, user), len(users) - 1)
+    return tf.equal(tf.gather(ids, pos), user)
+
+  return keep

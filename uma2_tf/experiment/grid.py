@@ -91,7 +91,15 @@ NSDN_ROWS = (UMA2, UMA2_SELF_NORM, UMA2_MULTITASK, UMA2_OWN_TABLES)
 POPULARITY, IN_BATCH, IN_BATCH_LOGQ = "popularity^0.75", "in-batch", "in-batch + logQ"
 MIXED, HYBRID = "mixed", "hybrid"
 SAMPLER_ROWS = (POPULARITY, IN_BATCH, IN_BATCH_LOGQ, MIXED, HYBRID)
-ROWS = MAIN_ROWS + ABLATION_ROWS + SAMPLER_ROWS
+# The REMI table: a multi-interest backbone on the sampled softmax, with IHN and RR on and off.
+REMI_BASE, REMI_IHN, REMI_RR, REMI_IHN_RR = "base", "+IHN", "+RR", "+IHN+RR"
+REMI_ROWS = (REMI_BASE, REMI_IHN, REMI_RR, REMI_IHN_RR)
+REMI_TOWERS = ("mind", "comirec_sa", "comirec_dr")
+# IHN's β and RR's λ when the base config leaves them 0: β 1 (the middle of REMI's per-dataset
+# {10, 1, 0.1}); λ the reference's 100 on a sum over its batch of 128 users, here a mean.
+REMI_BETA, REMI_LAMBDA = 1.0, 100.0 * 128
+REMI_KS, REMI_MONITOR = (20, 50), "recall@50"
+ROWS = MAIN_ROWS + ABLATION_ROWS + SAMPLER_ROWS + REMI_ROWS
 # The negative samplers' table, in its order, and its towers.
 SAMPLERS_TABLE_ROWS = (SS_A, SS_ABC_RANDOM, POPULARITY, IN_BATCH, IN_BATCH_LOGQ, MIXED, HYBRID,
                        SS_ABC_FIXED, UMA2)
@@ -109,11 +117,13 @@ _SAMPLER_SETTINGS = {
 }
 # The towers of the grid, with the names the paper gives them.
 TOWER_NAMES = {"fm": "FM", "youtube_dnn": "YouTubeDNN", "dat": "DAT", "mind": "MIND",
-               "esam_youtube_dnn": "ESAM_YTB", "esam_dat": "ESAM_DAT"}
+               "esam_youtube_dnn": "ESAM_YTB", "esam_dat": "ESAM_DAT", "comirec_sa": "ComiRec-SA",
+               "comirec_dr": "ComiRec-DR"}
 # ESAM is itself a way of using non-displayed items, compared with its plain tower.
 ESAM_BASE = {"esam_youtube_dnn": "youtube_dnn", "esam_dat": "dat"}
 # Slugs shorter than the row's name spelt out.
-_SLUGS = {UMA2_MULTITASK: "uma2_multitask"}
+_SLUGS = {UMA2_MULTITASK: "uma2_multitask", REMI_BASE: "remi_base", REMI_IHN: "remi_ihn",
+          REMI_RR: "remi_rr", REMI_IHN_RR: "remi_ihn_rr"}
 RUNS_DIR = "runs"
 EXPERIMENT_FILE = "experiment.json"
 
@@ -145,6 +155,8 @@ class RunSpec:
   def label(self) -> str:
     """The model's name in the table, as the paper writes it: YouTubeDNN, ESAM_DAT, UMA²_YTB."""
     short = {"youtube_dnn": "YTB"}.get(self.tower, TOWER_NAMES.get(self.tower, self.tower))
+    if self.row in REMI_ROWS:
+      return short if self.row == REMI_BASE else f"{short} {self.row}"
     return {UMA2: f"UMA²_{short}", UMA2_SOS: f"UMA²_SOS_{short}",
             UMA2_SELF_NORM: f"UMA²_{short} (self-norm)",
             UMA2_MULTITASK: f"UMA²_{short} (multi-task only)",
@@ -154,13 +166,16 @@ class RunSpec:
   @property
   def label_row(self) -> str:
     """The label with its sampling strategy where the label alone does not say it."""
-    return self.label if self.row in (UMA2,) + ABLATION_ROWS else f"{self.label} [{self.row}]"
+    return self.label if self.row in (UMA2,) + ABLATION_ROWS + REMI_ROWS \
+        else f"{self.label} [{self.row}]"
 
   @property
   def baseline(self) -> "RunSpec | None":
     """The run this one is compared with (same seed), or None for the chain's first row."""
     if self.tower in ESAM_BASE:
       return RunSpec(SS_ABC_FIXED, ESAM_BASE[self.tower], self.seed)
+    if self.row in REMI_ROWS:
+      return None if self.row == REMI_BASE else RunSpec(REMI_BASE, self.tower, self.seed)
     previous = {SS_AB: SS_A, SS_ABC_RANDOM: SS_AB, SS_ABC_FIXED: SS_ABC_RANDOM, UMA2: SS_ABC_FIXED,
                 UMA2_SOS: SS_ABC_FIXED, UMA2_SELF_NORM: UMA2, UMA2_MULTITASK: SS_ABC_FIXED,
                 UMA2_OWN_TABLES: SS_ABC_FIXED,
@@ -169,6 +184,8 @@ class RunSpec:
 
   def train_config(self, base: training.TrainConfig, report_dir: str) -> training.TrainConfig:
     """The run's config: `base` with this cell's tower, seed, output dir, negatives and loss."""
+    if self.row in REMI_ROWS:
+      return self._remi_config(base, report_dir)
     sampling_fields, logq = _SAMPLER_SETTINGS.get(
         self.row, ({"strategy": {SS_A: "ss_a", SS_AB: "ss_ab", SS_ABC_RANDOM: "ss_abc_random"}.get(
             self.row, "ss_abc_fixed")}, None))
@@ -185,6 +202,19 @@ class RunSpec:
         # Own tables: the heads cannot shape the tower's embeddings (without heads it is moot).
         share_embeddings=self.row != UMA2_OWN_TABLES,
         sampling=dataclasses.replace(base.sampling, **sampling_fields, seed=self.seed))
+
+
+  def _remi_config(self, base: training.TrainConfig, report_dir: str) -> training.TrainConfig:
+    """A REMI cell: the sequential protocol, the sampled softmax, the row's IHN and RR, and the
+    hard readout (the interest closest to the positive carries the loss, as ComiRec and REMI)."""
+    remi = dataclasses.replace(
+        base.remi, ihn_beta=(base.remi.ihn_beta or REMI_BETA) if "IHN" in self.row else 0.0,
+        rr_lambda=(base.remi.rr_lambda or REMI_LAMBDA) if "RR" in self.row else 0.0)
+    return dataclasses.replace(
+        base, output_dir=os.path.join(report_dir, RUNS_DIR, self.run_id), tower=self.tower,
+        seed=self.seed, remi=remi, protocol="sequential", eval_ks=REMI_KS, monitor=REMI_MONITOR,
+        hard_readout=True, loss=dataclasses.replace(base.loss, use_nsdn=False),
+        sampling=dataclasses.replace(base.sampling, strategy="sampled", seed=self.seed))
 
 
 def quick_grid(seeds: Sequence[int] = (0, 1, 2)) -> list[RunSpec]:
@@ -229,6 +259,18 @@ def ablation_grid(seeds: Sequence[int] = (0, 1),
                      "their plain towers: " + ", ".join(ESAM_BASE[t] for t in esam) + ")")
   return [RunSpec(row, tower, s) for s in seeds for tower in towers
           for row in ABLATION_TABLE_ROWS]
+
+
+def remi_grid(seeds: Sequence[int] = (0, 1),
+              towers: Sequence[str] = REMI_TOWERS) -> list[RunSpec]:
+  """The REMI table: `REMI_ROWS` on each multi-interest backbone (`experiment --table=remi`);
+  ValueError for a tower that is not multi-interest."""
+  towers = list(dict.fromkeys(towers))
+  single = [t for t in towers if t not in towers_lib.MULTI_INTEREST]
+  if single:
+    raise ValueError(f"{', '.join(single)}: not a multi-interest tower; the REMI table runs on "
+                     f"{', '.join(towers_lib.MULTI_INTEREST)}")
+  return [RunSpec(row, tower, s) for s in seeds for tower in towers for row in REMI_ROWS]
 
 
 def is_finished(output_dir: str) -> bool:
@@ -277,12 +319,11 @@ def run_grid(grid: Sequence[RunSpec], base: training.TrainConfig, report_dir: st
                  config.output_dir)
     keras.backend.clear_session()  # Runs share the process, not their graphs.
     if evaluator is None:
-      from uma2_tf import evaluation
+      from uma2_tf import run_evaluators
       from uma2_tf.sources import registry
       from uma2_tf.data import reading
       dataset = registry.load(config.dataset, config.data_dir)
       with reading.naming_corrupt_shards(dataset):  # It reads the test split now.
-        evaluator = evaluation.Evaluator(dataset, config.eval_ks,
-                                         max_history=config.sampling.max_history)
+        evaluator = run_evaluators.test_evaluator(None, dataset, config)
     training.train(config, verbose=verbose, evaluator=evaluator)
   logging.info("experiment: trained %d runs in %.0f s", len(todo), time.perf_counter() - start)

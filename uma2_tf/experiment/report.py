@@ -45,6 +45,7 @@ class RunResult:
   per_user: dict  # user_id and per-user metric arrays (per_user.npz).
   train_seconds: float
   epochs_run: int | None = None  # metrics.json "run" "epochs_run" (None in runs without it)
+  routing: dict | None = None  # metrics.json "routing": a multi-interest tower's routing collapse
 
 
 def load_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResult], dict]:
@@ -58,7 +59,7 @@ def load_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResu
     with np.load(run.file(run_dir.PER_USER)) as z:
       per_user = {k: z[k] for k in z.files}
     results.append(RunResult(spec, metrics["model"], per_user, metrics["run"]["train_seconds"],
-                             metrics["run"].get("epochs_run")))
+                             metrics["run"].get("epochs_run"), metrics.get("routing")))
     for name in ("oracle", "popularity"):
       if name in metrics:
         reference[name] = metrics[name]
@@ -82,10 +83,14 @@ class Comparison:
 
 
 def compare(row: list[RunResult], baseline: list[RunResult],
-            extra_lifts: Sequence[str] = ()) -> Comparison | None:
+            extra_lifts: Sequence[str] = (), metric: str = TEST_METRIC,
+            secondary: Sequence[str] = SECONDARY_METRICS,
+            lift_metrics: Sequence[str] | None = None) -> Comparison | None:
   """`row` against `baseline` over the seeds both ran (None without one); `extra_lifts`: metrics
   beyond the table's to give the lift of, where every paired run has them (e.g. the list-level
-  oracle_recall@100, which has no per-user values to test)."""
+  oracle_recall@100, which has no per-user values to test). `metric` is the one tested (its
+  p in `p_value`), `secondary` the others tested, `lift_metrics` those given a lift (default: Table
+  1's columns)."""
   from scipy import stats
 
   by_seed = {r.spec.seed: r for r in baseline}
@@ -106,25 +111,24 @@ def compare(row: list[RunResult], baseline: list[RunResult],
       return float("nan")
     return float(stats.ttest_1samp(diff, 0.0).pvalue)
 
-  diff = seed_averaged_difference(TEST_METRIC)
+  diff = seed_averaged_difference(metric)
   n = len(diff)
   sem = float(np.std(diff, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
   mean = float(np.mean(diff))
   p_value = paired_p(diff)
-  p_values = {m: paired_p(seed_averaged_difference(m)) for m in SECONDARY_METRICS
+  p_values = {m: paired_p(seed_averaged_difference(m)) for m in secondary
               if all(m in a.per_user and m in b.per_user for a, b in pairs)}
   half = float(stats.t.ppf(0.975, n - 1) * sem) if n > 1 else float("nan")
   lift = {}
   extra = [m for m in extra_lifts if all(m in a.metrics and m in b.metrics for a, b in pairs)]
-  for metric in _table_columns() + extra:
-    ours = np.mean([a.metrics[metric] for a, _ in pairs])
-    theirs = np.mean([b.metrics[metric] for _, b in pairs])
-    lift[metric] = float(ours / theirs - 1) if theirs > 0 else float("nan")
+  for name in list(lift_metrics or _table_columns()) + extra:
+    ours = np.mean([a.metrics[name] for a, _ in pairs])
+    theirs = np.mean([b.metrics[name] for _, b in pairs])
+    lift[name] = float(ours / theirs - 1) if theirs > 0 else float("nan")
   return Comparison(row=pairs[0][0].spec.label_row, baseline=pairs[0][1].spec.label_row,
                     seeds=len(pairs), lift=lift, mean_difference=mean,
                     ci95=(mean - half, mean + half), p_value=p_value, p_values=p_values,
-                    seeds_better=sum(a.metrics[TEST_METRIC] > b.metrics[TEST_METRIC]
-                                     for a, b in pairs))
+                    seeds_better=sum(a.metrics[metric] > b.metrics[metric] for a, b in pairs))
 
 
 def _table_columns() -> list[str]:
@@ -338,6 +342,10 @@ def selection_note(report_dir: str, results: list[RunResult]) -> str:
            f"records' {config['monitor']}, best epoch's weights restored")
   else:
     how = f"the weights after the last of {config['epochs']} epochs, no early stopping"
+  if config.get("protocol") == "sequential":
+    return (f"Model selection: {how}. The validation users (10 %) are held out of training like "
+            "the test users (10 %); the test users are evaluated once, on the selected model, "
+            "and never seen by selection.")
   return (f"Model selection: {how}. Validation `{validation}` is carved from the training days "
           "and held out of training; the test day is evaluated once, on the selected model, and "
           "never seen by selection.")

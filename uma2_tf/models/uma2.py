@@ -4,6 +4,8 @@
     model = UMA2Model(tower, UMA2Task(LossConfig()))           # UMA²
     gmm = UMA2Model(tower, UMA2Task(LossConfig(use_nsdn=False)))  # plain GMM, same code path
     softmax = UMA2Model(tower, InBatchSoftmaxTask(SoftmaxConfig(), num_items, click_count))
+    remi = UMA2Model(mind, SampledSoftmaxTask(RemiConfig(ihn_beta=1.0)),
+                     routing_regularizer=RoutingRegularizer(12800.0))   # REMI's IHN + RR
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(samplers.make_training_dataset(dataset, SamplingConfig(), 512))
     outputs = model(batch)   # {"matching_logits": [B, 1+N], "p1": [B, 1+N], "p2": [B, 1+N]}
@@ -26,6 +28,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from uma2_tf.data import batch_keys
+from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings
 from uma2_tf.models.nsdn import NSDN
 from uma2_tf.tasks import UMA2Task
@@ -43,14 +46,17 @@ class UMA2Model(tfrs.models.Model):
     share_embeddings: the heads read the tower's embedding tables (default) or their own copies.
     dedup_items: run the item tower once per distinct item of the batch (same outputs and
       gradients as once per slot, fewer FLOPs when items repeat).
+    routing_regularizer: REMI's routing regulariser (`tasks.remi.RoutingRegularizer`), added to
+      the loss on a multi-interest tower's routing matrix; None: no regulariser.
   """
 
   def __init__(self, tower: Tower, task: UMA2Task, share_embeddings: bool = True,
-               dedup_items: bool = True, **kwargs):
+               dedup_items: bool = True, routing_regularizer=None, **kwargs):
     super().__init__(**kwargs)
     self.tower = tower
     self.dedup_items = dedup_items
     self.task = task
+    self.routing_regularizer = routing_regularizer
     self.nsdn = None
     if task.needs_nsdn:
       embeddings = tower.embeddings
@@ -80,7 +86,7 @@ class UMA2Model(tfrs.models.Model):
     # the heads, instead of a second lookup (and a second sparse gradient) for the heads.
     shared = self.nsdn is not None and self.nsdn.embeddings is self.tower.embeddings
     user_vec = self.tower.embeddings.user_vector(features) if shared else None
-    user = self.tower.user_embedding(features, training=training, user_vector=user_vec)  # [B, d]
+    user, routing = self._user(features, training, user_vec)  # [B, d] (or [B, K, d])
     if self.dedup_items:
       # A batch's B·(1+N) slots repeat items (popular positives, A/B of the same request, random
       # negatives drawn from a corpus not much larger than the batch): the item tower, most of a
@@ -97,7 +103,7 @@ class UMA2Model(tfrs.models.Model):
       item_emb = self.tower.item_embedding(items, training=training,
                                            item_vector=item_vec)  # [B, 1+N, d]
       item_index = None
-    out = {"user_embedding": user, "item_embedding": item_emb,
+    out = {"user_embedding": user, "item_embedding": item_emb, "routing": routing,
            "matching_logits": self.tower.matching_logits(features, user, item_emb,
                                                          training=training)}
     if self.nsdn is not None:
@@ -106,6 +112,24 @@ class UMA2Model(tfrs.models.Model):
         item_vec = self.nsdn.embeddings.item_vector(unique if self.dedup_items else items)
       out["er_logits"], out["re_logits"] = self.nsdn(user_vec, item_vec, item_index=item_index)
     return out
+
+  def _user(self, features, training, user_vector=None):
+    """The user embedding and, when the routing regulariser needs it, the routing matrix."""
+    if self.routing_regularizer is None:
+      return self.tower.user_embedding(features, training=training, user_vector=user_vector), None
+    user, routing = self.tower.interest_routing(features, training=training,
+                                                user_vector=user_vector)
+    if routing is None:
+      raise ValueError(f"the routing regulariser needs a multi-interest tower; "
+                       f"{self.tower.name} has no routing matrix")
+    return user, routing
+
+  def _routing_loss(self, features, user, routing):
+    """λ·RR of the batch (0 without the regulariser), scaled per replica like the task's loss."""
+    if routing is None:
+      return tf.constant(0.0)
+    real = tf.not_equal(features[schema_lib.HISTORY], schema_lib.PAD_ID)
+    return self.routing_regularizer(routing, real, width=int(user.shape[-1]))
 
   def call(self, features, training=False):
     out = self._forward(features, training)
@@ -130,7 +154,8 @@ class UMA2Model(tfrs.models.Model):
                      features[batch_keys.NEG_RECALLED], features[batch_keys.NEG_EXPOSED])
     aux = self.tower.auxiliary_loss(features, out["user_embedding"], out["item_embedding"])
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss + aux / tf.cast(replicas, tf.float32)
+    routing_loss = self._routing_loss(features, out["user_embedding"], out["routing"])
+    return loss + aux / tf.cast(replicas, tf.float32) + routing_loss
 
   def _in_batch_loss(self, features, training):
     """The softmax of every positive against the batch's positives and its shared corpus items."""
@@ -141,13 +166,13 @@ class UMA2Model(tfrs.models.Model):
     # The item tower runs once per distinct candidate (popular positives repeat in a batch).
     unique, index = tf.unique(candidate_ids)
     candidates = tf.gather(self.tower.item_embedding(unique, training=training), index)  # [C, d]
-    user = self.tower.user_embedding(features, training=training)
+    user, routing = self._user(features, training)
     positive_embedding = candidates[:tf.shape(positives)[0]]
     query = self.tower.training_query(features, user, positive_embedding, training=training)
     loss = self.task(query, candidates, candidate_ids, training=training)
     aux = self.tower.auxiliary_loss(features, user, positive_embedding[:, tf.newaxis])
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss + aux / tf.cast(replicas, tf.float32)
+    return loss + aux / tf.cast(replicas, tf.float32) + self._routing_loss(features, user, routing)
 
   def train_step(self, inputs):
     """TFRS's step, with loss scaling when the optimizer is a `LossScaleOptimizer`.

@@ -27,7 +27,9 @@ Requests:
     would take it): 1..max_k, default min(100, max_k).
   - At most `max_batch` users per request.
 Answers hold up to k items per user, best first (fewer only when a ScaNN index searches partitions
-holding fewer than k items; see `servable.Servable.top_k`).
+holding fewer than k items; see `servable.Servable.top_k`). A multi-interest export (metadata's
+`num_interests` K > 1, MIND) is answered alike: its models search with the K interest vectors and
+merge the results by score themselves (`uma2_tf.export.merge_interests`).
 Anything else gets HTTP 400 with {"error": "..."} naming the field; an unknown model name gets 404,
 an unknown path 404, a wrong method 405. Every answer carries the served version in the
 `X-Model-Version` header.
@@ -142,6 +144,8 @@ def _model_metadata(model_name: str, servable: Servable) -> dict:
   }
   keys = ("model_name", "created", "commit", "embedding_dim", "dataset", "scann")
   about = {key: servable.metadata[key] for key in keys if key in servable.metadata}
+  # Exports made before multi-interest towers exported hold single-vector towers only.
+  about["num_interests"] = int(servable.metadata.get("num_interests", 1))
   return {
       "model_spec": {"name": model_name, "signature_name": "", "version": str(servable.version)},
       "metadata": {

@@ -18,9 +18,10 @@ from uma2_tf.data import reading
 from uma2_tf.data import schema as schema_lib
 # Imported for their registration with TFDS.
 from uma2_tf.sources import kuairand, movielens_builder, recflow, request_logs, simulated  # noqa: F401
+from uma2_tf.sources import sequence_builders
 
 # Builders of real logs, prepared from a user's files with `pipelines.prepare`.
-REAL_LOG_BUILDERS = ("recflow", "kuairand", "request_logs")
+REAL_LOG_BUILDERS = ("recflow", "kuairand", "request_logs", *sequence_builders.BUILDER_NAMES)
 
 
 def builder(name: str, data_dir: str):

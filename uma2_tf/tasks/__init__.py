@@ -9,6 +9,8 @@
 | `retrieval` | softmax over the batch's positives (+ shared corpus items), logQ-corrected, |
 |         | through `tfrs.tasks.Retrieval` (in-batch and mixed negatives)                       |
 | `frequency_estimator` | Yi et al.'s streaming estimate of each item's batch frequency (logQ)  |
+| `remi`  | REMI: the sampled softmax over shared uniform negatives with interest-aware hard    |
+|         | negatives (IHN), and the routing regulariser (RR) of multi-interest towers          |
 """
 from uma2_tf.tasks.uma2 import (SOS_RANDOM_WEIGHT, TERMS, WEIGHT_NORMALIZATIONS,  # noqa: F401
                                 LossConfig, UMA2Task, sos_loss_config, sos_random_weight)

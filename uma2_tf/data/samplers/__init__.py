@@ -11,7 +11,8 @@
 | `popularity` | popularity^α over the corpus, drawn in-graph (the `popularity` sampler)  |
 | `hybrid`     | a share of space-B ("advanced") negatives, the rest naive corpus draws   |
 | `in_batch`   | the batch's other positives are the negatives (softmax)                  |
-| `mixed`      | in-batch plus uniform corpus items shared by the batch                   |
+| `mixed`      | in-batch plus uniform corpus items shared by the batch; also `sampled`:  |
+|              | the shared corpus items alone (REMI's sampled softmax)                   |
 | `ragged_ops` | in-graph set operations on a batch's request rows, shared by samplers    |
 """
 from uma2_tf.data.samplers.base import (Sampler, SamplerConfig, count_fill_events,  # noqa: F401

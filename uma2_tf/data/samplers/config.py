@@ -5,6 +5,7 @@
     config = SamplingConfig(strategy="in_batch")                     # softmax over the batch
     config = SamplingConfig(strategy="mixed", corpus_negatives=256)
     config = SamplingConfig(strategy="hybrid", hybrid_share=0.5)
+    config = SamplingConfig(strategy="sampled", sampled_negatives=1280)   # REMI's sampled softmax
     sampler = config.build(dataset)                                  # a reading.BuiltDataset
 
 | strategy      | negatives of a positive                                   | module        |
@@ -16,9 +17,11 @@
 | in_batch      | the other positives of the batch (softmax loss)           | `in_batch`    |
 | mixed         | in-batch plus `corpus_negatives` uniform corpus items     | `mixed`       |
 |               | shared by the batch                                       |               |
+| sampled       | `sampled_negatives` uniform corpus items shared by the    | `mixed`       |
+|               | batch, without in-batch ones (REMI's sampled softmax)     |               |
 
 Popularity and hybrid draws are labelled with the space they fall in, so the pointwise loss (and
-NSDN, if asked) reads them like SS-ABC(random)'s; in-batch and mixed have no spaces.
+NSDN, if asked) reads them like SS-ABC(random)'s; in-batch, mixed and sampled have no spaces.
 """
 from __future__ import annotations
 
@@ -28,9 +31,9 @@ from typing import Sequence
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.data.samplers import hybrid, in_batch, mixed, popularity, spaces
 
-STRATEGIES = spaces.SPACE_STRATEGIES + ("popularity", "hybrid", "in_batch", "mixed")
+STRATEGIES = spaces.SPACE_STRATEGIES + ("popularity", "hybrid", "in_batch", "mixed", "sampled")
 # Samplers whose examples have no per-positive negatives: the softmax runs over the batch's items.
-SOFTMAX_STRATEGIES = ("in_batch", "mixed")
+SOFTMAX_STRATEGIES = ("in_batch", "mixed", "sampled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,8 @@ class SamplingConfig:
     hybrid_share: the share of a hybrid positive's negatives drawn from space B (the items that
       lost in the serving pipeline; `b_stages` picks the stages); the rest are naive corpus draws.
     corpus_negatives: B', the corpus items `mixed` adds to every batch (uniform, shared).
+    sampled_negatives: M, the uniform corpus items `sampled` draws per batch, shared by its
+      positives (REMI's default 1280).
     max_history: history length kept per example (the newest clicks).
     requests_per_batch: requests sampled together in one vectorised step.
     seed: seed of every random choice of the pipeline.
@@ -67,6 +72,7 @@ class SamplingConfig:
   c_oversample: float = 2.0
   hybrid_share: float = 0.5
   corpus_negatives: int = 512
+  sampled_negatives: int = 1280
   max_history: int = 50
   requests_per_batch: int = 256
   seed: int = 0
@@ -99,8 +105,9 @@ class SamplingConfig:
       raise ValueError(f"c_oversample must be >= 1, got {self.c_oversample}")
     if not 0.0 <= self.hybrid_share <= 1.0:
       raise ValueError(f"hybrid_share must be in [0, 1], got {self.hybrid_share}")
-    if self.corpus_negatives < 1:
-      raise ValueError(f"corpus_negatives must be >= 1, got {self.corpus_negatives}")
+    if self.corpus_negatives < 1 or self.sampled_negatives < 1:
+      raise ValueError(f"corpus_negatives and sampled_negatives must be >= 1, got "
+                       f"{self.corpus_negatives} and {self.sampled_negatives}")
     if self.max_history < 1 or self.requests_per_batch < 1:
       raise ValueError("max_history and requests_per_batch must be >= 1")
 
@@ -143,6 +150,9 @@ class SamplingConfig:
       return in_batch.InBatchSampler(self, names)
     if self.strategy == "mixed":
       return mixed.MixedSampler(self, dataset.schema.num_items, names)
+    if self.strategy == "sampled":
+      return mixed.MixedSampler(self, dataset.schema.num_items, names,
+                                count=self.sampled_negatives)
     return spaces.NegativeSampler(
         self, dataset.schema.num_items, names,
         popularity.catalog_counts(dataset.catalog, self.popularity_source),

@@ -9,6 +9,9 @@ The corpus items reach the tail the batch's positives never show, which in-batch
 undersamples. The task's logQ then uses the mixed probability Q*_j = (B·p_j + B'/N) / (B + B')
 (`tasks.retrieval`). Under `tf.distribute` every replica draws its own B' (its own input
 pipeline and seed).
+
+The `sampled` strategy draws the same way (`sampled_negatives` items); its task (`tasks.remi`)
+scores each positive against those shared items only, not against the batch's other positives.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ class MixedSampler(in_batch.InBatchSampler):
 
   adds_per_batch = True
 
-  def __init__(self, config, num_items: int, user_features=()):
+  def __init__(self, config, num_items: int, user_features=(), count: int | None = None):
     super().__init__(config, user_features)
     self.corpus = popularity.CorpusDistribution.uniform(num_items)
+    # `sampled` (REMI's sampled softmax) draws its own number, `sampled_negatives`.
+    self.count = config.corpus_negatives if count is None else count
 
   def per_batch(self, batch: dict, seed) -> dict:
-    return {**batch, CORPUS_ITEMS: self.corpus.draw([self.config.corpus_negatives], seed)}
+    return {**batch, CORPUS_ITEMS: self.corpus.draw([self.count], seed)}

@@ -3,14 +3,15 @@
     tower = towers.build_tower("youtube_dnn", schema, catalog)
     tower = towers.build_tower("esam_dat", schema, catalog)     # ESAM around an already built DAT
 
-One module per family (`youtube_dnn`, `dat`, `fm`, `mind`, `esam`), each a `base.Tower`; this module
-imports them and none of them imports it. ESAM is not a tower of its own but a wrapper: its entries
-build the base tower first, then compose ESAM around it.
+One module per family (`youtube_dnn`, `dat`, `fm`, `mind`, `comirec`, `esam`), each a `base.Tower`;
+this module imports them and none of them imports it. `comirec` holds two towers, "comirec_sa"
+(self-attentive) and "comirec_dr" (dynamic routing). ESAM is not a tower of its own but a wrapper:
+its entries build the base tower first, then compose ESAM around it.
 """
 from __future__ import annotations
 
-from uma2_tf.models.towers import esam, fm, mind
-from uma2_tf.models.towers.base import Tower, as_float32, mlp  # noqa: F401
+from uma2_tf.models.towers import comirec, esam, fm, mind
+from uma2_tf.models.towers.base import MultiInterestTower, Tower, as_float32, mlp  # noqa: F401
 from uma2_tf.models.towers.dat import DAT
 from uma2_tf.models.towers.youtube_dnn import YoutubeDNN
 
@@ -25,7 +26,11 @@ def _esam(base: str):
 
 
 TOWERS = {"youtube_dnn": YoutubeDNN, "dat": DAT, "fm": fm.FM, "mind": mind.MIND,
+          "comirec_sa": comirec.ComiRecSA, "comirec_dr": comirec.ComiRecDR,
           "esam_youtube_dnn": _esam("youtube_dnn"), "esam_dat": _esam("dat")}
+
+# Towers with K interests per user (`num_interests`, a routing matrix for REMI's regulariser).
+MULTI_INTEREST = ("mind", "comirec_sa", "comirec_dr")
 
 
 def build_tower(name: str, schema, catalog, **kwargs) -> Tower:

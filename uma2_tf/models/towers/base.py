@@ -62,6 +62,15 @@ class Tower(keras.Model):
   def user_embedding(self, features, training: bool = False, user_vector=None):
     raise NotImplementedError
 
+  def interest_routing(self, features, training: bool = False, user_vector=None):
+    """(user_embedding, routing): routing is a multi-interest tower's item-to-interest matrix
+    A [B, K, L] over the L history positions (0 at padding), None for a single-vector tower.
+
+    REMI's routing regulariser (`tasks.remi.RoutingRegularizer`) reads A; a multi-interest tower
+    computes both in one pass, so it overrides this and `user_embedding` returns its first half.
+    """
+    return self.user_embedding(features, training=training, user_vector=user_vector), None
+
   def item_embedding(self, item_ids, training: bool = False, item_vector=None):
     raise NotImplementedError
 
@@ -85,3 +94,16 @@ class Tower(keras.Model):
 
   def call(self, features, training=False):
     return self.user_embedding(features, training=training)
+
+
+class MultiInterestTower(Tower):
+  """A tower with K interests per user (MIND, ComiRec): `interest_routing` computes them with
+  their routing matrix, `training_query` reads them out for the positive (attention or the hard
+  readout), and every slot is scored with that one query."""
+
+  def user_embedding(self, features, training: bool = False, user_vector=None):
+    return self.interest_routing(features, training=training, user_vector=user_vector)[0]
+
+  def matching_logits(self, features, user_embedding, item_embedding, training: bool = False):
+    query = self.training_query(features, user_embedding, item_embedding[:, 0], training)
+    return tf.einsum("bd,bnd->bn", query, item_embedding)

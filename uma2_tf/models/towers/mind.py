@@ -38,12 +38,19 @@ Label-aware attention (training), with the positive (slot 0) as the label item e
     a_k = pow(<v_k, e>, p)          (`attention="power"`, the paper's formula, p = 2)
     a_k = p * <v_k, e>              (`attention="scaled"`, a monotone alternative)
     v_u = sum_k softmax_k(a_k) v_k,  logits = <v_u, e_n> for every slot n.
+    v_u = v_k*, k* = argmax_k <v_k, e>   (`attention="argmax"`, ComiRec's hard readout: p unused)
 
 "power" is the paper's pow(V_u^T e, p) taken literally, as common implementations (DeepCTR) do:
 with an even p an interest pointing away from the label (negative <v_k, e>) gets weight too. Its
 limits are the paper's: p = 0 gives uniform weights, a large p attends to the interest with the
 largest |<v_k, e>|. "scaled" reads p as an inverse temperature, so a large p attends to the interest
-with the largest <v_k, e>, the one retrieval uses.
+with the largest <v_k, e>, the one retrieval uses. "argmax" is that limit, the hard readout of the
+ComiRec reference code (which trains its MIND baseline with it too): only the chosen interest gets a
+gradient.
+
+`interest_routing` returns the interests with A [B, K, L], the last routing iteration's w_ij
+transposed: column i of a real behaviour sums to 1 over the K' active interests; padding columns and
+the rows of inactive interests are 0.
 """
 from __future__ import annotations
 
@@ -56,9 +63,9 @@ import tf_keras as keras
 
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings
-from uma2_tf.models.towers.base import Tower, as_float32, mlp
+from uma2_tf.models.towers.base import MultiInterestTower, as_float32, mlp
 
-ATTENTION_MODES = ("power", "scaled")
+ATTENTION_MODES = ("power", "scaled", "argmax")
 
 
 def squash(z, epsilon: float = 1e-9):
@@ -118,9 +125,11 @@ class B2IRouting(keras.layers.Layer):
         initializer=keras.initializers.RandomNormal(stddev=self.init_stddev))
     super().build(input_shape)
 
-  def call(self, behaviours, real, active: Optional[tf.Tensor] = None):
+  def call(self, behaviours, real, active: Optional[tf.Tensor] = None,
+           return_weights: bool = False):
     """behaviours [B, H, D], real [B, H] (1 a real item, 0 padding), active bool [B, K] or None
-    (all interests)."""
+    (all interests) -> capsules [B, K, C], and with `return_weights` also the last iteration's
+    routing weights w_ij [B, H, K] (0 at padding and at inactive interests)."""
     length = behaviours.shape[1]
     if length is not None and length > self.initial_logits.shape[0]:
       raise ValueError(f"history of length {length} is longer than the "
@@ -130,7 +139,7 @@ class B2IRouting(keras.layers.Layer):
                              [tf.shape(behaviours)[0], tf.shape(behaviours)[1], self.num_interests])
     # (Not named `mask`: Keras gives that argument a meaning of its own.)
     real = tf.cast(real, behaviours.dtype)[..., tf.newaxis]
-    capsules = None
+    capsules = weights = None
     for iteration in range(self.iterations):
       masked = logits
       if active is not None:  # Unused interests take no share of any behaviour.
@@ -139,7 +148,7 @@ class B2IRouting(keras.layers.Layer):
       capsules = squash(tf.einsum("bhk,bhc->bkc", weights, mapped))
       if iteration + 1 < self.iterations:  # The last update would not be read.
         logits = logits + tf.einsum("bkc,bhc->bhk", capsules, mapped)
-    return capsules
+    return (capsules, weights) if return_weights else capsules
 
 
 def label_aware_weights(interests, label, power: float, mode: str = "power", active=None):
@@ -153,6 +162,8 @@ def label_aware_weights(interests, label, power: float, mode: str = "power", act
     scores = tf.zeros_like(scores) if power == 0 else tf.pow(scores, power)
   elif mode == "scaled":
     scores = power * scores
+  elif mode == "argmax":
+    raise ValueError("attention='argmax' has no weights to mix with: use hard_readout")
   else:
     raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {mode!r}")
   if active is not None:
@@ -160,7 +171,19 @@ def label_aware_weights(interests, label, power: float, mode: str = "power", act
   return tf.nn.softmax(scores, axis=-1)
 
 
-class MIND(Tower):
+def hard_readout(interests, label, active=None):
+  """The interest with the largest inner product with the label: v_k*, k* = argmax_k <v_k, e>.
+
+  interests [B, K, d], label [B, d], active bool [B, K] or None (all) -> [B, d]. The choice has no
+  gradient: a loss on the readout trains the chosen interest only. Ties go to the lowest k.
+  """
+  scores = tf.einsum("bkd,bd->bk", interests, label)
+  if active is not None:
+    scores = tf.where(active, scores, tf.cast(-float("inf"), scores.dtype))
+  return tf.gather(interests, tf.argmax(scores, axis=-1, output_type=tf.int32), batch_dims=1)
+
+
+class MIND(MultiInterestTower):
   """Multi-interest two-tower model; see the module docstring for the formulas.
 
   Args:
@@ -171,7 +194,8 @@ class MIND(Tower):
       paper's); else always K.
     routing_iterations: r, iterations of the B2I routing (paper: 3).
     routing_init_stddev: sigma of the fixed random initial routing logits.
-    attention: "power" (the paper's pow(<v_k, e>, p)) or "scaled" (p <v_k, e>).
+    attention: "power" (the paper's pow(<v_k, e>, p)), "scaled" (p <v_k, e>) or "argmax" (the
+      interest with the largest <v_k, e>, ComiRec's hard readout).
     attention_power: p; a whole number for "power" (a negative base has no real fractional power).
     hidden: the user MLP's ReLU layers (the same as YouTube DNN's by default).
     item_hidden: ReLU layers of the item side before its linear map to `output_dim`.
@@ -225,33 +249,37 @@ class MIND(Tower):
     return tf.concat(parts, axis=-1)
 
   def interests(self, features):
-    """The routing's capsules [B, K, C] and which interests the user has, bool [B, K]."""
+    """The routing's capsules [B, K, C], which interests the user has, bool [B, K], and the last
+    iteration's routing weights [B, H, K]."""
     history = features[schema_lib.HISTORY]
     active = active_interests(history, self.num_interests, self.dynamic_interests)
-    capsules = self.routing(self.pooled_items(history), tf.not_equal(history, schema_lib.PAD_ID),
-                            active if self.dynamic_interests else None)
-    return capsules, active
+    capsules, weights = self.routing(self.pooled_items(history),
+                                     tf.not_equal(history, schema_lib.PAD_ID),
+                                     active if self.dynamic_interests else None,
+                                     return_weights=True)
+    return capsules, active, weights
 
-  def user_embedding(self, features, training=False, user_vector=None):
-    capsules, active = self.interests(features)
+  def interest_routing(self, features, training=False, user_vector=None):
+    """(interests [B, K, d], A [B, K, L]): A is the last routing iteration's w_ij transposed."""
+    capsules, active, weights = self.interests(features)
     profile = self.profile(features, user_vector)
     profile = tf.repeat(profile[:, tf.newaxis], self.num_interests, axis=1)
     out = self.user_tower(tf.concat([capsules, profile], axis=-1), training=training)  # [B, K, d]
     # Unused interests repeat interest 1: retrieval by the best interest ignores a duplicate.
-    return as_float32(tf.where(active[..., tf.newaxis], out, out[:, :1]))
+    interests = as_float32(tf.where(active[..., tf.newaxis], out, out[:, :1]))
+    return interests, as_float32(tf.transpose(weights, [0, 2, 1]))
 
   def item_embedding(self, item_ids, training=False, item_vector=None):
     return as_float32(self.item_tower(self.pooled_items(item_ids, item_vector), training=training))
 
-  def matching_logits(self, features, user_embedding, item_embedding, training=False):
-    user = self.training_query(features, user_embedding, item_embedding[:, 0], training)
-    return tf.einsum("bd,bnd->bn", user, item_embedding)
-
   def training_query(self, features, user_embedding, positive_embedding, training=False):
-    """The interests mixed by label-aware attention on the positive: [B, d]."""
+    """The interests mixed by label-aware attention on the positive (or the best one, "argmax"):
+    [B, d]."""
     del training
     active = active_interests(features[schema_lib.HISTORY], self.num_interests,
                               self.dynamic_interests)
+    if self.attention == "argmax":
+      return hard_readout(user_embedding, positive_embedding, active)
     weights = label_aware_weights(user_embedding, positive_embedding, self.attention_power,
                                   self.attention, active)
     return tf.einsum("bk,bkd->bd", weights, user_embedding)
