@@ -35,7 +35,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", None,
                     "TFDS name with config: request_logs/<any name>, recflow/<config>, "
-                    "kuairand/<config>.")
+                    "kuairand/<config>, amazon_books|gowalla|retailrocket|taobao/<config>.")
 flags.DEFINE_string("manual_dir", None, "Directory holding the dataset's files.")
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("beam_pipeline_options", None,
