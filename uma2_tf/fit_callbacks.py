@@ -35,9 +35,11 @@ class EvaluationCallback(keras.callbacks.Callback):
       logs[f"val_{key}"] = value
     for key, value in results.get("propensity_auc", {}).items():
       logs[f"val_auc_{key}"] = value
+    # The metrics at one K keep the line short: 100 (the paper's), else the largest evaluated.
+    shown = "@100" if 100 in self.evaluator.ks else f"@{self.evaluator.k_max}"
     logging.info("epoch %d: %s (evaluated in %.1fs)", epoch + 1,
                  ", ".join(f"{k}={v:.4f}" for k, v in sorted(results["model"].items())
-                           if k.endswith("@100")), time.perf_counter() - start)
+                           if k.endswith(shown)), time.perf_counter() - start)
 
 
 class HistoryLogger(keras.callbacks.CSVLogger):
