@@ -43,7 +43,11 @@ def batches(tiny_dataset):
 def build(dataset, tower="youtube_dnn", use_nsdn=True, share_embeddings=True,
           model_class=UMA2Model):
   # Small MLPs: the dtypes are what is tested, not the widths.
-  sizes = dict(factor_dim=8) if tower == "fm" else dict(hidden=(32,), output_dim=8)
+  sizes = dict(hidden=(32,), output_dim=8)
+  if tower == "fm":
+    sizes = dict(factor_dim=8)
+  elif tower.startswith("comirec"):  # No user MLP: its interests are mixes of history items.
+    sizes = dict(output_dim=8)
   tw = towers.build_tower(tower, dataset.schema, dataset.catalog, **sizes)
   return model_class(tw, UMA2Task(LossConfig(use_nsdn=use_nsdn)),
                      share_embeddings=share_embeddings)

@@ -24,7 +24,9 @@ from uma2_tf.data import schema as schema_lib
 
 def routing_collapse(tower, users: dict, batch_size: int = 2048) -> dict | None:
   """The diagnostic over `users` (feature name -> array, one row per user); None when the tower
-  has no routing matrix (a single-vector tower)."""
+  has no routing matrix (a single-vector tower, or an object with only the two embeddings)."""
+  if not hasattr(tower, "interest_routing"):
+    return None
   totals = None
   ds = tf.data.Dataset.from_tensor_slices(users).batch(batch_size)
   log_lengths, num_users = [], 0
