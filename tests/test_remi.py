@@ -155,6 +155,8 @@ def test_remi_flags_are_checked_against_the_sampler_and_tower():
                          sampling=samplers.SamplingConfig(strategy="in_batch"))
   with pytest.raises(ValueError, match="--rr_lambda=10.0 .* --tower=youtube_dnn has none"):
     training.TrainConfig(remi=RemiConfig(rr_lambda=10.0))
+  with pytest.raises(ValueError, match="--hard_readout .* --tower=dat has one"):
+    training.TrainConfig(hard_readout=True, tower="dat")
   with pytest.raises(ValueError, match="ihn_beta must be >= 0"):
     RemiConfig(ihn_beta=-1.0)
   with pytest.raises(ValueError, match="num_interests must be >= 1"):

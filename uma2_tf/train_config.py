@@ -136,6 +136,9 @@ class TrainConfig:
       raise ValueError(f"--ihn_beta={self.remi.ihn_beta} re-weights the shared negatives of "
                        f"the sampled softmax; add --negatives=sampled (got "
                        f"--negatives={self.sampling.strategy})")
+    if self.hard_readout and self.tower not in towers.MULTI_INTEREST:
+      raise ValueError(f"--hard_readout picks one of a multi-interest tower's interests "
+                       f"({', '.join(towers.MULTI_INTEREST)}); --tower={self.tower} has one")
     if self.remi.rr_lambda and self.tower not in towers.MULTI_INTEREST:
       raise ValueError(f"--rr_lambda={self.remi.rr_lambda} regularises the routing of a "
                        f"multi-interest tower ({', '.join(towers.MULTI_INTEREST)}); "

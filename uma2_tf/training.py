@@ -61,6 +61,7 @@ from uma2_tf.run_dir import RunDir
 from uma2_tf.train_config import (DAILY, PRECISIONS, PROTOCOLS, SEQUENTIAL,  # noqa: F401
                                   TrainConfig)
 
+
 def build_model(config: TrainConfig, dataset: reading.BuiltDataset) -> UMA2Model:
   kwargs = {"num_interests": config.num_interests} if config.tower in towers.MULTI_INTEREST else {}
   if config.hard_readout and config.tower == "mind":
