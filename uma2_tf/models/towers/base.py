@@ -32,6 +32,24 @@ def as_float32(x):
   return tf.cast(x, tf.float32)
 
 
+def fixed_history_shape(layer: keras.layers.Layer, input_shape) -> tuple[int, int]:
+  """(L, d) of a history input [B, L, d] a layer sizes its weights by; ValueError if unknown."""
+  length, width = input_shape[1], input_shape[2]
+  if length is None or width is None:
+    raise ValueError(f"{type(layer).__name__} needs a fixed history length and width, got shape "
+                     f"{input_shape}")
+  return length, width
+
+
+def check_history_length(layer: keras.layers.Layer, history, built_length: int) -> None:
+  """ValueError if `history` [B, L, ...] is longer than the L the layer's weights were built for
+  (slicing them would otherwise fail deep inside the graph)."""
+  length = history.shape[1]
+  if length is not None and length > built_length:
+    raise ValueError(f"history of length {length} is longer than the {built_length} the "
+                     f"{layer.name} layer was built for")
+
+
 class Tower(keras.Model):
   """Interface of a two-tower model. Subclasses build `self.embeddings` and the two towers.
 
@@ -99,7 +117,27 @@ class Tower(keras.Model):
 class MultiInterestTower(Tower):
   """A tower with K interests per user (MIND, ComiRec): `interest_routing` computes them with
   their routing matrix, `training_query` reads them out for the positive (attention or the hard
-  readout), and every slot is scored with that one query."""
+  readout), and every slot is scored with that one query.
+
+  The item side is shared: an item is the mean of its field embeddings (one width, so the fields
+  average; the history is embedded the same way) through `item_tower`. A subclass's `__init__`
+  sets `embeddings`, `item_tower`, `num_item_fields` and `embedding_dim`.
+  """
+
+  embeddings: FeatureEmbeddings
+  item_tower: keras.layers.Layer
+  num_item_fields: int
+  embedding_dim: int
+
+  def pooled_items(self, item_ids, item_vector=None):
+    """e_i: the mean of each item's field embeddings, [..., embedding_dim]."""
+    if item_vector is None:
+      item_vector = self.embeddings.item_vector(item_ids)
+    shape = tf.concat([tf.shape(item_vector)[:-1], [self.num_item_fields, self.embedding_dim]], 0)
+    return tf.reduce_mean(tf.reshape(item_vector, shape), axis=-2)
+
+  def item_embedding(self, item_ids, training: bool = False, item_vector=None):
+    return as_float32(self.item_tower(self.pooled_items(item_ids, item_vector), training=training))
 
   def user_embedding(self, features, training: bool = False, user_vector=None):
     return self.interest_routing(features, training=training, user_vector=user_vector)[0]

@@ -59,19 +59,13 @@ import tf_keras as keras
 
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings, embedding_initializer
-from uma2_tf.models.towers.base import MultiInterestTower, as_float32, mlp
+from uma2_tf.models.towers.base import (MultiInterestTower, as_float32, check_history_length,
+                                        fixed_history_shape, mlp)
 from uma2_tf.models.towers.mind import hard_readout, squash
 
 # Fills the attention logits of padding before the softmax: finite, so that an all-padding row
 # gives a uniform softmax (then zeroed) rather than the NaN of a softmax over -inf only.
 _PADDING_LOGIT = -1e9
-
-
-def _history_length(layer: keras.layers.Layer, history, built_length: int) -> None:
-  length = history.shape[1]
-  if length is not None and length > built_length:
-    raise ValueError(f"history of length {length} is longer than the {built_length} the "
-                     f"{layer.name} layer was built for")
 
 
 class SelfAttentiveExtractor(keras.layers.Layer):
@@ -94,10 +88,7 @@ class SelfAttentiveExtractor(keras.layers.Layer):
     self.positional = positional
 
   def build(self, input_shape):
-    length, width = input_shape[1], input_shape[2]
-    if length is None or width is None:
-      raise ValueError(f"SelfAttentiveExtractor needs a fixed history length and width, got shape "
-                       f"{input_shape}")
+    length, width = fixed_history_shape(self, input_shape)
     self.length = length
     hidden = self.attention_dim or 4 * width
     self.w1 = self.add_weight(name="w1", shape=[width, hidden],
@@ -113,7 +104,7 @@ class SelfAttentiveExtractor(keras.layers.Layer):
 
   def call(self, history, real):
     # (Not named `mask`: Keras gives that argument a meaning of its own.)
-    _history_length(self, history, self.length)
+    check_history_length(self, history, self.length)
     inputs = history
     if self.positions is not None:
       inputs = history + self.positions[:tf.shape(history)[1]]
@@ -146,10 +137,7 @@ class CapsuleRouting(keras.layers.Layer):
     self.bilinear_stddev = bilinear_stddev
 
   def build(self, input_shape):
-    length, width = input_shape[1], input_shape[2]
-    if length is None or width is None:
-      raise ValueError(f"CapsuleRouting needs a fixed history length and width, got shape "
-                       f"{input_shape}")
+    length, width = fixed_history_shape(self, input_shape)
     self.length = length
     # bilinear[i, j] maps behaviour i to interest j's space: W_ij h_i = bilinear[i, j] @ h_i.
     self.bilinear = self.add_weight(
@@ -158,7 +146,7 @@ class CapsuleRouting(keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, history, real):
-    _history_length(self, history, self.length)
+    check_history_length(self, history, self.length)
     mapped = tf.einsum("bld,lkcd->bklc", history, self.bilinear[:tf.shape(history)[1]])
     # The routing only picks the c_ij; the reference trains the maps through the last sum alone.
     frozen = tf.stop_gradient(mapped)
@@ -191,13 +179,6 @@ class ComiRec(MultiInterestTower):
     self.num_item_fields = 1 + len(schema.item_features)
     self.item_tower = mlp(item_hidden, output_dim, "item_tower")
 
-  def pooled_items(self, item_ids, item_vector=None):
-    """e_i: the mean of each item's field embeddings, [..., embedding_dim] (as MIND's)."""
-    if item_vector is None:
-      item_vector = self.embeddings.item_vector(item_ids)
-    shape = tf.concat([tf.shape(item_vector)[:-1], [self.num_item_fields, self.embedding_dim]], 0)
-    return tf.reduce_mean(tf.reshape(item_vector, shape), axis=-2)
-
   def interest_routing(self, features, training=False, user_vector=None):
     """(interests V [B, K, d], A [B, K, L]); `user_vector` is ignored (it holds only the history's
     mean, and the extractors read every history item)."""
@@ -206,9 +187,6 @@ class ComiRec(MultiInterestTower):
     embedded = self.item_tower(self.pooled_items(history), training=training)  # H [B, L, d]
     interests, routing = self.extractor(embedded, tf.not_equal(history, schema_lib.PAD_ID))
     return as_float32(interests), as_float32(routing)
-
-  def item_embedding(self, item_ids, training=False, item_vector=None):
-    return as_float32(self.item_tower(self.pooled_items(item_ids, item_vector), training=training))
 
   def training_query(self, features, user_embedding, positive_embedding, training=False):
     """The interest closest to the positive by inner product: [B, d]."""

@@ -63,7 +63,8 @@ import tf_keras as keras
 
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.models.features import FeatureEmbeddings
-from uma2_tf.models.towers.base import MultiInterestTower, as_float32, mlp
+from uma2_tf.models.towers.base import (MultiInterestTower, as_float32, check_history_length,
+                                        fixed_history_shape, mlp)
 
 ATTENTION_MODES = ("power", "scaled", "argmax")
 
@@ -112,10 +113,7 @@ class B2IRouting(keras.layers.Layer):
     self.init_stddev = init_stddev
 
   def build(self, input_shape):
-    history_length, width = input_shape[1], input_shape[2]
-    if history_length is None or width is None:
-      raise ValueError(f"B2IRouting needs a fixed history length and width, got shape "
-                       f"{input_shape}")
+    history_length, width = fixed_history_shape(self, input_shape)
     self.bilinear = self.add_weight(name="bilinear", shape=[width, self.capsule_dim],
                                     initializer=keras.initializers.GlorotUniform())
     # One logit per (history position, interest), not trained (the paper initialises them randomly
@@ -130,10 +128,7 @@ class B2IRouting(keras.layers.Layer):
     """behaviours [B, H, D], real [B, H] (1 a real item, 0 padding), active bool [B, K] or None
     (all interests) -> capsules [B, K, C], and with `return_weights` also the last iteration's
     routing weights w_ij [B, H, K] (0 at padding and at inactive interests)."""
-    length = behaviours.shape[1]
-    if length is not None and length > self.initial_logits.shape[0]:
-      raise ValueError(f"history of length {length} is longer than the "
-                       f"{self.initial_logits.shape[0]} this routing layer was built for")
+    check_history_length(self, behaviours, self.initial_logits.shape[0])
     mapped = tf.einsum("bhd,dc->bhc", behaviours, self.bilinear)  # S e_i for every behaviour
     logits = tf.broadcast_to(self.initial_logits[:tf.shape(behaviours)[1]][tf.newaxis],
                              [tf.shape(behaviours)[0], tf.shape(behaviours)[1], self.num_interests])
@@ -231,13 +226,6 @@ class MIND(MultiInterestTower):
     self.user_tower = mlp(hidden, output_dim, "user_tower")
     self.item_tower = mlp(item_hidden, output_dim, "item_tower")
 
-  def pooled_items(self, item_ids, item_vector=None):
-    """e_i: the mean of each item's field embeddings, [..., embedding_dim]."""
-    if item_vector is None:
-      item_vector = self.embeddings.item_vector(item_ids)
-    shape = tf.concat([tf.shape(item_vector)[:-1], [self.num_item_fields, self.embedding_dim]], 0)
-    return tf.reduce_mean(tf.reshape(item_vector, shape), axis=-2)
-
   def profile(self, features, user_vector=None):
     """User id and user-feature embeddings, concatenated: [B, profile_dim]."""
     if user_vector is not None:
@@ -268,9 +256,6 @@ class MIND(MultiInterestTower):
     # Unused interests repeat interest 1: retrieval by the best interest ignores a duplicate.
     interests = as_float32(tf.where(active[..., tf.newaxis], out, out[:, :1]))
     return interests, as_float32(tf.transpose(weights, [0, 2, 1]))
-
-  def item_embedding(self, item_ids, training=False, item_vector=None):
-    return as_float32(self.item_tower(self.pooled_items(item_ids, item_vector), training=training))
 
   def training_query(self, features, user_embedding, positive_embedding, training=False):
     """The interests mixed by label-aware attention on the positive (or the best one, "argmax"):
