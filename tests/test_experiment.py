@@ -379,6 +379,30 @@ def test_samplers_report_files(tmp_path):
   assert open(tmp_path / "samplers.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_grouped_bars_by_hand():
+  from uma2_tf.experiment import samplers_table
+
+  class Axes:  # Records what would be drawn.
+    def __init__(self):
+      self.bars = []
+
+    def bar(self, xs, heights, width, yerr, capsize, label):
+      self.bars.append((label, xs, heights, yerr, width))
+
+  points = {("g0", "a"): (1.0, 0.1), ("g1", "a"): (2.0, 0.0), ("g1", "b"): (3.0, 0.5)}
+  ax = Axes()
+  samplers_table.grouped_bars(ax, ["g0", "g1"], ["a", "b"], lambda g, s: points.get((g, s)),
+                              str.upper)
+  # Two series: width 0.4, offsets -0.2 and +0.2 around each group; no bar where there is no point.
+  assert ax.bars[0][0] == "A" and ax.bars[0][2:] == ([1.0, 2.0], [0.1, 0.0], 0.4)
+  np.testing.assert_allclose(ax.bars[0][1], [-0.2, 0.8])
+  assert ax.bars[1][0] == "B" and ax.bars[1][2:4] == ([3.0], [0.5])
+  np.testing.assert_allclose(ax.bars[1][1], [1.2])
+  assert samplers_table.mean_std([]) is None
+  assert samplers_table.mean_std([2.0]) == (2.0, 0.0)
+  assert samplers_table.mean_std([1.0, 3.0]) == pytest.approx((2.0, np.sqrt(2.0)))
+
+
 def test_samplers_cli_report_only(tmp_path):
   report_dir = str(tmp_path / "report")
   _write_sampler_runs(report_dir, grid_lib.samplers_grid((0, 1)))

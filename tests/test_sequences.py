@@ -239,10 +239,10 @@ def test_hand_checked_sequence_and_item_ids(builder, datasets, records):
   assert item_raw == ["", *ITEM_ORDER[builder]]
   raw_user, expected = SEQUENCES[builder]
   user = user_raw.index(raw_user)
-  sequence = sequence_builders.read_sequences(dataset, next(
-      split for split in sequences.SPLITS
-      if any(r[schema_lib.USER_ID] == user for r in records[builder][split])))[user]
-  assert [item_raw[i] for i in sequence] == expected
+  # One record per interaction, request ids in sequence order.
+  user_records = sorted((r for split in sequences.SPLITS for r in records[builder][split]
+                         if r[schema_lib.USER_ID] == user), key=lambda r: r[schema_lib.REQUEST_ID])
+  assert [item_raw[i] for r in user_records for i in r[schema_lib.EXPOSED]] == expected
 
 
 def test_days_are_calendar_days(records, datasets):

@@ -43,6 +43,16 @@ def test_users_split_80_10_10_disjoint_and_fixed(tiny_dataset):
   assert holdout.sources("test") == (("train", "test"), parts["test"])
 
 
+def test_membership_of_ids_by_hand():
+  values = tf.constant([3, 7, 1, 9, 12, 0], tf.int64)
+  np.testing.assert_array_equal(splits.is_member(values, np.array([1, 7, 12], np.int64)),
+                                [False, True, True, False, True, False])
+  np.testing.assert_array_equal(splits.is_member(values, np.zeros(0, np.int64)), [False] * 6)
+  keep = splits.users_keep(np.array([0, 9], np.int64))
+  np.testing.assert_array_equal(keep({schema_lib.USER_ID: values}),
+                                [False, False, False, True, False, True])
+
+
 def test_history_and_targets_are_the_users_clicks_cut_at_80_percent(tiny_dataset):
   test_users = splits.user_holdout(tiny_dataset).users["test"]
   evaluator = sequential_evaluation.SequentialEvaluator(
@@ -119,7 +129,10 @@ def test_a_run_under_the_sequential_protocol(tiny_data_dir, tmp_path):
   assert {"recall@20", "ndcg@50", "hitrate@50"} <= set(results["model"])
   assert len(results["routing"]["max_weight"]) == 2
   history = np.genfromtxt(tmp_path / "history.csv", delimiter=",", names=True)
-  assert "val_ndcg50" in history.dtype.names
+  assert {"val_ndcg50", "val_routing_entropy", "val_routing_max_weight"} <= set(
+      history.dtype.names)
+  # Its last epoch's collapse is the validation users' diagnostic, averaged over the interests.
+  assert 0 < history["val_routing_max_weight"][-1] <= 1
   on_disk = json.loads((tmp_path / "metrics.json").read_text())
   assert on_disk["routing"] == results["routing"]
   # Trained on the training users' records only: the positives counted by hand.

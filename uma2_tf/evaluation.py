@@ -59,22 +59,28 @@ class Evaluator:
   def __init__(self, dataset: reading.BuiltDataset, ks: Sequence[int] = (50, 100, 200),
                max_history: int = 50, split: str = "test", auc_positives: int = 20000,
                keep=None, name: str | None = None):
-    if split not in dataset.split_files:
-      raise ValueError(f"{dataset.name} has no {split!r} split to evaluate on")
     self.keep = keep
     self.name = name or split
-    self.dataset = dataset
-    self.ks = tuple(sorted(ks))
-    self.k_max = self.ks[-1]
-    if self.k_max >= dataset.schema.num_items:
-      raise ValueError(f"largest K ({self.k_max}) must be below the number of items "
-                       f"({dataset.schema.num_items - 1})")
+    self._set_dataset(dataset, (split,), ks)
     self.split = split
     self.max_history = max_history
     self.auc_positives = auc_positives
     self.users, self.truth = self._test_users(max_history)
     self.last_per_user: dict[str, np.ndarray] = {}
     self.reference = self._reference_results()
+
+  def _set_dataset(self, dataset: reading.BuiltDataset, splits: Sequence[str],
+                   ks: Sequence[int]) -> None:
+    """Checks that `dataset` has `splits` and more items than the largest K, and keeps both."""
+    for split in splits:
+      if split not in dataset.split_files:
+        raise ValueError(f"{dataset.name} has no {split!r} split to evaluate on")
+    self.dataset = dataset
+    self.ks = tuple(sorted(ks))
+    self.k_max = self.ks[-1]
+    if self.k_max >= dataset.schema.num_items:
+      raise ValueError(f"largest K ({self.k_max}) must be below the number of items "
+                       f"({dataset.schema.num_items - 1})")
 
   def _test_users(self, max_history: int):
     schema = self.dataset.schema

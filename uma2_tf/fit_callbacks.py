@@ -12,6 +12,7 @@ import uma2_tf  # noqa: F401
 import time
 
 from absl import logging
+import numpy as np
 import tf_keras as keras
 
 from uma2_tf import distribute, evaluation
@@ -19,8 +20,8 @@ from uma2_tf.run_dir import RunDir
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-  """Evaluates on the validation records after each epoch; adds `val_<metric>` to the epoch
-  logs."""
+  """Evaluates on the validation records after each epoch; adds `val_<metric>` (and a
+  multi-interest tower's `val_routing_entropy` / `val_routing_max_weight`) to the epoch logs."""
 
   def __init__(self, evaluator: evaluation.Evaluator):
     super().__init__()
@@ -35,6 +36,11 @@ class EvaluationCallback(keras.callbacks.Callback):
       logs[f"val_{key}"] = value
     for key, value in results.get("propensity_auc", {}).items():
       logs[f"val_auc_{key}"] = value
+    # A multi-interest tower's routing collapse per epoch (averaged over its interests): the
+    # curve RR is meant to bend, in history.csv beside the metrics.
+    for key in ("entropy", "max_weight"):
+      if results.get("routing", {}).get(key):
+        logs[f"val_routing_{key}"] = float(np.mean(results["routing"][key]))
     # The metrics at one K keep the line short: 100 (the paper's), else the largest evaluated.
     shown = "@100" if 100 in self.evaluator.ks else f"@{self.evaluator.k_max}"
     logging.info("epoch %d: %s (evaluated in %.1fs)", epoch + 1,

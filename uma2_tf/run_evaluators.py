@@ -2,8 +2,9 @@
 (model selection) and `test_random`'s when the dataset has one. `config` is a
 `training.TrainConfig`.
 
-    evaluator = test_evaluator(None, dataset, config)            # or check one given
-    holdout = training_holdout(dataset, config)                   # what training leaves out
+    users = held_out_users(dataset, config)                       # sequential protocol, else None
+    evaluator = test_evaluator(None, dataset, config, users)      # or check one given
+    holdout = training_holdout(dataset, config, users)            # what training leaves out
     selector = validation_evaluator(dataset, config, holdout)     # None without validation
 
 Under `config.protocol == "sequential"` the evaluators are `SequentialEvaluator`s of the held-out
@@ -19,11 +20,18 @@ from uma2_tf import evaluation, sequential_evaluation
 from uma2_tf.data import reading, splits
 
 
+def held_out_users(dataset: reading.BuiltDataset, config) -> splits.UserHoldout | None:
+  """The sequential protocol's training, validation and test users (None under the daily one):
+  read once per run and passed to `test_evaluator` and `training_holdout`."""
+  return splits.user_holdout(dataset) if _sequential(config) else None
+
+
 def test_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.BuiltDataset,
-                   config) -> evaluation.Evaluator:
-  """The evaluator given (checked against the run) or a new one of the test split."""
+                   config, users: splits.UserHoldout | None = None) -> evaluation.Evaluator:
+  """The evaluator given (checked against the run) or a new one of the test split (of `users`'
+  test users under the sequential protocol; read here if None)."""
   if evaluator is None and _sequential(config):
-    return _sequential_evaluator(dataset, config, splits.user_holdout(dataset), "test")
+    return _sequential_evaluator(dataset, config, users or splits.user_holdout(dataset), "test")
   if evaluator is None:
     return evaluation.Evaluator(dataset, config.eval_ks, max_history=config.sampling.max_history)
   if isinstance(evaluator, sequential_evaluation.SequentialEvaluator) != _sequential(config):
@@ -38,10 +46,13 @@ def test_evaluator(evaluator: evaluation.Evaluator | None, dataset: reading.Buil
   return evaluator
 
 
-def training_holdout(dataset: reading.BuiltDataset, config) -> splits.Holdout | splits.UserHoldout:
-  """The records training leaves out: the validation records, or the held-out users."""
+def training_holdout(dataset: reading.BuiltDataset, config,
+                     users: splits.UserHoldout | None = None
+                     ) -> splits.Holdout | splits.UserHoldout:
+  """The records training leaves out: the validation records, or the held-out users (`users`,
+  read here if None)."""
   if _sequential(config):
-    return splits.user_holdout(dataset)
+    return users or splits.user_holdout(dataset)
   return splits.holdout(dataset, config.validation, seed=config.seed)
 
 

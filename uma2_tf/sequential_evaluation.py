@@ -49,20 +49,12 @@ class SequentialEvaluator(evaluation.Evaluator):
   def __init__(self, dataset: reading.BuiltDataset, ks: Sequence[int] = (20, 50),
                max_history: int = 50, splits: Sequence[str] = ("test",), users=None,
                history_share: float = HISTORY_SHARE, name: str | None = None):
-    for split in splits:
-      if split not in dataset.split_files:
-        raise ValueError(f"{dataset.name} has no {split!r} split to evaluate on")
+    self._set_dataset(dataset, splits, ks)
     if not 0.0 < history_share < 1.0:
       raise ValueError(f"history_share must be in (0, 1), got {history_share}")
-    self.dataset = dataset
     self.splits = tuple(splits)
     self.split = self.splits[-1]
     self.name = name or "+".join(self.splits)
-    self.ks = tuple(sorted(ks))
-    self.k_max = self.ks[-1]
-    if self.k_max >= dataset.schema.num_items:
-      raise ValueError(f"largest K ({self.k_max}) must be below the number of items "
-                       f"({dataset.schema.num_items - 1})")
     self.max_history = max_history
     self.history_share = history_share
     self.selected = None if users is None else np.unique(np.asarray(users, np.int64))

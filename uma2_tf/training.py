@@ -49,7 +49,7 @@ import tf_keras as keras
 from uma2_tf import atomic_files, config_flags, distribute, evaluation, fit_callbacks
 from uma2_tf import run_evaluators
 from uma2_tf import run_dir as run_dir_lib
-from uma2_tf.data import reading
+from uma2_tf.data import reading, splits
 from uma2_tf.sources import registry
 from uma2_tf.data import samplers
 from uma2_tf.models import towers
@@ -152,7 +152,8 @@ def train(config: TrainConfig, verbose: int = 1, evaluator: evaluation.Evaluator
 def _train(config: TrainConfig, dataset: reading.BuiltDataset, verbose: int,
            evaluator: evaluation.Evaluator | None, strategy: tf.distribute.Strategy,
            task: distribute.Task, restart: bool) -> dict:
-  evaluator = run_evaluators.test_evaluator(evaluator, dataset, config)
+  users = run_evaluators.held_out_users(dataset, config)
+  evaluator = run_evaluators.test_evaluator(evaluator, dataset, config, users)
   random_evaluator = run_evaluators.test_random_evaluator(dataset, config)
   run = RunDir(config.output_dir)
   if task.is_chief:
@@ -166,7 +167,7 @@ def _train(config: TrainConfig, dataset: reading.BuiltDataset, verbose: int,
 
   record = _ended_training(run, task, asynchronous)
   if record is None:
-    model, record = _fit(config, dataset, strategy, task, run, verbose, asynchronous)
+    model, record = _fit(config, dataset, strategy, task, run, verbose, asynchronous, users)
   else:
     logging.info("%s: training ended before (%s), its results were never written: evaluating %s",
                  config.output_dir, run_dir_lib.TRAINING, run.final_checkpoint)
@@ -216,11 +217,11 @@ def _ended_training(run: RunDir, task: distribute.Task, asynchronous: bool) -> d
 
 
 def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distribute.Strategy,
-         task: distribute.Task, run: RunDir, verbose: int,
-         asynchronous: bool) -> tuple[UMA2Model, dict]:
+         task: distribute.Task, run: RunDir, verbose: int, asynchronous: bool,
+         users: splits.UserHoldout | None) -> tuple[UMA2Model, dict]:
   """Trains (from the backup a killed run left, if any), saves `checkpoints/final`, then the
-  training record; returns the model and the record."""
-  holdout = run_evaluators.training_holdout(dataset, config)
+  training record; returns the model and the record. `users`: the sequential protocol's."""
+  holdout = run_evaluators.training_holdout(dataset, config, users)
   validation_evaluator = run_evaluators.validation_evaluator(dataset, config, holdout)
   positives = count_positives(dataset, keep=holdout.train_keep())
   if positives == 0:

@@ -82,12 +82,7 @@ class Holdout:
 
     if self.day is not None:
       return tf.equal(requests[schema_lib.DAY], self.day)
-    rid = requests[schema_lib.REQUEST_ID]
-    if not len(self.request_ids):
-      return tf.zeros_like(rid, tf.bool)
-    ids = tf.constant(self.request_ids, tf.int64)
-    pos = tf.minimum(tf.searchsorted(ids, rid), len(self.request_ids) - 1)
-    return tf.equal(tf.gather(ids, pos), rid)
+    return is_member(requests[schema_lib.REQUEST_ID], self.request_ids)
 
   def keep_train(self, requests):
     import tensorflow as tf
@@ -189,11 +184,17 @@ def users_keep(users: np.ndarray) -> Callable:
   """A predicate on parsed requests: the records of `users` (sorted int64)."""
 
   def keep(requests):
-    import tensorflow as tf
-
-    ids = tf.constant(users, tf.int64)
-    user = requests[schema_lib.USER_ID]
-    pos = tf.minimum(tf.searchsorted(ids, user), len(users) - 1)
-    return tf.equal(tf.gather(ids, pos), user)
+    return is_member(requests[schema_lib.USER_ID], users)
 
   return keep
+
+
+def is_member(values, sorted_ids: np.ndarray):
+  """bool tensor: which of `values` (an int64 tensor) are in `sorted_ids` (sorted int64)."""
+  import tensorflow as tf
+
+  if not len(sorted_ids):
+    return tf.zeros_like(values, tf.bool)
+  ids = tf.constant(sorted_ids, tf.int64)
+  pos = tf.minimum(tf.searchsorted(ids, values), len(sorted_ids) - 1)
+  return tf.equal(tf.gather(ids, pos), values)

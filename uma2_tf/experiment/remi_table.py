@@ -156,24 +156,17 @@ def chart(results: Sequence[RunResult], path: str, title: str) -> None:
   cells = _cells(results)
   towers = list(dict.fromkeys(t for t, _ in cells))
   rows = [row for row in REMI_ROWS if any(r == row for _, r in cells)]
-  width = 0.8 / max(1, len(rows))
   fig, axes = plt.subplots(2, 1, figsize=(max(6, 2.2 * len(towers) + 2), 7), sharex=True)
-  for ax, label in zip(axes, ("Recall@50", "routing entropy (nats)")):
-    for j, row in enumerate(rows):
-      xs, means, errors = [], [], []
-      for i, tower in enumerate(towers):
-        runs = cells.get((tower, row), [])
-        if label == "Recall@50":
-          point = samplers_table.chart_point(runs, METRIC)
-        else:
-          values = [c["entropy"] for c in map(collapse, runs) if c is not None]
-          point = (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1
-                   else 0.0) if values else None
-        if point:
-          xs.append(i + (j - (len(rows) - 1) / 2) * width)
-          means.append(point[0])
-          errors.append(point[1])
-      ax.bar(xs, means, width=width, yerr=errors, capsize=3, label=row)
+
+  def recall(tower, row):
+    return samplers_table.chart_point(cells.get((tower, row), []), METRIC)
+
+  def entropy(tower, row):
+    return samplers_table.mean_std(
+        [c["entropy"] for c in map(collapse, cells.get((tower, row), [])) if c is not None])
+
+  for ax, label, point in zip(axes, ("Recall@50", "routing entropy (nats)"), (recall, entropy)):
+    samplers_table.grouped_bars(ax, towers, rows, point, str)
     ax.set_ylabel(f"{label}\n(mean, std over seeds)", fontsize=9)
     ax.legend(fontsize=8)
   axes[0].set_title(title, fontsize=10)
@@ -184,9 +177,7 @@ def chart(results: Sequence[RunResult], path: str, title: str) -> None:
 
 def write_report(report_dir: str, grid: Sequence[RunSpec], title: str = "REMI") -> dict:
   """Writes remi.md, remi.csv, remi.json and remi.png; returns what it wrote."""
-  results, reference = report_lib.load_results(report_dir, grid)
-  if not results:
-    raise ValueError(f"{report_dir}: no finished run to report on")
+  results, reference, _ = report_lib.finished_results(report_dir, grid)
   done = {r.spec for r in results}
   missing = [s for s in grid if s not in done]
   table = report_lib.with_selection_note(report_dir, results,

@@ -26,7 +26,7 @@ import io
 import json
 import math
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -259,14 +259,28 @@ def samplers_csv(results: Sequence[RunResult], worlds: Sequence[str] | None = No
   return buffer.getvalue()
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float] | None:
+  """(mean, std) of a cell's values over seeds (std 0 for one value), None for none."""
+  if not len(values):
+    return None
+  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def chart_point(runs: Sequence[RunResult], metric: str) -> tuple[float, float] | None:
   """A cell in a chart: the mean of `metric` over its runs and their std (0 for one run), None
   when no run has it."""
-  values = [r.metrics[metric] for r in runs if metric in r.metrics]
-  if not values:
-    return None
-  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-  return float(np.mean(values)), std
+  return mean_std([r.metrics[metric] for r in runs if metric in r.metrics])
+
+
+def grouped_bars(ax, groups: Sequence, series: Sequence, point: Callable, label: Callable) -> None:
+  """Bars on `ax`: the groups along x, within each a bar per series side by side, its height
+  and error bar `point(group, series)` = (mean, std), or no bar for None."""
+  width = 0.8 / max(1, len(series))
+  for j, one in enumerate(series):
+    bars = [(i + (j - (len(series) - 1) / 2) * width, p) for i, group in enumerate(groups)
+            for p in [point(group, one)] if p]
+    ax.bar([x for x, _ in bars], [p[0] for _, p in bars], width=width,
+           yerr=[p[1] for _, p in bars], capsize=3, label=label(one))
 
 
 def chart(results: Sequence[RunResult], reference: dict, path: str, title: str) -> None:
@@ -277,19 +291,12 @@ def chart(results: Sequence[RunResult], reference: dict, path: str, title: str) 
   cells = _cells(results)
   towers = list(dict.fromkeys(t for t, _ in cells))
   rows = list(dict.fromkeys(row for _, row in cells))
-  width = 0.8 / len(towers)
   fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.1 * len(rows) + 2), 8), sharex=True)
   for ax, metric, label in zip(axes, (TEST_METRIC, POPULARITY_METRIC),
                                ("Recall@100", "avg popularity@100 (training clicks)")):
-    for j, tower in enumerate(towers):
-      xs, means, errors = [], [], []
-      for i, row in enumerate(rows):
-        point = chart_point(cells.get((tower, row), []), metric)
-        if point:
-          xs.append(i + (j - (len(towers) - 1) / 2) * width)
-          means.append(point[0])
-          errors.append(point[1])
-      ax.bar(xs, means, width, yerr=errors, capsize=3, label=TOWER_NAMES.get(tower, tower))
+    grouped_bars(ax, rows, towers,
+                 lambda row, tower, metric=metric: chart_point(cells.get((tower, row), []), metric),
+                 lambda tower: TOWER_NAMES.get(tower, tower))
     for name, style in (("popularity", ":"), ("oracle", "--")):
       if metric in reference.get(name, {}):
         ax.axhline(reference[name][metric], color="gray", linestyle=style, label=name)

@@ -3,7 +3,7 @@
 
     python -m pipelines.prepare --dataset=gowalla/default --manual_dir=/data/gowalla
     dataset = registry.load("gowalla/default", data_dir)
-    test_users = sequence_builders.read_sequences(dataset, "test")   # user id -> item ids in order
+    evaluator = sequential_evaluation.SequentialEvaluator(dataset, splits=("test",))  # test users
 
 The files are read by `sequence_files` (its docstring: the layouts, what each dataset keeps), the
 filters, ids and split are `sequences`' (its docstring: where that follows the reference code).
@@ -52,7 +52,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from uma2_tf import atomic_files
-from uma2_tf.data import reading
 from uma2_tf.data import schema as schema_lib
 from uma2_tf.data import validation
 from uma2_tf.sources import logs
@@ -262,21 +261,3 @@ def records(prepared: sequences.Prepared, split: str, max_history: int):
           schema_lib.HISTORY: sequence[max(0, j - max_history):j],
           schema_lib.EXPOSED: item, schema_lib.CLICKED: _ONE, schema_lib.RECALLED: item,
       }
-
-
-def read_sequences(dataset: reading.BuiltDataset, split: str,
-                   requests_per_batch: int = 4096) -> dict[int, np.ndarray]:
-  """User id -> their item ids in time order, read back from a built dataset's split."""
-  users, request_ids, items = [], [], []
-  for batch in reading.read_requests(dataset.split_files[split], dataset.schema,
-                                     requests_per_batch):
-    users.append(batch[schema_lib.USER_ID].numpy())
-    request_ids.append(batch[schema_lib.REQUEST_ID].numpy())
-    items.append(batch[schema_lib.EXPOSED].flat_values.numpy())
-  if not users:
-    return {}
-  users, request_ids, items = (np.concatenate(a) for a in (users, request_ids, items))
-  order = np.lexsort((request_ids, users))
-  users, items = users[order], items[order]
-  starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-  return {int(users[s]): items[s:e] for s, e in zip(starts, np.r_[starts[1:], len(users)])}
