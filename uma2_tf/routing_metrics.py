@@ -1,16 +1,17 @@
 """Routing collapse of a multi-interest tower: how concentrated each interest's routing row is.
 
     diagnostic = routing_collapse(tower, users)   # users: the evaluator's feature arrays
-    diagnostic["max_weight"][k], diagnostic["entropy"][k], diagnostic["uniform_entropy"]
+    diagnostic["max_weight"][k], diagnostic["entropy"][k], diagnostic["uniform_entropy"][k]
 
 A collapsed interest routes (almost) all its weight to one history item: its largest weight is near
 1 and its entropy near 0, whatever the history's length. Each row A_k of the routing matrix
 (`Tower.interest_routing`) is normalised over the user's real history positions, then per
 interest k the largest weight and the entropy −Σ_l Â_kl ln Â_kl (nats) are averaged over the users
 with a history; a row that is all 0 (an interest MIND does not use for that user) is left out of
-its interest's mean. `uniform_entropy` is the mean of ln(history length): the entropy of rows that
-spread evenly, the ceiling to read `entropy` against. The symptom REMI's routing regulariser exists
-to cure.
+its interest's mean. `uniform_entropy[k]` is the mean of ln(history length) over the same users:
+the entropy of rows that spread evenly, the ceiling to read `entropy[k]` against (per interest,
+because MIND gives its later interests only to users with longer histories). The symptom REMI's
+routing regulariser exists to cure.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def routing_collapse(tower, users: dict, batch_size: int = 2048) -> dict | None:
     return None
   totals = None
   ds = tf.data.Dataset.from_tensor_slices(users).batch(batch_size)
-  log_lengths, num_users = [], 0
+  num_users = 0
   for batch in ds:
     _, routing = tower.interest_routing(batch)
     if routing is None:
@@ -44,24 +45,28 @@ def routing_collapse(tower, users: dict, batch_size: int = 2048) -> dict | None:
     share = np.divide(routing, sums, out=np.zeros_like(routing), where=sums > 0)
     entropy = -np.sum(np.where(share > 0, share * np.log(np.where(share > 0, share, 1.0)), 0.0),
                       axis=-1)
+    log_length = np.log(lengths[has_history])[:, None]  # [B, 1]
     batch_totals = np.stack([used.sum(0), np.where(used, share.max(-1), 0).sum(0),
-                             np.where(used, entropy, 0).sum(0)])
+                             np.where(used, entropy, 0).sum(0),
+                             np.where(used, log_length, 0).sum(0)])
     totals = batch_totals if totals is None else totals + batch_totals
-    log_lengths.append(np.log(lengths[has_history]))
     num_users += int(has_history.sum())
   if totals is None or num_users == 0:
-    return {"users": 0, "max_weight": [], "entropy": [], "uniform_entropy": 0.0}
+    return {"users": 0, "max_weight": [], "entropy": [], "uniform_entropy": []}
   counts = np.maximum(totals[0], 1)
-  return {"users": num_users, "max_weight": (totals[1] / counts).round(6).tolist(),
-          "entropy": (totals[2] / counts).round(6).tolist(),
-          "uniform_entropy": round(float(np.concatenate(log_lengths).mean()), 6)}
+  means = (totals[1:] / counts).round(6).tolist()
+  return {"users": num_users, "max_weight": means[0], "entropy": means[1],
+          "uniform_entropy": means[2]}
 
 
 def routing_markdown(diagnostic: dict) -> str:
   """The diagnostic as a markdown table, one row per interest."""
-  lines = [f"Routing of each interest over {diagnostic['users']} users' history (uniform rows: "
-           f"entropy {diagnostic['uniform_entropy']:.4f}):", "",
-           "| interest | largest weight | entropy |", "|---:|---:|---:|"]
-  for k, (top, entropy) in enumerate(zip(diagnostic["max_weight"], diagnostic["entropy"])):
-    lines.append(f"| {k + 1} | {top:.4f} | {entropy:.4f} |")
+  uniform = diagnostic["uniform_entropy"]
+  if not isinstance(uniform, list):  # Written before the ceiling was per interest.
+    uniform = [uniform] * len(diagnostic["entropy"])
+  lines = [f"Routing of each interest over {diagnostic['users']} users' history (uniform rows "
+           "would have the uniform entropy):", "",
+           "| interest | largest weight | entropy | uniform entropy |", "|---:|---:|---:|---:|"]
+  for k, values in enumerate(zip(diagnostic["max_weight"], diagnostic["entropy"], uniform)):
+    lines.append(f"| {k + 1} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
   return "\n".join(lines)

@@ -46,7 +46,8 @@ def collapse(run: RunResult) -> dict | None:
     return None
   return {"max_weight": float(np.mean(run.routing["max_weight"])),
           "entropy": float(np.mean(run.routing["entropy"])),
-          "uniform_entropy": float(run.routing["uniform_entropy"])}
+          # A list per interest, or one number in runs written before it was.
+          "uniform_entropy": float(np.mean(run.routing["uniform_entropy"]))}
 
 
 def _collapse_mean(runs: Sequence[RunResult], key: str) -> float:
