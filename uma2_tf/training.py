@@ -226,7 +226,8 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
   positives = count_positives(dataset, keep=holdout.train_keep())
   if positives == 0:
     raise ValueError(f"{config.dataset}: the train split has no click to train on")
-  logging.info("validation (%s): %s", config.validation,
+  # (Under the sequential protocol the held-out validation users, whatever --validation says.)
+  logging.info("validation (%s): %s", holdout.spec,
                f"{len(validation_evaluator.truth)} users who clicked" if validation_evaluator
                else "none, nothing held out")
   steps_per_epoch = math.ceil(positives / config.batch_size)

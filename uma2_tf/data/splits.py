@@ -143,7 +143,7 @@ class UserHoldout:
 
   by_split: bool
   users: dict = dataclasses.field(default_factory=dict)
-  spec: str = "sequential"
+  spec: str = "sequential protocol: the validation users"
   enabled = True
 
   def train_keep(self) -> Optional[Callable]:
