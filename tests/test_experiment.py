@@ -403,6 +403,18 @@ def test_grouped_bars_by_hand():
   assert samplers_table.mean_std([1.0, 3.0]) == pytest.approx((2.0, np.sqrt(2.0)))
 
 
+def test_long_chart_titles_are_wrapped_not_cut(tmp_path):
+  plt = report_lib.pyplot()
+  fig, ax = plt.subplots(figsize=(5, 3))
+  title = "REMI on uma2_simulated/default (sequential protocol): " + "MIND, ComiRec-SA, " * 4
+  ax.set_title(title, fontsize=10)
+  report_lib.save_figure(fig, str(tmp_path / "chart.png"))
+  lines = ax.get_title().split("\n")
+  assert len(lines) > 1 and " ".join(lines) == " ".join(title.split())
+  assert max(map(len, lines)) <= report_lib.TITLE_CHARS_PER_INCH * 5
+  assert open(tmp_path / "chart.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_samplers_cli_report_only(tmp_path):
   report_dir = str(tmp_path / "report")
   _write_sampler_runs(report_dir, grid_lib.samplers_grid((0, 1)))

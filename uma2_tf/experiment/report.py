@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -36,6 +37,9 @@ TEST_METRIC = "recall@100"  # What the paired tests and the chart compare.
 # Also tested in the orderings: an ordering can hold on the hit rate or deeper in the list and not
 # at Recall@100.
 SECONDARY_METRICS = ("hitrate@100", "recall@100", "recall@200")
+
+# Characters of a 10-point title that fit in an inch of figure, with a margin.
+TITLE_CHARS_PER_INCH = 12
 
 
 @dataclasses.dataclass
@@ -320,6 +324,11 @@ def pyplot():
 def save_figure(fig, path: str) -> None:
   """Writes a chart to `path` whole or not at all (a temporary file renamed), then closes it."""
   plt = pyplot()
+  for ax in fig.axes:  # A title wider than the figure is cut at its edge: wrap it instead.
+    title = ax.get_title()
+    if title:
+      ax.set_title(textwrap.fill(title, int(TITLE_CHARS_PER_INCH * fig.get_figwidth())),
+                   fontsize=ax.title.get_fontsize())
   fig.tight_layout()
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=120)
