@@ -15,6 +15,11 @@
 #   make ablation     where UMA²'s gain comes from, across worlds whose legacy pipeline knows
 #                     less and less of the truth (ABLATION_WORLDS; built if missing)
 #                     -> reports/ablation[_quick]/ (EXPERIMENT_ARGS as for experiment)
+#   make autosample   search the negative sampler DATASET and TOWER want among CANDIDATES
+#                     (empty: the default set) within BUDGET epochs of training steps, one
+#                     search per seed of SEEDS -> reports/autosample_<DATASET>_<TOWER>/
+#                     (seed<N>/ is an ordinary run dir: make export RUN_DIR=...; AUTOSAMPLE_ARGS
+#                     e.g. --grid_dir=reports/samplers_default to compare with the candidates' grid)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -29,6 +34,11 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 EXPERIMENT_ARGS ?=
 SIM_ARGS ?=
+TOWER ?= youtube_dnn
+CANDIDATES ?=
+BUDGET ?= 4
+SEEDS ?= 0
+AUTOSAMPLE_ARGS ?=
 WORKERS ?= 2
 PS ?= 2
 STRATEGY ?= multi_worker
@@ -42,7 +52,8 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: install data train train-distributed export serve test bench experiment ablation clean
+.PHONY: install data train train-distributed export serve test bench experiment ablation autosample \
+	clean
 
 install: $(VENV)/.installed
 
@@ -87,6 +98,11 @@ ablation: install
 	$(PY) -m pipelines.experiment --table=ablation --data_dir=$(DATA_DIR) \
 	  --datasets=$(subst $(space),$(comma),$(foreach world,$(ABLATION_WORLDS),uma2_simulated/$(world))) \
 	  $(EXPERIMENT_ARGS)
+
+autosample: data
+	$(PY) -m pipelines.autosample --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
+	  --tower=$(TOWER) --budget=$(BUDGET) --seeds=$(SEEDS) \
+	  $(if $(CANDIDATES),--candidates=$(CANDIDATES)) $(AUTOSAMPLE_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

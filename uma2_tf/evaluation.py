@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import uma2_tf  # noqa: F401
 
+import copy
 import os
 from typing import Sequence
 
@@ -131,6 +132,20 @@ class Evaluator:
       oracle.update(self._bias(self.true_top))
       results["oracle"] = oracle
     return results
+
+  def subset(self, num_users: int, seed: int = 0) -> "Evaluator":
+    """This evaluator on a fixed random `num_users` of its users (all of them if it has fewer),
+    for quick repeated scoring (a sampler search's probes); the references are not recomputed."""
+    if num_users >= len(self.truth):
+      return self
+    keep = np.sort(np.random.default_rng(seed).choice(len(self.truth), num_users, replace=False))
+    out = copy.copy(self)
+    out.users = {name: values[keep] for name, values in self.users.items()}
+    out.truth = [self.truth[i] for i in keep]
+    out.true_top = None if self.true_top is None else np.asarray(self.true_top)[keep]
+    out.name = f"{self.name}, {num_users} users"
+    out.last_per_user = {}
+    return out
 
   def user_embeddings(self, tower, batch_size: int = 2048) -> np.ndarray:
     ds = tf.data.Dataset.from_tensor_slices(self.users).batch(batch_size)

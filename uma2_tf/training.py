@@ -62,11 +62,20 @@ from uma2_tf.train_config import (DAILY, PRECISIONS, PROTOCOLS, SEQUENTIAL,  # n
                                   TrainConfig)
 
 
-def build_model(config: TrainConfig, dataset: reading.BuiltDataset) -> UMA2Model:
+def build_tower(config: TrainConfig, dataset: reading.BuiltDataset) -> towers.Tower:
+  """The run's tower (`config.tower` with its interests and readout)."""
   kwargs = {"num_interests": config.num_interests} if config.tower in towers.MULTI_INTEREST else {}
   if config.hard_readout and config.tower == "mind":
     kwargs["attention"] = "argmax"
-  tower = towers.build_tower(config.tower, dataset.schema, dataset.catalog, **kwargs)
+  return towers.build_tower(config.tower, dataset.schema, dataset.catalog, **kwargs)
+
+
+def build_model(config: TrainConfig, dataset: reading.BuiltDataset,
+                tower: towers.Tower | None = None, nsdn=None) -> UMA2Model:
+  """The run's model: `tower` (built from the config if None) with the config's task; `nsdn`:
+  heads to reuse instead of new ones (the candidates of a sampler search share one tower and one
+  pair of heads)."""
+  tower = tower or build_tower(config, dataset)
   if config.sampling.strategy == "sampled":
     task = SampledSoftmaxTask(config.remi, name="sampled_softmax_task")
   elif config.sampling.is_softmax:
@@ -78,7 +87,7 @@ def build_model(config: TrainConfig, dataset: reading.BuiltDataset) -> UMA2Model
   if config.remi.rr_lambda:
     regularizer = RoutingRegularizer(config.remi.rr_lambda, name="routing_regularizer")
   return UMA2Model(tower, task, share_embeddings=config.share_embeddings,
-                   routing_regularizer=regularizer)
+                   routing_regularizer=regularizer, nsdn=nsdn)
 
 
 def count_positives(dataset: reading.BuiltDataset, split: str = "train", keep=None) -> int:
@@ -239,7 +248,7 @@ def _fit(config: TrainConfig, dataset: reading.BuiltDataset, strategy: tf.distri
   backup = run.backup_checkpoint()
   if backup is not None:
     _check_resumable(backup, "the backup of a killed run, to resume it from")
-  train_ds = _training_input(config, dataset, strategy, asynchronous, holdout)
+  train_ds = training_input(config, dataset, strategy, asynchronous, holdout)
   model = _compiled_model(config, dataset, strategy)
   callbacks = fit_callbacks.training_callbacks(config, run, task, validation_evaluator,
                                                asynchronous)
@@ -266,7 +275,7 @@ def _check_resumable(checkpoint: str, what: str) -> None:
         f"{e}: it is {what}; --restart (train(..., restart=True)) trains the run again") from None
 
 
-def _training_input(config: TrainConfig, dataset: reading.BuiltDataset,
+def training_input(config: TrainConfig, dataset: reading.BuiltDataset,
                     strategy: tf.distribute.Strategy, asynchronous: bool, holdout):
   """The distributed training input: one sampling pipeline per worker, repeated."""
 

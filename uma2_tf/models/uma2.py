@@ -48,17 +48,22 @@ class UMA2Model(tfrs.models.Model):
       gradients as once per slot, fewer FLOPs when items repeat).
     routing_regularizer: REMI's routing regulariser (`tasks.remi.RoutingRegularizer`), added to
       the loss on a multi-interest tower's routing matrix; None: no regulariser.
+    nsdn: heads to use instead of new ones when the task needs them (another model's: the
+      candidates of a sampler search share one tower and one pair of heads).
   """
 
   def __init__(self, tower: Tower, task: UMA2Task, share_embeddings: bool = True,
-               dedup_items: bool = True, routing_regularizer=None, **kwargs):
+               dedup_items: bool = True, routing_regularizer=None, nsdn: NSDN | None = None,
+               **kwargs):
     super().__init__(**kwargs)
     self.tower = tower
     self.dedup_items = dedup_items
     self.task = task
     self.routing_regularizer = routing_regularizer
     self.nsdn = None
-    if task.needs_nsdn:
+    if task.needs_nsdn and nsdn is not None:
+      self.nsdn = nsdn
+    elif task.needs_nsdn:
       embeddings = tower.embeddings
       if not share_embeddings:
         embeddings = FeatureEmbeddings(embeddings.schema, embeddings.catalog,
