@@ -276,15 +276,20 @@ def _check_resumable(checkpoint: str, what: str) -> None:
 
 
 def training_input(config: TrainConfig, dataset: reading.BuiltDataset,
-                    strategy: tf.distribute.Strategy, asynchronous: bool, holdout):
-  """The distributed training input: one sampling pipeline per worker, repeated."""
+                   strategy: tf.distribute.Strategy, asynchronous: bool, holdout,
+                   skip_steps: int = 0):
+  """The distributed training input: one sampling pipeline per worker, repeated; `skip_steps`:
+  start after the batches that many synchronous steps consumed (a stream resumed)."""
 
   def input_fn(ctx: tf.distribute.InputContext):
     # Each worker's pipeline reads its own shards (or every n-th record): the sampler shards by ctx.
     per_replica = ctx.get_per_replica_batch_size(config.batch_size)
     ds = samplers.make_training_dataset(dataset, config.sampling, per_replica, input_context=ctx,
                                         keep=holdout.train_keep())
-    return ds.repeat()
+    ds = ds.repeat()
+    if skip_steps:  # A step takes one batch per replica of the pipeline.
+      ds = ds.skip(skip_steps * (ctx.num_replicas_in_sync // ctx.num_input_pipelines))
+    return ds
 
   if asynchronous:
     # Keras hands the function to the ClusterCoordinator, which builds one pipeline per worker.

@@ -2,7 +2,7 @@
 
     config = SearchConfig(candidates=("uniform", "mixed", "uma2"), budget=4.0)
     phases = plan(config, num_candidates=3, steps_per_epoch=271)   # steps of each phase
-    records = search(trainer, config, steps_per_epoch=271, seed=0, state_file="state.json")
+    records = search(trainer, config, steps_per_epoch=271, state=StateFile("state.json", {...}))
 
 Probe and commit (docs/autosample.md says why this form): each phase starts from the weights the
 last one committed; every candidate still in the race trains `probe_steps` from those same weights
@@ -13,10 +13,11 @@ half of a phase's candidates (at least `min_probed`) is probed in the next. The 
 validation quality, never the training loss, whose minimum favours the easiest negatives.
 
 `trainer` does the training (`autosample_trainer.CandidateTrainer` on TensorFlow): `snapshot()` /
-`restore(s)`, `train(index, steps, stream_seed) -> seconds`, `score() -> float`,
-`fingerprint() -> str`, `save_phase(phase)` / `load_phase(phase)`. Every random draw of a train
-call is seeded by (seed, phase, slot), so a search is a function of its seed, and one resumed from
-its state file after phase k (`load_phase(k)`) goes on as if it had never stopped.
+`restore(s)`, `train(index, steps) -> seconds` (the next `steps` batches of candidate `index`'s
+own stream, seeded by `stream_seed(seed, index)`), `score() -> float`, `fingerprint() -> str`,
+`save_phase(phase)` / `load_phase(phase, consumed)`. A search is thus a function of its seed, and
+one resumed from its state file after phase k (`load_phase(k, steps each stream had given)`) goes
+on as if it had never stopped.
 """
 from __future__ import annotations
 
@@ -100,10 +101,19 @@ def plan(config: SearchConfig, num_candidates: int, steps_per_epoch: int) -> lis
   return [PhasePlan(n, config.probe_steps, base + (i < extra)) for i, n in enumerate(counts)]
 
 
-def stream_seed(seed: int, phase: int, slot: int) -> int:
-  """The sampler seed of one train call: probe of candidate `slot`, or the commit (slot = number
-  of candidates)."""
-  return seed * 1_000_003 + phase * 1009 + slot
+def stream_seed(seed: int, index: int) -> int:
+  """The sampler seed of candidate `index`'s stream in a search of `seed`."""
+  return seed * 1009 + index
+
+
+def consumed_steps(records: Sequence[dict], names: Sequence[str]) -> dict[int, int]:
+  """Candidate index -> the steps its stream gave in `records` (its probes and commits)."""
+  consumed = {i: 0 for i in range(len(names))}
+  for r in records:
+    for p in r["probes"]:
+      consumed[names.index(p["candidate"])] += p["steps"]
+    consumed[names.index(r["winner"])] += r["commit_steps"]
+  return consumed
 
 
 def _ranked(scores: dict[str, float], order: Sequence[str]) -> list[str]:
@@ -121,7 +131,7 @@ class StateFile:
 
   def __init__(self, path: str, identity: dict):
     self.path = path
-    self.identity = identity
+    self.identity = json.loads(json.dumps(identity))  # As read back: tuples are lists.
 
   def load(self) -> list[dict]:
     """The finished phases of a search with this identity; [] for a new one; ValueError for a
@@ -143,7 +153,7 @@ class StateFile:
         {"identity": self.identity, "phases": phases}, indent=2))
 
 
-def search(trainer, config: SearchConfig, steps_per_epoch: int, seed: int, state: StateFile,
+def search(trainer, config: SearchConfig, steps_per_epoch: int, state: StateFile,
            progress: Callable[[str, int], None] | None = None) -> list[dict]:
   """Runs (or resumes) the search; returns one record per phase.
 
@@ -156,7 +166,7 @@ def search(trainer, config: SearchConfig, steps_per_epoch: int, seed: int, state
   phases = plan(config, len(names), steps_per_epoch)
   records = state.load()
   if records:
-    trainer.load_phase(len(records) - 1)
+    trainer.load_phase(len(records) - 1, consumed_steps(records, names))
   probed = names
   if records and len(records) < len(phases):
     probed = next_probed(records[-1], phases[len(records)].probed, names)
@@ -166,8 +176,7 @@ def search(trainer, config: SearchConfig, steps_per_epoch: int, seed: int, state
     probes, best, best_snapshot = [], None, None
     for name in probed:
       trainer.restore(start)
-      seconds = trainer.train(names.index(name), phase.probe_steps,
-                              stream_seed(seed, index, names.index(name)))
+      seconds = trainer.train(names.index(name), phase.probe_steps)
       score = trainer.score()
       probes.append({"candidate": name, "steps": phase.probe_steps, "seconds": round(seconds, 3),
                      "score": score, "weights_sha256": trainer.fingerprint()})
@@ -178,8 +187,7 @@ def search(trainer, config: SearchConfig, steps_per_epoch: int, seed: int, state
     trainer.restore(best_snapshot)  # The winner's probe is kept: training goes on from it.
     winner = best["candidate"]
     committed_from = trainer.fingerprint()
-    seconds = trainer.train(names.index(winner), phase.commit_steps,
-                            stream_seed(seed, index, len(names)))
+    seconds = trainer.train(names.index(winner), phase.commit_steps)
     if progress:
       progress(f"phase {index + 1}/{len(phases)}: commit {winner}", phase.commit_steps)
     records.append({"phase": index, "probes": probes, "winner": winner,

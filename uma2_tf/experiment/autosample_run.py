@@ -85,17 +85,18 @@ def _run(base, search_config, candidates, configs, dataset, run_dir: RunDir, ver
                sum(p.probed * p.probe_steps + p.commit_steps for p in phases), steps_per_epoch,
                scorer.num_users, base.monitor)
   trainer = CandidateTrainer(configs, dataset, holdout, strategy, scorer,
-                             run_dir.file(PHASES_DIR))
+                             run_dir.file(PHASES_DIR), seed=base.seed)
   state = autosample.StateFile(run_dir.file(STATE_FILE), {
       "search": dataclasses.asdict(search_config), "train": json.loads(base.to_json())})
   start = time.perf_counter()
-  records = _search(trainer, search_config, steps_per_epoch, base.seed, state, phases, verbose)
+  records = _search(trainer, search_config, steps_per_epoch, state, phases, verbose)
   wall_seconds = time.perf_counter() - start  # (this process's part of a resumed search)
 
   selected = autosample.selected_phase(records)
   names = [c.name for c in candidates]
   winner = names.index(selected["winner"])
-  trainer.load_phase(selected["phase"])
+  trainer.load_phase(selected["phase"], autosample.consumed_steps(
+      records[:selected["phase"] + 1], names))
   model = trainer.model_of(winner)
   chosen = configs[winner]
   run_dir.write_config(chosen.to_json())
@@ -130,7 +131,7 @@ def _run(base, search_config, candidates, configs, dataset, run_dir: RunDir, ver
   return results
 
 
-def _search(trainer, search_config, steps_per_epoch, seed, state, phases, verbose) -> list[dict]:
+def _search(trainer, search_config, steps_per_epoch, state, phases, verbose) -> list[dict]:
   """`autosample.search` with a progress bar over the search's training steps."""
   from tqdm import tqdm
 
@@ -145,7 +146,7 @@ def _search(trainer, search_config, steps_per_epoch, seed, state, phases, verbos
       bar.set_postfix_str(what)
       bar.update(steps)
 
-    return autosample.search(trainer, search_config, steps_per_epoch, seed, state, progress)
+    return autosample.search(trainer, search_config, steps_per_epoch, state, progress)
 
 
 def _summed(counts) -> dict:

@@ -1,14 +1,16 @@
 """The TensorFlow side of the sampler search: one tower trained by several candidate samplers.
 
-    trainer = CandidateTrainer(configs, dataset, holdout, strategy, scorer, "runs/x/search")
-    seconds = trainer.train(2, steps=20, stream_seed=7)   # 20 steps on candidate 2's negatives
+    trainer = CandidateTrainer(configs, dataset, holdout, strategy, scorer, "runs/x/search", seed=0)
+    seconds = trainer.train(2, steps=20)                  # 20 steps on candidate 2's negatives
     snapshot = trainer.snapshot(); trainer.restore(snapshot)
     trainer.score()                                       # the validation subset's monitor
 
 `configs` are the candidates' `TrainConfig`s (`search_space.Candidate.train_config` of one base):
 each gets the model `training.build_model` builds for it, all around one tower and one pair of
 NSDN heads, compiled with one Adam, so a candidate continues from the weights and the optimiser
-state another left. `autosample.search` drives it.
+state another left. Each candidate draws from one stream of its own, seeded by (seed, candidate),
+built once and read on by every probe and commit; a resumed search (`load_phase`) skips what each
+stream had given. `autosample.search` drives it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import tf_keras as keras
 
 from uma2_tf import evaluation, training
 from uma2_tf.data import reading, samplers
+from uma2_tf.experiment import autosample
 
 
 class ValidationScorer:
@@ -48,13 +51,15 @@ class CandidateTrainer:
 
   def __init__(self, configs: Sequence[training.TrainConfig], dataset: reading.BuiltDataset,
                holdout, strategy: tf.distribute.Strategy, scorer: ValidationScorer,
-               phase_dir: str):
+               phase_dir: str, seed: int = 0):
     towers = {(c.tower, c.num_interests, c.hard_readout, c.share_embeddings) for c in configs}
     if len(towers) != 1:
       raise ValueError(f"the candidates of a search must share one tower, got {sorted(towers)}")
     self.configs = list(configs)
     self.dataset, self.holdout, self.strategy = dataset, holdout, strategy
-    self.scorer, self.phase_dir = scorer, phase_dir
+    self.scorer, self.phase_dir, self.seed = scorer, phase_dir, seed
+    self._streams: dict[int, object] = {}  # candidate -> its input iterator, built when first read
+    self._consumed: dict[int, int] = {}  # candidate -> steps its stream had given at a resume
     with strategy.scope():
       tower = training.build_tower(configs[0], dataset)
       self.optimizer = keras.optimizers.Adam(configs[0].learning_rate)
@@ -81,15 +86,29 @@ class CandidateTrainer:
   def tower(self):
     return self.models[0].tower
 
-  def train(self, index: int, steps: int, stream_seed: int) -> float:
-    """`steps` steps on candidate `index`'s negatives, drawn with `stream_seed`; the seconds."""
-    config = self.configs[index]
-    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling,
-                                                                      seed=stream_seed))
+  def train(self, index: int, steps: int) -> float:
+    """`steps` steps on candidate `index`'s next batches; the seconds they took."""
+    model = self.models[index]
+    # Keras's own step function, as `fit` runs it, without a new input pipeline per call.
+    step = model.make_train_function()
     start = time.perf_counter()
-    data = training.training_input(config, self.dataset, self.strategy, False, self.holdout)
-    self.models[index].fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+    stream = self._stream(index)
+    logs = None
+    for _ in range(steps):
+      logs = step(stream)
+    if logs is not None:
+      float(logs["loss"])  # Waits for the last step before reading the clock.
     return time.perf_counter() - start
+
+  def _stream(self, index: int):
+    if index not in self._streams:
+      config = self.configs[index]
+      config = dataclasses.replace(config, sampling=dataclasses.replace(
+          config.sampling, seed=autosample.stream_seed(self.seed, index)))
+      self._streams[index] = iter(training.training_input(
+          config, self.dataset, self.strategy, False, self.holdout,
+          skip_steps=self._consumed.get(index, 0)))
+    return self._streams[index]
 
   def score(self) -> float:
     return self.scorer(self.tower)
@@ -114,8 +133,11 @@ class CandidateTrainer:
   def save_phase(self, phase: int) -> None:
     self.checkpoint.write(self.phase_checkpoint(phase))
 
-  def load_phase(self, phase: int) -> None:
+  def load_phase(self, phase: int, consumed: dict[int, int]) -> None:
+    """The state saved after `phase`; `consumed`: the steps each candidate's stream had given by
+    then (its next batch is the one after them)."""
     self.checkpoint.read(self.phase_checkpoint(phase)).assert_existing_objects_matched()
+    self._streams, self._consumed = {}, dict(consumed)
 
   def model_of(self, index: int):
     return self.models[index]
