@@ -209,3 +209,63 @@ def test_stream_seeds_are_distinct_per_candidate_and_seed():
                                                    "winner": "b", "commit_steps": 30}]
   assert autosample.consumed_steps(records, ["a", "b", "c"]) == {0: 5, 1: 80, 2: 0}
   assert os.path.basename(autosample.StateFile("a/b.json", {}).path) == "b.json"
+
+
+# ---- the report against the grid, by hand -----------------------------------------------------
+
+def _finished_run(path, recall, train_seconds, epochs_run, steps_per_epoch, users=(1, 2, 3, 4)):
+  os.makedirs(path, exist_ok=True)
+  per_user = {"recall@100": np.array([recall - 0.01, recall + 0.01, recall - 0.02, recall + 0.02])}
+  np.savez(os.path.join(path, "per_user.npz"), user_id=np.array(users), **per_user)
+  metrics = {"model": {"recall@100": recall, "hitrate@100": recall + 0.1},
+             "run": {"train_seconds": train_seconds, "epochs_run": epochs_run}}
+  json.dump(metrics, open(os.path.join(path, "metrics.json"), "w"))
+  json.dump({"train_seconds": train_seconds, "epochs_run": epochs_run,
+             "steps_per_epoch": steps_per_epoch}, open(os.path.join(path, "training.json"), "w"))
+
+
+def _search_dir(path, seed, recall, steps, seconds):
+  _finished_run(path, recall, seconds, steps / 100, 100)
+  phases = [{"phase": 0, "probes": [{"candidate": "mixed:512", "steps": 5, "seconds": 1.0,
+                                     "score": 0.5, "weights_sha256": "a"},
+                                    {"candidate": "uniform", "steps": 5, "seconds": 1.0,
+                                     "score": 0.1, "weights_sha256": "b"}],
+             "winner": "mixed:512", "committed_from_sha256": "a", "commit_steps": steps - 10,
+             "commit_seconds": seconds - 2, "score": 0.6, "weights_sha256": "c"}]
+  summary = {"seed": seed, "candidates": ["uniform", "mixed:512"], "tower": "youtube_dnn",
+             "search": dataclasses.asdict(autosample.SearchConfig(
+                 candidates=("uniform", "mixed"), phases=1, probe_steps=5)),
+             "steps_per_epoch": 100, "score_users": 50, "monitor": "recall@100",
+             "plan": [{"probed": 2, "probe_steps": 5, "commit_steps": steps - 10}],
+             "phases": phases, "selected_phase": 0, "chosen": "mixed:512",
+             "compute": autosample.compute(phases), "wall_seconds": seconds + 3}
+  json.dump(summary, open(os.path.join(path, "autosample.json"), "w"))
+
+
+def test_report_against_the_grid_by_hand(tmp_path):
+  from uma2_tf.experiment import autosample_report
+
+  grid = tmp_path / "grid"
+  for seed, (uniform, mixed) in enumerate(((0.30, 0.70), (0.32, 0.74))):
+    _finished_run(grid / "runs" / f"youtube_dnn__ss_abc_random__seed{seed}", uniform, 50.0, 2, 100)
+    _finished_run(grid / "runs" / f"youtube_dnn__mixed__seed{seed}", mixed, 30.0, 3, 100)
+  dirs = [str(tmp_path / "s" / f"seed{seed}") for seed in (0, 1)]
+  for seed, recall in ((0, 0.70), (1, 0.72)):
+    _search_dir(dirs[seed], seed, recall, steps=120, seconds=20.0)
+  report = autosample_report.write_report(str(tmp_path / "s"), dirs, str(grid), title="t")
+  comp = report["comparison"]
+  assert comp["best"] == "mixed:512" and comp["best_metric"] == pytest.approx(0.72)
+  assert comp["share_of_best"] == pytest.approx(0.71 / 0.72)
+  # Grid per seed: uniform 2 epochs x 100 steps, 50 s; mixed 3 x 100, 30 s.
+  assert (comp["grid_steps"], comp["grid_train_seconds"]) == (500, 80)
+  assert comp["steps_ratio"] == pytest.approx(120 / 500)
+  assert comp["seconds_ratio"] == pytest.approx(20 / 80)
+  assert not comp["beats_every_candidate"] and comp["complete_grid"]
+  # Paired over users: the search minus mixed is -0.00, -0.02 on every user, seed-averaged -0.01.
+  assert comp["p_value_vs_best"] == pytest.approx(float("nan"), nan_ok=True)
+  table = report["table"]
+  assert "reaches **98.6 %** of the best single candidate" in table
+  assert "with **24.0 %** of the exhaustive grid's training steps (120 of 500 per seed)" in table
+  assert "| 1 | mixed:512 0.5000, uniform 0.1000 | `mixed:512` | 110 | 0.6000 (selected) |" in table
+  for path in report["paths"].values():
+    assert os.path.getsize(path) > 0

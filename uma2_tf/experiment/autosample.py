@@ -4,13 +4,14 @@
     phases = plan(config, num_candidates=3, steps_per_epoch=271)   # steps of each phase
     records = search(trainer, config, steps_per_epoch=271, state=StateFile("state.json", {...}))
 
-Probe and commit (docs/autosample.md says why this form): each phase starts from the weights the
-last one committed; every candidate still in the race trains `probe_steps` from those same weights
-(optimiser state included) on its own negatives, the monitored metric of a fixed validation subset
-scores it, and training continues from the best candidate's weights (its probe is kept, not
-redone) for the phase's commit steps on that candidate's negatives. With `halving` only the better
-half of a phase's candidates (at least `min_probed`) is probed in the next. The search follows
-validation quality, never the training loss, whose minimum favours the easiest negatives.
+Probe and commit (docs/DESIGN.md, "The sampler search", says why this form): each phase starts
+from the weights the last one committed; every candidate still in the race trains `probe_steps`
+from those same weights (optimiser state included) on its own negatives, the monitored metric of a
+fixed validation subset scores it, and training continues from the best candidate's weights (its
+probe is kept, not redone) for the phase's commit steps on that candidate's negatives. With
+`halving` only the better half of a phase's candidates (at least `min_probed`) is probed in the
+next. The search follows validation quality, never the training loss, whose minimum favours the
+easiest negatives.
 
 `trainer` does the training (`autosample_trainer.CandidateTrainer` on TensorFlow): `snapshot()` /
 `restore(s)`, `train(index, steps) -> seconds` (the next `steps` batches of candidate `index`'s
@@ -26,6 +27,8 @@ import json
 import math
 import os
 from typing import Callable, Sequence
+
+from absl import logging
 
 from uma2_tf import atomic_files
 from uma2_tf.experiment import search_space
@@ -196,6 +199,9 @@ def search(trainer, config: SearchConfig, steps_per_epoch: int, state: StateFile
                     "weights_sha256": trainer.fingerprint()})
     trainer.save_phase(index)
     state.save(records)  # After the phase's weights: the record says they are complete.
+    logging.info("autosample phase %d/%d: probed %s; committed to %s, validation %.4f",
+                 index + 1, len(phases), ", ".join(f"{p['candidate']} {p['score']:.4f}"
+                                                   for p in probes), winner, records[-1]["score"])
     if index + 1 < len(phases):
       probed = next_probed(records[-1], phases[index + 1].probed, names)
   return records

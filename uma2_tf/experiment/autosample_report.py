@@ -138,7 +138,8 @@ def comparison(searches: Sequence[SearchRun], grid: dict) -> dict:
     return out
   best = max(rows, key=lambda n: np.mean(rows[n][TEST_METRIC]))
   search_metric = float(np.mean([s.result.metrics[TEST_METRIC] for s in searches]))
-  test = report_lib.compare([s.result for s in searches], [r for r, _ in grid[best]])
+  test = report_lib.compare([s.result for s in searches], [r for r, _ in grid[best]],
+                           lift_metrics=(TEST_METRIC,))
   out.update({
       "best": best, "best_metric": float(np.mean(rows[best][TEST_METRIC])),
       "search_metric": search_metric,
