@@ -218,10 +218,9 @@ def _finished_run(path, recall, train_seconds, epochs_run, steps_per_epoch, user
   per_user = {"recall@100": np.array([recall - 0.01, recall + 0.01, recall - 0.02, recall + 0.02])}
   np.savez(os.path.join(path, "per_user.npz"), user_id=np.array(users), **per_user)
   metrics = {"model": {"recall@100": recall, "hitrate@100": recall + 0.1},
-             "run": {"train_seconds": train_seconds, "epochs_run": epochs_run}}
+             "run": {"train_seconds": train_seconds, "epochs_run": epochs_run,
+                     "steps_per_epoch": steps_per_epoch}}
   json.dump(metrics, open(os.path.join(path, "metrics.json"), "w"))
-  json.dump({"train_seconds": train_seconds, "epochs_run": epochs_run,
-             "steps_per_epoch": steps_per_epoch}, open(os.path.join(path, "training.json"), "w"))
 
 
 def _search_dir(path, seed, recall, steps, seconds):

@@ -70,8 +70,9 @@ def load_search(search_dir: str) -> SearchRun:
 
 def grid_runs(grid_dir: str, tower: str, candidates: Sequence[str],
               seeds: Sequence[int]) -> dict[str, list[tuple[RunResult, dict]]]:
-  """candidate name -> its finished grid runs on `tower` for `seeds`, each with its training
-  record (steps_per_epoch, epochs_run); candidates without a grid row or run are left out."""
+  """candidate name -> its finished grid runs on `tower` for `seeds`, each with its metrics.json
+  "run" record (train_seconds, epochs_run, steps_per_epoch); candidates without a grid row or
+  run are left out."""
   out = {}
   for candidate in search_space.parse(candidates):
     if candidate.grid_row is None:
@@ -81,7 +82,7 @@ def grid_runs(grid_dir: str, tower: str, candidates: Sequence[str],
     runs = []
     for result in results:
       run = RunDir(os.path.join(grid_dir, "runs", result.spec.run_id))
-      runs.append((result, run.read_json(run_dir_lib.TRAINING)))
+      runs.append((result, run.read_json(run_dir_lib.METRICS_JSON)["run"]))
     if runs:
       out[candidate.name] = runs
   return out
