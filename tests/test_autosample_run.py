@@ -123,3 +123,16 @@ def test_cli_refuses_what_the_search_cannot_do(tmp_path, tiny_data_dir):
          *flags], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr[-2000:]
     assert message in done.stderr, done.stderr[-2000:]
+
+
+def test_search_under_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data_dir):
+  done = subprocess.run([sys.executable, os.path.join(REPO, "tests", "autosample_mirrored.py"),
+                         tiny_data_dir, str(tmp_path / "run")], cwd=REPO, capture_output=True,
+                        text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  report = json.loads(done.stdout.strip().splitlines()[-1])
+  assert report["replicas"] == 2
+  for record in report["phases"]:  # Snapshots of mirrored variables restore every replica.
+    won = next(p for p in record["probes"] if p["candidate"] == record["winner"])
+    assert record["committed_from_sha256"] == won["weights_sha256"]
+  assert 0.0 < report["recall@100"] <= 1.0

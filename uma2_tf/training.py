@@ -75,7 +75,7 @@ def build_model(config: TrainConfig, dataset: reading.BuiltDataset,
   """The run's model: `tower` (built from the config if None) with the config's task; `nsdn`:
   heads to reuse instead of new ones (the candidates of a sampler search share one tower and one
   pair of heads)."""
-  tower = tower or build_tower(config, dataset)
+  tower = tower if tower is not None else build_tower(config, dataset)
   if config.sampling.strategy == "sampled":
     task = SampledSoftmaxTask(config.remi, name="sampled_softmax_task")
   elif config.sampling.is_softmax:
