@@ -100,6 +100,23 @@ def _steps(record: dict) -> int:
   return int(round(record["epochs_run"] * record["steps_per_epoch"]))
 
 
+def grid_protocol(grid: dict) -> str:
+  """How the grid's runs were trained, from their own records: epochs and model selection."""
+  epochs = sorted({int(t["epochs_run"]) for runs in grid.values() for _, t in runs})
+  ran = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+  return f"each trained for {ran} epochs"
+
+
+def model_steps(summary: dict) -> int:
+  """Training steps on the way to the search's model: the winners' probes and the commits of the
+  phases up to the selected one (the steps the other probes took were thrown away)."""
+  steps = 0
+  for r in summary["phases"][:summary["selected_phase"] + 1]:
+    won = next(p for p in r["probes"] if p["candidate"] == r["winner"])
+    steps += won["steps"] + r["commit_steps"]
+  return steps
+
+
 def phases_markdown(run: SearchRun) -> str:
   """One seed's search: per phase the probes' validation scores, the winner, the commit."""
   s = run.summary
@@ -187,7 +204,10 @@ def result_markdown(searches: Sequence[SearchRun], comp: dict, epochs: int | Non
         f"{100 * comp['seconds_ratio']:.1f} % of its training seconds "
         f"({comp['search_train_seconds']:.0f} of {comp['grid_train_seconds']:.0f}). "
         f"It {'beats' if comp['beats_every_candidate'] else 'does not beat'} every single "
-        f"candidate.")
+        f"candidate. Its model trained "
+        f"{np.mean([model_steps(s.summary) for s in searches]):.0f} steps (the winners' probes "
+        f"and the commits up to the selected phase), a candidate of the grid "
+        f"{np.mean([r['steps'] for r in comp['candidates'].values()]):.0f} on average.")
     if not comp["complete_grid"]:
       text += " The grid lacks some candidates' runs: its compute is that of those it has."
   else:
@@ -245,8 +265,8 @@ def write_report(report_dir: str, search_dirs: Sequence[str], grid_dir: str | No
               f"scored on {searches[0].summary['score_users']} validation users (the last "
               f"training day, never the test day). The model is the phase whose committed "
               f"weights score best there; the test day is evaluated once, on it.")
-  grid_note = (f"Grid: the candidates' own runs in `{grid_dir}`, each trained to completion by "
-               "its protocol there, same tower and seeds." if grid else "")
+  grid_note = (f"Grid: the candidates' own runs in `{grid_dir}` on the same tower and seeds, "
+               f"{grid_protocol(grid)}." if grid else "")
   table = (f"# {title}\n\n{settings}\n\n{grid_note}\n\n## Test day\n\n"
            + result_markdown(searches, comp, epochs) + "\n\n## The search, per seed\n\n"
            + "\n\n".join(phases_markdown(r) for r in searches) + "\n")
