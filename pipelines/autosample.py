@@ -51,7 +51,8 @@ def settings():
   if not seeds or len(set(seeds)) != len(seeds):
     raise ValueError(f"--seeds: expected distinct integers, got {FLAGS.seeds}")
   base = config_flags.resolve(training.TrainConfig)
-  search_config = config_flags.resolve(autosample.SearchConfig, base=autosample.SearchConfig())
+  search_config = dataclasses.replace(autosample.SearchConfig(), **config_flags.given_values(
+      autosample.SearchConfig, prefix="autosample."))
   from uma2_tf.experiment import autosample_run
   autosample_run.check_config(base)
   report_dir = FLAGS.report_dir or os.path.join(

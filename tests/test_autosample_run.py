@@ -136,3 +136,17 @@ def test_search_under_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data_
     won = next(p for p in record["probes"] if p["candidate"] == record["winner"])
     assert record["committed_from_sha256"] == won["weights_sha256"]
   assert 0.0 < report["recall@100"] <= 1.0
+
+
+def test_every_search_flag_reaches_the_search_config():
+  code = ("import sys; from absl import app; import pipelines.autosample as p\n"
+          "sys.argv = ['x', '--budget=8', '--phases=3', '--probe_steps=7', "
+          "'--autosample.halving=false', '--autosample.min_probed=3', "
+          "'--autosample.score_users=70', '--candidates=uniform,mixed']\n"
+          "app.run(lambda argv: print(repr(p.settings()[1])))\n")
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == repr(autosample.SearchConfig(
+      candidates=("uniform", "mixed"), budget=8.0, phases=3, probe_steps=7, halving=False,
+      min_probed=3, score_users=70))
