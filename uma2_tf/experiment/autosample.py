@@ -170,11 +170,9 @@ def search(trainer, config: SearchConfig, steps_per_epoch: int, state: StateFile
   records = state.load()
   if records:
     trainer.load_phase(len(records) - 1, consumed_steps(records, names))
-  probed = names
-  if records and len(records) < len(phases):
-    probed = next_probed(records[-1], phases[len(records)].probed, names)
   for index in range(len(records), len(phases)):
     phase = phases[index]
+    probed = next_probed(records[-1], phase.probed, names) if records else names
     start = trainer.snapshot()
     probes, best, best_snapshot = [], None, None
     for name in probed:
@@ -202,9 +200,12 @@ def search(trainer, config: SearchConfig, steps_per_epoch: int, state: StateFile
     logging.info("autosample phase %d/%d: probed %s; committed to %s, validation %.4f",
                  index + 1, len(phases), ", ".join(f"{p['candidate']} {p['score']:.4f}"
                                                    for p in probes), winner, records[-1]["score"])
-    if index + 1 < len(phases):
-      probed = next_probed(records[-1], phases[index + 1].probed, names)
   return records
+
+
+def winner_probe(record: dict) -> dict:
+  """A phase's probe of the candidate it committed to (the weights its commit started from)."""
+  return next(p for p in record["probes"] if p["candidate"] == record["winner"])
 
 
 def selected_phase(records: Sequence[dict]) -> dict:

@@ -28,7 +28,7 @@ import numpy as np
 from uma2_tf import atomic_files
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.experiment import report as report_lib
-from uma2_tf.experiment import search_space
+from uma2_tf.experiment import autosample, search_space
 from uma2_tf.experiment.grid import RunSpec
 from uma2_tf.experiment.report import RunResult, TEST_METRIC
 from uma2_tf.run_dir import RunDir
@@ -69,40 +69,31 @@ def load_search(search_dir: str) -> SearchRun:
 
 
 def grid_runs(grid_dir: str, tower: str, candidates: Sequence[str],
-              seeds: Sequence[int]) -> dict[str, list[tuple[RunResult, dict]]]:
-  """candidate name -> its finished grid runs on `tower` for `seeds`, each with its metrics.json
-  "run" record (train_seconds, epochs_run, steps_per_epoch); candidates without a grid row or
-  run are left out."""
+              seeds: Sequence[int]) -> dict[str, list[RunResult]]:
+  """candidate name -> its finished grid runs on `tower` for `seeds`; candidates without a grid
+  row or run are left out."""
   out = {}
   for candidate in search_space.parse(candidates):
     if candidate.grid_row is None:
       continue
-    specs = [RunSpec(candidate.grid_row, tower, s) for s in seeds]
-    results, _ = report_lib.load_results(grid_dir, specs)
-    runs = []
-    for result in results:
-      run = RunDir(os.path.join(grid_dir, "runs", result.spec.run_id))
-      runs.append((result, run.read_json(run_dir_lib.METRICS_JSON)["run"]))
-    if runs:
-      out[candidate.name] = runs
+    results, _ = report_lib.load_results(
+        grid_dir, [RunSpec(candidate.grid_row, tower, s) for s in seeds])
+    if results:
+      out[candidate.name] = results
   return out
 
 
-def _mean_std(values: Sequence[float], digits: int = 4) -> str:
-  if not values:
-    return "n/a"
-  if len(values) == 1:
-    return f"{values[0]:.{digits}f}"
-  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+def _mean_std(values: Sequence[float]) -> str:
+  return report_lib._mean_std(values) if len(values) else "n/a"
 
 
-def _steps(record: dict) -> int:
-  return int(round(record["epochs_run"] * record["steps_per_epoch"]))
+def _steps(run: RunResult) -> int:
+  return int(round(run.epochs_run * run.steps_per_epoch))
 
 
 def grid_protocol(grid: dict) -> str:
   """How the grid's runs were trained, from their own records: epochs and model selection."""
-  epochs = sorted({int(t["epochs_run"]) for runs in grid.values() for _, t in runs})
+  epochs = sorted({int(r.epochs_run) for runs in grid.values() for r in runs})
   ran = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
   return f"each trained for {ran} epochs"
 
@@ -112,8 +103,7 @@ def model_steps(summary: dict) -> int:
   phases up to the selected one (the steps the other probes took were thrown away)."""
   steps = 0
   for r in summary["phases"][:summary["selected_phase"] + 1]:
-    won = next(p for p in r["probes"] if p["candidate"] == r["winner"])
-    steps += won["steps"] + r["commit_steps"]
+    steps += autosample.winner_probe(r)["steps"] + r["commit_steps"]
   return steps
 
 
@@ -147,16 +137,16 @@ def comparison(searches: Sequence[SearchRun], grid: dict) -> dict:
   rows = {}
   for name, runs in grid.items():
     rows[name] = {
-        "seeds": [r.spec.seed for r, _ in runs],
-        **{m: [r.metrics[m] for r, _ in runs if m in r.metrics] for m, _ in COLUMNS},
-        "steps": float(np.mean([_steps(t) for _, t in runs])),
-        "train_seconds": float(np.mean([r.train_seconds for r, _ in runs]))}
+        "seeds": [r.spec.seed for r in runs],
+        **{m: [r.metrics[m] for r in runs if m in r.metrics] for m, _ in COLUMNS},
+        "steps": float(np.mean([_steps(r) for r in runs])),
+        "train_seconds": float(np.mean([r.train_seconds for r in runs]))}
   out = {"candidates": rows, "search_seeds": seeds}
   if not rows:
     return out
   best = max(rows, key=lambda n: np.mean(rows[n][TEST_METRIC]))
   search_metric = float(np.mean([s.result.metrics[TEST_METRIC] for s in searches]))
-  test = report_lib.compare([s.result for s in searches], [r for r, _ in grid[best]],
+  test = report_lib.compare([s.result for s in searches], grid[best],
                            lift_metrics=(TEST_METRIC,))
   out.update({
       "best": best, "best_metric": float(np.mean(rows[best][TEST_METRIC])),
@@ -233,7 +223,7 @@ def chart(searches: Sequence[SearchRun], path: str, title: str) -> None:
     for r in run.summary["phases"]:
       for p in r["probes"]:
         ax.scatter(x + p["steps"], p["score"], color=colours[p["candidate"]], s=18, zorder=3)
-      won = next(p for p in r["probes"] if p["candidate"] == r["winner"])
+      won = autosample.winner_probe(r)
       end = x + won["steps"] + r["commit_steps"]
       points = ([(x, previous)] if previous is not None else []) + [
           (x + won["steps"], won["score"]), (end, r["score"])]

@@ -97,7 +97,7 @@ def _run(base, search_config, candidates, configs, dataset, run_dir: RunDir, ver
   winner = names.index(selected["winner"])
   trainer.load_phase(selected["phase"], autosample.consumed_steps(
       records[:selected["phase"] + 1], names))
-  model = trainer.model_of(winner)
+  model = trainer.models[winner]
   chosen = configs[winner]
   run_dir.write_config(chosen.to_json())
   model.save_weights(run_dir.final_checkpoint)

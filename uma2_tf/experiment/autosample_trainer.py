@@ -139,9 +139,6 @@ class CandidateTrainer:
     self.checkpoint.read(self.phase_checkpoint(phase)).assert_existing_objects_matched()
     self._streams, self._consumed = {}, dict(consumed)
 
-  def model_of(self, index: int):
-    return self.models[index]
-
 
 def _distinct(variables) -> list:
   """Variables in first-seen order, each once (the candidates' models share theirs)."""

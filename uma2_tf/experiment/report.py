@@ -50,6 +50,7 @@ class RunResult:
   train_seconds: float
   epochs_run: int | None = None  # metrics.json "run" "epochs_run" (None in runs without it)
   routing: dict | None = None  # metrics.json "routing": a multi-interest tower's routing collapse
+  steps_per_epoch: int | None = None  # metrics.json "run" "steps_per_epoch" (None without it)
 
 
 def load_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResult], dict]:
@@ -63,7 +64,8 @@ def load_results(report_dir: str, grid: Sequence[RunSpec]) -> tuple[list[RunResu
     with np.load(run.file(run_dir.PER_USER)) as z:
       per_user = {k: z[k] for k in z.files}
     results.append(RunResult(spec, metrics["model"], per_user, metrics["run"]["train_seconds"],
-                             metrics["run"].get("epochs_run"), metrics.get("routing")))
+                             metrics["run"].get("epochs_run"), metrics.get("routing"),
+                             metrics["run"].get("steps_per_epoch")))
     for name in ("oracle", "popularity"):
       if name in metrics:
         reference[name] = metrics[name]
