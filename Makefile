@@ -16,7 +16,8 @@
 #                     less and less of the truth (ABLATION_WORLDS; built if missing)
 #                     -> reports/ablation[_quick]/ (EXPERIMENT_ARGS as for experiment)
 #   make autosample   search the negative sampler DATASET and TOWER want among CANDIDATES
-#                     (empty: the default set) within BUDGET epochs of training steps, one
+#                     (empty: the default set) within BUDGET epochs of training steps (empty:
+#                     the search's default, 4), one
 #                     search per seed of SEEDS -> reports/autosample_<DATASET>_<TOWER>/
 #                     (seed<N>/ is an ordinary run dir: make export RUN_DIR=...; AUTOSAMPLE_ARGS
 #                     e.g. --grid_dir=reports/samplers_default to compare with the candidates' grid)
@@ -36,7 +37,7 @@ EXPERIMENT_ARGS ?=
 SIM_ARGS ?=
 TOWER ?= youtube_dnn
 CANDIDATES ?=
-BUDGET ?= 4
+BUDGET ?=
 SEEDS ?= 0
 AUTOSAMPLE_ARGS ?=
 WORKERS ?= 2
@@ -101,7 +102,7 @@ ablation: install
 
 autosample: data
 	$(PY) -m pipelines.autosample --dataset=uma2_simulated/$(DATASET) --data_dir=$(DATA_DIR) \
-	  --tower=$(TOWER) --budget=$(BUDGET) --seeds=$(SEEDS) \
+	  --tower=$(TOWER) --seeds=$(SEEDS) $(if $(BUDGET),--budget=$(BUDGET)) \
 	  $(if $(CANDIDATES),--candidates=$(CANDIDATES)) $(AUTOSAMPLE_ARGS)
 
 clean:
