@@ -71,7 +71,7 @@ def bench_training() -> dict:
   import numpy as np
   import tf_keras as keras
 
-  from uma2_tf import profiling, training
+  from uma2_tf import optimizers, profiling, training
   from uma2_tf.tasks import LossConfig, SoftmaxConfig
 
   dataset = registry.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
@@ -85,7 +85,8 @@ def bench_training() -> dict:
       model = training.build_model(config, dataset)
       model.dedup_items = dedup
       model(batches[0])
-      steps[name + suffix] = profiling.TrainStep(model, keras.optimizers.Adam(config.learning_rate))
+      steps[name + suffix] = profiling.TrainStep(
+          model, optimizers.make(config.optimizer, config.learning_rate))
   # The softmax samplers on the same tower and batch size: one item-tower pass per positive (and
   # per shared corpus item) scores the whole batch. `in_batch_streaming` differs from `in_batch`
   # only by the streaming frequency estimator: their difference is its cost.
@@ -99,7 +100,8 @@ def bench_training() -> dict:
     keras.utils.set_random_seed(0)
     model = training.build_model(config, dataset)
     model(inputs[name][0])
-    steps[name] = profiling.TrainStep(model, keras.optimizers.Adam(config.learning_rate))
+    steps[name] = profiling.TrainStep(
+        model, optimizers.make(config.optimizer, config.learning_rate))
   # Alternating short timings and keeping each one's fastest cancels the drift (thermal, other
   # processes) that one long timing after the other would put into the ratio.
   seconds = {name: float("inf") for name in steps}

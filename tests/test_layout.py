@@ -23,7 +23,7 @@ LAYERS = [
                                 "uma2_tf.sequential_evaluation"]),
     ("serving", ["uma2_tf.serving"]),
     ("training", ["uma2_tf.training", "uma2_tf.train_config", "uma2_tf.fit_callbacks",
-                  "uma2_tf.run_evaluators"]),
+                  "uma2_tf.optimizers", "uma2_tf.run_evaluators"]),
     ("export", ["uma2_tf.export", "uma2_tf.raw_ids"]),
     ("experiments", ["uma2_tf.experiment"]),
 ]

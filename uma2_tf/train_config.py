@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from uma2_tf import config_flags, distribute
+from uma2_tf import config_flags, distribute, optimizers
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.data import samplers, splits
 from uma2_tf.models import towers
@@ -54,7 +54,10 @@ class TrainConfig:
       multi-interest tower.
     batch_size: global batch, in positives (each with its negatives): what one optimiser step
       consumes, split evenly over the replicas of a synchronous strategy (`uma2_tf.distribute`).
-    learning_rate: Adam's.
+    learning_rate: the optimiser's.
+    optimizer: `adam` (Keras's Adam, fused: the paper's) or `lazy_adam` (embedding rows without a
+      gradient in the batch keep their moments and weights; `uma2_tf.optimizers`): for tables of
+      millions of rows, where Adam's update of every row each step dominates the step.
     epochs: maximum passes over the training positives.
     early_stopping_patience: epochs without a better `monitor` before stopping (0: never stop).
     evaluate_each_epoch: evaluate on the validation records after every epoch (needed by early
@@ -89,6 +92,7 @@ class TrainConfig:
   remi: RemiConfig = RemiConfig()
   batch_size: int = 512
   learning_rate: float = 1e-3
+  optimizer: str = "adam"
   epochs: int = 5
   early_stopping_patience: int = 2
   evaluate_each_epoch: bool = True
@@ -110,6 +114,9 @@ class TrainConfig:
     for name in ("batch_size", "epochs", "backup_every_steps", "num_interests"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.optimizer not in optimizers.OPTIMIZERS:
+      raise ValueError(f"optimizer must be one of {optimizers.OPTIMIZERS}, got "
+                       f"{self.optimizer!r}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
     if not self.eval_ks or min(self.eval_ks) < 1:

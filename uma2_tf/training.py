@@ -47,7 +47,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from uma2_tf import atomic_files, config_flags, distribute, evaluation, fit_callbacks
-from uma2_tf import run_evaluators
+from uma2_tf import optimizers, run_evaluators
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.data import reading, splits
 from uma2_tf.sources import registry
@@ -301,7 +301,7 @@ def _compiled_model(config: TrainConfig, dataset: reading.BuiltDataset,
                     strategy: tf.distribute.Strategy) -> UMA2Model:
   with strategy.scope():
     model = build_model(config, dataset)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    model.compile(optimizer=optimizers.make(config.optimizer, config.learning_rate))
     # BackupAndRestore needs built variables (optimizer slots included) before fit restores them.
     model(next(iter(samplers.make_training_dataset(dataset, config.sampling, 2, shuffle=False))))
   return model

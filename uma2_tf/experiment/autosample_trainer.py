@@ -24,9 +24,8 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
-from uma2_tf import evaluation, training
+from uma2_tf import evaluation, optimizers, training
 from uma2_tf.data import reading, samplers
 from uma2_tf.experiment import autosample
 
@@ -62,7 +61,7 @@ class CandidateTrainer:
     self._consumed: dict[int, int] = {}  # candidate -> steps its stream had given at a resume
     with strategy.scope():
       tower = training.build_tower(configs[0], dataset)
-      self.optimizer = keras.optimizers.Adam(configs[0].learning_rate)
+      self.optimizer = optimizers.make(configs[0].optimizer, configs[0].learning_rate)
       self.models, nsdn = [], None
       for config in configs:
         model = training.build_model(config, dataset, tower=tower, nsdn=nsdn)
