@@ -242,9 +242,12 @@ def first_request_users(dataset: reading.BuiltDataset, split: str, num_requests:
     rows += [request_user(batch, i, schema, max_history) for i in range(wanted)]
     if len(rows) >= num_requests:
       break
+  if not rows:
+    raise ValueError(f"{dataset.name}: the {split} split has no request to query the index check "
+                     f"with (--check_queries=0 skips it)")
   names = (schema_lib.USER_ID, *schema.user_feature_names, schema_lib.HISTORY)
   users = {name: np.array([row[name] for row in rows], np.int64) for name in names}
-  users[schema_lib.HISTORY] = users[schema_lib.HISTORY].reshape(len(rows), max_history)  # 0 rows
+  users[schema_lib.HISTORY] = users[schema_lib.HISTORY].reshape(len(rows), max_history)
   return users
 
 

@@ -14,8 +14,8 @@ When tuning, a setting below the target is replaced by the next one (`raised`: m
 searched, x1.5, until all are; then more reordering candidates, x2, up to the corpus) until the
 target holds; the last setting still below it is a ValueError.
 
-    layer, check = index_check.checked_scann(params, item_table, queries, brute, k=100,
-                                             min_recall=0.95, tune=True, seconds=1.0)
+    layer, params, check = index_check.checked_scann(
+        params, item_table, queries, brute, k=100, min_recall=0.95, tune_params=True, seconds=1.0)
     check["recall"], check["qps_scann_single"], check["tried"]   # metadata.json's scann_check
     print(index_check.markdown(check))                            # index_check.md
 """
