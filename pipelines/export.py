@@ -3,7 +3,12 @@
     python -m pipelines.export --run_dir=runs/uma2_default --export_dir=exports/uma2_default
     python -m pipelines.export --scann_leaves_to_search=50 --max_k=500
 
-Writes `<export_dir>/<version>/` (see `uma2_tf.export`) and prints what it wrote.
+Writes `<export_dir>/<version>/` (see `uma2_tf.export`) and prints what it wrote, with the ScaNN
+index's check on real user queries (`uma2_tf.index_check`: recall@k against exact search, queries/s
+against brute force), also in the version's index_check.md.
+
+    python -m pipelines.export --scann_min_recall=0.98      # tune the automatic index further
+    python -m pipelines.export --check_queries=0            # skip the check
 """
 import uma2_tf  # noqa: F401  (before TensorFlow: selects tf_keras)
 
@@ -11,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from uma2_tf import config_flags, export
+from uma2_tf import config_flags, export, index_check
 
 FLAGS = flags.FLAGS
 # Every field of `ExportConfig` is a flag, with the dataclass's default and docstring.
@@ -33,6 +38,8 @@ def main(argv):
   for name, what in metadata["models"].items():
     print(f"  {name:<18} {what}")
   print(f"  ScaNN: {metadata['scann']}")
+  if "scann_check" in metadata:
+    print("\n" + index_check.markdown(metadata["scann_check"]), end="")
   return 0
 
 

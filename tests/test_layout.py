@@ -24,7 +24,7 @@ LAYERS = [
     ("serving", ["uma2_tf.serving"]),
     ("training", ["uma2_tf.training", "uma2_tf.train_config", "uma2_tf.fit_callbacks",
                   "uma2_tf.optimizers", "uma2_tf.run_evaluators"]),
-    ("export", ["uma2_tf.export", "uma2_tf.raw_ids"]),
+    ("export", ["uma2_tf.export", "uma2_tf.index_check", "uma2_tf.raw_ids"]),
     ("experiments", ["uma2_tf.experiment"]),
 ]
 

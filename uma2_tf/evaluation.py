@@ -87,10 +87,7 @@ class Evaluator:
     schema = self.dataset.schema
     first: dict[int, dict] = {}
     truth: dict[int, set] = {}
-    for batch in reading.read_requests(self.dataset.split_files[self.split], schema, 1024,
-                                       keep=self.keep):
-      batch = {k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy())
-               for k, v in batch.items()}
+    for batch in numpy_requests(self.dataset.split_files[self.split], schema, keep=self.keep):
       order = np.argsort(batch[schema_lib.REQUEST_ID], kind="stable")
       for i in order:
         clicked = [item for item, c in zip(batch[schema_lib.EXPOSED][i],
@@ -101,11 +98,8 @@ class Evaluator:
         rid = int(batch[schema_lib.REQUEST_ID][i])
         truth.setdefault(user, set()).update(clicked)
         if user not in first or rid < first[user][schema_lib.REQUEST_ID]:
-          history = list(batch[schema_lib.HISTORY][i])[-max_history:]
           first[user] = {schema_lib.REQUEST_ID: rid,
-                         **{name: int(batch[name][i]) for name in schema.user_feature_names},
-                         schema_lib.HISTORY:
-                             history + [schema_lib.PAD_ID] * (max_history - len(history))}
+                         **request_user(batch, i, schema, max_history)}
     if not truth:
       raise NoClicksError(f"{self.dataset.name}: the {self.name} records have no click to "
                           f"evaluate on")
@@ -148,8 +142,7 @@ class Evaluator:
     return out
 
   def user_embeddings(self, tower, batch_size: int = 2048) -> np.ndarray:
-    ds = tf.data.Dataset.from_tensor_slices(self.users).batch(batch_size)
-    return np.concatenate([tower.user_embedding(b).numpy() for b in ds])
+    return user_embeddings(tower, self.users, batch_size)
 
   def item_embeddings(self, tower, batch_size: int = 8192) -> np.ndarray:
     ids = tf.data.Dataset.range(self.dataset.schema.num_items).batch(batch_size)
@@ -218,6 +211,50 @@ class Evaluator:
     if routing is not None:
       results["routing"] = routing
     return results
+
+
+def numpy_requests(files, schema: schema_lib.LogSchema, keep=None):
+  """The parsed requests of `files` (`reading.read_requests`), batch by batch as numpy arrays and
+  lists (a ragged field)."""
+  for batch in reading.read_requests(files, schema, 1024, keep=keep):
+    yield {k: (v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy())
+           for k, v in batch.items()}
+
+
+def request_user(batch: dict, i: int, schema: schema_lib.LogSchema, max_history: int) -> dict:
+  """Record `i` of a `numpy_requests` batch as the user tower sees it: its user features and its
+  last `max_history` clicks, oldest first, padded after them."""
+  history = list(batch[schema_lib.HISTORY][i])[-max_history:]
+  return {schema_lib.USER_ID: int(batch[schema_lib.USER_ID][i]),
+          **{name: int(batch[name][i]) for name in schema.user_feature_names},
+          schema_lib.HISTORY: history + [schema_lib.PAD_ID] * (max_history - len(history))}
+
+
+def first_request_users(dataset: reading.BuiltDataset, split: str, num_requests: int,
+                        max_history: int) -> dict[str, np.ndarray]:
+  """The users of the first `num_requests` requests of `split` (file order, clicked or not), as
+  the tower's dense input {user_id, features..., history} like `Evaluator.users`: real queries,
+  for the export's index check."""
+  schema = dataset.schema
+  rows = []
+  for batch in numpy_requests(dataset.split_files[split], schema):
+    wanted = min(len(batch[schema_lib.USER_ID]), num_requests - len(rows))
+    rows += [request_user(batch, i, schema, max_history) for i in range(wanted)]
+    if len(rows) >= num_requests:
+      break
+  if not rows:
+    raise ValueError(f"{dataset.name}: the {split} split has no request to query the index check "
+                     f"with (--check_queries=0 skips it)")
+  names = (schema_lib.USER_ID, *schema.user_feature_names, schema_lib.HISTORY)
+  users = {name: np.array([row[name] for row in rows], np.int64) for name in names}
+  users[schema_lib.HISTORY] = users[schema_lib.HISTORY].reshape(len(rows), max_history)
+  return users
+
+
+def user_embeddings(tower, users: dict, batch_size: int = 2048) -> np.ndarray:
+  """The tower's embeddings of `users` (dense inputs as `Evaluator.users`), [U, d] or [U, K, d]."""
+  ds = tf.data.Dataset.from_tensor_slices(users).batch(batch_size)
+  return np.concatenate([tower.user_embedding(b).numpy() for b in ds])
 
 
 RETRIEVERS = ("model", "popularity", "oracle")

@@ -10,7 +10,9 @@
     #   item_embeddings.npz  item_ids [N] (dense), raw_item_ids [N] (as the models return them),
     #                        embeddings [N, d] of the whole corpus
     #   metadata.json        inputs and their vocabularies, max_k, num_interests, embedding_dim,
-    #                        ScaNN parameters, the run's config and metrics, dataset, commit
+    #                        ScaNN parameters and `scann_check`, the run's config and metrics,
+    #                        dataset, commit
+    #   index_check.md       the ScaNN index measured on real users (`index_check`)
 
 Every signature is `serving_default` and takes `user_id` [B], one int64 [B] input per user
 feature (its dense value), `history` [B, H] (clicked item ids, oldest first, padded after them);
@@ -28,6 +30,10 @@ the K·k candidates merge inside the graph (`merge_interests`): an item's score 
 interest's, an item reached by several interests is listed once, equal scores list the lower
 dense id first, as `metrics.top_k_items` ranks offline.
 
+The ScaNN index is checked on real queries, the users of the first `check_queries` test requests
+(`index_check`: recall@k against exact search, queries/s of both indexes); automatic parameters
+are raised until recall reaches `scann_min_recall`, or the export fails, writing nothing.
+
 The version is written in a temporary directory beside the others (a name that is not a number,
 so servers ignore it) and renamed into place once complete: a server polling the export dir never
 sees half a version.
@@ -38,7 +44,6 @@ import uma2_tf  # noqa: F401
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -48,7 +53,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from uma2_tf import atomic_files, raw_ids, training
+from uma2_tf import atomic_files, evaluation, index_check, raw_ids, training
 from uma2_tf import run_dir as run_dir_lib
 from uma2_tf.run_dir import RunDir
 from uma2_tf.sources import registry
@@ -63,6 +68,8 @@ BRUTE_FORCE_MODEL = loader.BRUTE_FORCE_MODEL
 METADATA = loader.METADATA
 read_metadata = loader.read_metadata
 ITEM_EMBEDDINGS = "item_embeddings.npz"
+INDEX_CHECK = "index_check.md"
+scann_parameters = index_check.scann_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +86,11 @@ class ExportConfig:
     scann_leaves_to_search: partitions searched per query (the recall/speed knob); 0 means a
       tenth of them, or more when that would hold fewer than 25K or 2 x scann_reorder items.
     scann_reorder: candidates re-scored exactly; 0 means max(4 * 100, max_k) capped by the corpus.
+    scann_min_recall: the least recall@k (k = min(100, max_k)) of ScaNN against exact search on
+      real user queries; the check raises automatic parameters until it holds, or fails the
+      export. With scann_leaves_to_search or scann_reorder given, it only measures and reports.
+    check_queries: how many test requests' users query the index check; 0 skips the check.
+    check_seconds: the least time of each of its queries/s measurements.
   """
 
   run_dir: str = "runs/uma2_default"
@@ -89,35 +101,19 @@ class ExportConfig:
   scann_leaves: int = 0
   scann_leaves_to_search: int = 0
   scann_reorder: int = 0
+  scann_min_recall: float = 0.95
+  check_queries: int = 2000
+  check_seconds: float = 1.0
 
   def __post_init__(self):
-    for name in ("version", "max_k", "scann_leaves", "scann_leaves_to_search", "scann_reorder"):
+    for name in ("version", "max_k", "scann_leaves", "scann_leaves_to_search", "scann_reorder",
+                 "check_queries"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0 (0: automatic), got {getattr(self, name)}")
-
-
-def scann_parameters(num_items: int, config: ExportConfig) -> dict:
-  """ScaNN and k parameters with the automatic defaults resolved for a corpus of `num_items`."""
-  max_k = config.max_k or min(1000, num_items)
-  if max_k > num_items:
-    raise ValueError(f"max_k ({max_k}) exceeds the corpus ({num_items} items)")
-  leaves = config.scann_leaves or max(1, min(num_items, round(math.sqrt(num_items))))
-  if leaves > num_items:
-    raise ValueError(f"scann_leaves ({leaves}) exceeds the corpus ({num_items} items)")
-  reorder = config.scann_reorder or min(num_items, max(400, max_k))
-  if reorder < max_k:
-    raise ValueError(f"scann_reorder ({reorder}) must be >= max_k ({max_k})")
-  # Leaves searched: a tenth of them, but never fewer than hold ~25K items (below that recall@100
-  # drops: 0.90 at 100K items with a tenth, 0.96 with 25K items; `make bench ONLY=retrieval`) or
-  # twice `reorder` (else ScaNN returns fewer than k neighbours, padding rows with NaN scores).
-  per_leaf = num_items / leaves
-  to_search = config.scann_leaves_to_search or min(leaves, max(
-      1, leaves // 10, math.ceil(25_000 / per_leaf), math.ceil(2 * reorder / per_leaf)))
-  if to_search > leaves:
-    raise ValueError(f"scann_leaves_to_search ({to_search}) exceeds scann_leaves ({leaves})")
-  return {"max_k": max_k, "num_leaves": leaves, "num_leaves_to_search": to_search,
-          "num_reordering_candidates": reorder, "dimensions_per_block": 2,
-          "training_iterations": 12}
+    if not 0 < self.scann_min_recall <= 1:
+      raise ValueError(f"scann_min_recall must be in (0, 1], got {self.scann_min_recall}")
+    if self.check_seconds <= 0:
+      raise ValueError(f"check_seconds must be > 0, got {self.check_seconds}")
 
 
 def input_signature(schema: schema_lib.LogSchema, max_history: int,
@@ -297,15 +293,21 @@ def export_run(config: ExportConfig) -> str:
     # Unseen users are answered from their features and history (see `raw_ids`).
     raw_ids.zero_unknown_user_rows(model)
     vocabulary = raw_ids.IdVocabulary.of_dataset(dataset.directory, dataset.schema)
-    return write_version(config, model.tower, dataset.schema, train_config.sampling.max_history,
-                         about_run, vocabulary)
+    max_history = train_config.sampling.max_history
+    check_users = None
+    if config.check_queries:  # Real queries: the test day's (or the last split's) first users.
+      split = "test" if "test" in dataset.split_files else list(dataset.split_files)[-1]
+      check_users = evaluation.first_request_users(dataset, split, config.check_queries,
+                                                   max_history)
+    return write_version(config, model.tower, dataset.schema, max_history, about_run, vocabulary,
+                         check_users)
   finally:
     keras.mixed_precision.set_global_policy(policy)
 
 
 def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max_history: int,
-                  about: dict | None = None,
-                  vocabulary: raw_ids.IdVocabulary | None = None) -> str:
+                  about: dict | None = None, vocabulary: raw_ids.IdVocabulary | None = None,
+                  check_users: dict | None = None) -> str:
   """Writes any tower (`user_embedding(features)`, `item_embedding(ids)`) as one version.
 
   Args:
@@ -315,6 +317,8 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
     max_history: length of the `history` input.
     about: more metadata (the run, its config and metrics).
     vocabulary: the ids the models take and return (`raw_ids`); the dense ones when None.
+    check_users: dense user inputs (as `evaluation.Evaluator.users`) whose embeddings query the
+      index check; None (or config.check_queries 0) skips it and keeps the automatic parameters.
   Returns:
     The version's directory.
   """
@@ -341,7 +345,8 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
   shutil.rmtree(tmp_dir, ignore_errors=True)
   try:
     start = time.perf_counter()
-    embeddings = item_embeddings(tower, schema.num_items)[1:]
+    table = item_embeddings(tower, schema.num_items)
+    embeddings = table[1:]
     ids = np.arange(1, schema.num_items, dtype=np.int64)
     candidates, identifiers = tf.constant(embeddings), tf.constant(ids)
     os.makedirs(tmp_dir)
@@ -360,13 +365,12 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
     tf.saved_model.save(brute_module, os.path.join(tmp_dir, BRUTE_FORCE_MODEL),
                         signatures={"serving_default": brute_module.serve})
 
-    scann = tfrs.layers.factorized_top_k.ScaNN(
-        k=params["max_k"], num_leaves=params["num_leaves"],
-        num_leaves_to_search=params["num_leaves_to_search"],
-        num_reordering_candidates=params["num_reordering_candidates"],
-        dimensions_per_block=params["dimensions_per_block"],
-        training_iterations=params["training_iterations"])
-    scann.index(candidates, identifiers)
+    checked = check_users is not None and config.check_queries
+    queries = evaluation.user_embeddings(tower, check_users) if checked else None
+    scann, params, check = index_check.export_index(params, table, queries, brute, config)
+    if check:
+      with open(os.path.join(tmp_dir, INDEX_CHECK), "w") as f:
+        f.write(index_check.markdown(check))
     scann_module = _RetrievalModule(tower, lookup, scann, signature, params["max_k"],
                                     num_interests)
     tf.saved_model.save(scann_module, os.path.join(tmp_dir, RETRIEVAL_MODEL),
@@ -379,7 +383,7 @@ def write_version(config: ExportConfig, tower, schema: schema_lib.LogSchema, max
         "num_items": num_items, "max_k": params["max_k"], "embedding_dim": int(embeddings.shape[1]),
         "num_interests": num_interests,
         "inputs": input_metadata(schema, max_history, vocabulary), "ids": vocabulary.metadata(),
-        "scann": params,
+        "scann": params, **({"scann_check": check} if check else {}),
         "models": {QUERY_MODEL: "stock TF ops", BRUTE_FORCE_MODEL: "stock TF ops, exact",
                    RETRIEVAL_MODEL: "needs `import scann` (scann[tf]==1.4.2) before loading"},
         **(about or {}),
