@@ -19,11 +19,14 @@ import time
 
 from absl import app, flags, logging
 
+from pipelines import bench_paper as bench_paper_part  # Defines its --paper_* flags.
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
 flags.DEFINE_string("dataset", "uma2_simulated/default", "Dataset the input benchmarks read.")
-flags.DEFINE_list("only", [], "Parts to run (default: all). Known: sampling, training, retrieval, "
-                  "serving, prepare.")
+flags.DEFINE_list("only", [], "Parts to run (default: all but paper). Known: sampling, training, "
+                  "retrieval, serving, prepare, paper (`make train DATASET=paper`, export and "
+                  "serve, stage by stage: about an hour).")
 flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
 flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
 flags.DEFINE_integer("retrieval_queries", 500, "Queries timed per retriever and corpus size.")
@@ -228,7 +231,6 @@ def bench_serving() -> dict:
   import subprocess
   import sys
   import tempfile
-  import urllib.request
 
   import numpy as np
 
@@ -254,15 +256,8 @@ def bench_serving() -> dict:
                                f"--port={port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-      deadline = time.time() + 180
-      while True:
-        try:
-          urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/bench", timeout=2).read()
-          break
-        except OSError:
-          if server.poll() is not None or time.time() > deadline:
-            raise RuntimeError("bench: the server did not come up (run `make serve` to see why)")
-          time.sleep(0.5)
+      bench_paper_part.wait_until_serving(server, f"http://127.0.0.1:{port}/v1/models/bench",
+                                          timeout_s=180)
       load = subprocess.run(
           [sys.executable, "-m", "pipelines.load_test",
            f"--url=http://127.0.0.1:{port}/v1/models/bench:predict",
@@ -374,8 +369,14 @@ def bench_prepare() -> dict:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def bench_paper() -> dict:
+  """`make train DATASET=paper`, export and serve, stage by stage (`pipelines/bench_paper.py`)."""
+  return bench_paper_part.bench_paper(_free_port)
+
+
 PARTS = {"sampling": bench_sampling, "training": bench_training, "retrieval": bench_retrieval,
-         "serving": bench_serving, "prepare": bench_prepare}
+         "serving": bench_serving, "prepare": bench_prepare, "paper": bench_paper}
+NOT_BY_DEFAULT = ("paper",)  # About an hour on 2 cores: asked for by name only.
 
 
 def environment() -> dict:
@@ -397,7 +398,7 @@ def main(argv):
   unknown = [p for p in FLAGS.only if p not in PARTS]
   if unknown:
     raise app.UsageError(f"--only: unknown part(s) {unknown}; known parts are {sorted(PARTS)}")
-  parts = FLAGS.only or list(PARTS)
+  parts = FLAGS.only or [p for p in PARTS if p not in NOT_BY_DEFAULT]
   results = {}
   if os.path.exists(FLAGS.output):
     with open(FLAGS.output) as f:

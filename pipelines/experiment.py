@@ -64,6 +64,9 @@ flags.DEFINE_boolean("quick", False, "2 epochs each, evaluated once at the end; 
 flags.DEFINE_list("seeds", None, "Seeds of every cell (default: 0,1,2; --quick, "
                   "--table=samplers, ablation or remi: 0,1).")
 flags.DEFINE_boolean("report_only", False, "Only rewrite the report from the finished runs.")
+flags.DEFINE_boolean("cost_only", False, "Train nothing: measure each cell's step, FLOPs and "
+                     "evaluation and write what the grid costs here and, projected, on one GPU "
+                     "(grid_cost.md / grid_cost.json in --report_dir; minutes).")
 flags.DEFINE_list("towers", None,
                   "Keep only the grid's runs on these towers (e.g. youtube_dnn,dat); "
                   "--table=ablation: its towers, any but ESAM's (default youtube_dnn); "
@@ -195,6 +198,20 @@ def title(grid, base) -> str:
           f"{epochs}, {seeds}")
 
 
+def cost_only(grid, base, report_dir) -> int:
+  """`--cost_only`: the grid's measured cost per cell, written to report_dir and printed."""
+  from tqdm import tqdm
+
+  from uma2_tf.experiment import grid_cost
+  from uma2_tf.sources import registry
+
+  dataset = registry.load(base.dataset, base.data_dir)
+  costs, shared = grid_cost.measure(grid, base, dataset,
+                                    progress=lambda cells: tqdm(cells, desc="cells", unit="cell"))
+  print(grid_cost.write_report(report_dir, costs, shared, len({s.seed for s in grid})))
+  return 0
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -218,6 +235,8 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if FLAGS.cost_only:
+    return cost_only(grid, base, report_dir)
   # Where each world's grid runs: the report dir itself, or a dir per world for the ablation.
   runs = [(dataclasses.replace(base, dataset=dataset),
            ablation_table.world_dir(report_dir, dataset) if table == "ablation" else report_dir)

@@ -22,10 +22,12 @@ import uma2_tf  # noqa: F401
 
 import copy
 import os
+import time
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from uma2_tf import bias_metrics, routing_metrics
 from uma2_tf import metrics as metrics_lib
@@ -66,9 +68,14 @@ class Evaluator:
     self.split = split
     self.max_history = max_history
     self.auc_positives = auc_positives
+    start = time.perf_counter()
     self.users, self.truth = self._test_users(max_history)
     self.last_per_user: dict[str, np.ndarray] = {}
+    # At the paper's scale this is minutes (the oracle ranks the whole corpus for every user).
+    logging.info("%s: %d users who clicked; the reference retrievers' top %d of %d items...",
+                 self.name, len(self.truth), self.k_max, dataset.schema.num_items - 1)
     self.reference = self._reference_results()
+    logging.info("%s: evaluator ready in %.0f s", self.name, time.perf_counter() - start)
 
   def _set_dataset(self, dataset: reading.BuiltDataset, splits: Sequence[str],
                    ks: Sequence[int]) -> None:

@@ -187,10 +187,12 @@ def _train(config: TrainConfig, dataset: reading.BuiltDataset, verbose: int,
     model.load_weights(run.final_checkpoint).expect_partial()
 
   # The test day, once, on the final model (selected, if at all, on the validation records).
+  start = time.perf_counter()
   results = evaluator.evaluate(model)
   if random_evaluator is not None:
     results[evaluation.TEST_RANDOM] = random_evaluator.evaluate(model)
-  results["run"] = {**record, "strategy": config.strategy,
+  results["run"] = {**record, "evaluate_seconds": round(time.perf_counter() - start, 1),
+                    "strategy": config.strategy,
                     "replicas": strategy.num_replicas_in_sync, "workers": task.num_workers,
                     "precision": config.precision, "validation": config.validation}
   results["run"]["weights_sha256"] = distribute.weights_fingerprint(model)

@@ -1,0 +1,169 @@
+"""The `paper` part of `make bench` (not run by default: about an hour on 2 cores): the user's
+verbs at the paper's scale, each stage timed, with its peak memory.
+
+    python -m pipelines.bench --only=paper                                  # every stage
+    python -m pipelines.bench --only=paper --paper_stages=export,serve      # a run trained before
+
+Stages, each a child process whose wall time and peak resident memory (the kernel's account of the
+process and its children, `os.wait4`) are recorded:
+  data    `make data DATASET=paper` (builds it if missing, else checks it: `paper_data_built`)
+  train   `make train DATASET=paper RUN_DIR=<--paper_run_dir>`, from scratch: training
+          (`paper_train_seconds`), the test day's evaluation (`paper_evaluate_seconds`), the rest
+          (reading the logs, the evaluators' set-up); and the run's metrics
+  export  `make export`: SavedModels, the ScaNN index and its check against brute force on the
+          trained model's user embeddings (`paper_scann_*`, from metadata.json)
+  serve   `pipelines.serve` on the export (its memory once loaded), then `pipelines.load_test`:
+          `--serve_concurrency` clients for `--min_seconds`, one user of the 1.63M per request
+The stage table is also written as markdown beside the figures (`paper_scale.md`).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+STAGES = ("data", "train", "export", "serve")
+flags.DEFINE_list("paper_stages", list(STAGES), f"Stages of the paper part, in order: {STAGES}.")
+flags.register_validator("paper_stages", lambda stages: set(stages) <= set(STAGES),
+                         f"--paper_stages: stages are {', '.join(STAGES)}")
+flags.DEFINE_string("paper_run_dir", "runs/uma2_paper", "Run dir the paper part trains into "
+                    "(retrained from scratch by its train stage) and exports from.")
+flags.DEFINE_string("paper_export_dir", "exports/uma2_paper", "Export dir of the paper part.")
+PAPER_USERS = 1_630_000
+
+
+def _run_stage(cmd: list[str]) -> dict:
+  """Runs `cmd` to completion: wall seconds and peak RSS (GB) of it and its children."""
+  start = time.perf_counter()
+  process = subprocess.Popen(cmd)
+  _, status, usage = os.wait4(process.pid, 0)
+  process.returncode = os.waitstatus_to_exitcode(status)
+  if process.returncode:
+    raise RuntimeError(f"bench paper: {' '.join(cmd)} exited with {process.returncode}")
+  return {"wall_s": round(time.perf_counter() - start, 1),
+          "peak_rss_gb": round(usage.ru_maxrss / 2 ** 20, 2)}  # ru_maxrss is in KiB.
+
+
+def _make(target: str, *args: str) -> list[str]:
+  return ["make", target, "DATASET=paper", f"DATA_DIR={FLAGS.data_dir}", *args]
+
+
+def _rss_gb(pid: int) -> float:
+  with open(f"/proc/{pid}/status") as f:
+    fields = dict(line.split(":", 1) for line in f)
+  return round(int(fields["VmHWM"].split()[0]) / 2 ** 20, 2)
+
+
+def wait_until_serving(server: subprocess.Popen, url: str, timeout_s: float) -> None:
+  """Polls `url` until the server answers; RuntimeError if it exits or `timeout_s` passes."""
+  deadline = time.time() + timeout_s
+  while True:
+    try:
+      urllib.request.urlopen(url, timeout=2).read()
+      return
+    except OSError:
+      if server.poll() is not None or time.time() > deadline:
+        raise RuntimeError(f"bench: the server did not come up at {url} (run `make serve` to "
+                           "see why)") from None
+      time.sleep(0.5)
+
+
+def _serve(port: int) -> tuple[dict, dict]:
+  """Serves the export, waits until it answers; its stage figures and the load test's report."""
+  start = time.perf_counter()
+  server = subprocess.Popen([sys.executable, "-m", "pipelines.serve",
+                             f"--export_dir={FLAGS.paper_export_dir}", "--model_name=uma2",
+                             f"--port={port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  try:
+    wait_until_serving(server, f"http://127.0.0.1:{port}/v1/models/uma2", timeout_s=600)
+    stage = {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_gb": _rss_gb(server.pid)}
+    load = subprocess.run(
+        [sys.executable, "-m", "pipelines.load_test",
+         f"--url=http://127.0.0.1:{port}/v1/models/uma2:predict",
+         f"--concurrency={FLAGS.serve_concurrency}", f"--seconds={FLAGS.min_seconds}", "--k=100",
+         f"--num_users={PAPER_USERS}"], capture_output=True, text=True, check=True)
+    stage["peak_rss_gb"] = _rss_gb(server.pid)  # After the load as well.
+    return stage, json.loads(load.stdout.strip().splitlines()[-1])
+  finally:
+    server.terminate()
+    server.wait(timeout=60)
+
+
+def _latest_version(export_dir: str) -> str:
+  versions = [int(v) for v in os.listdir(export_dir) if v.isdigit()]
+  return os.path.join(export_dir, str(max(versions)))
+
+
+def bench_paper(free_port) -> dict:
+  """Every stage of --paper_stages; flat figures `paper_*`."""
+  figures, stages = {}, {}
+  dataset_dir = os.path.join(os.path.expanduser(FLAGS.data_dir), "uma2_simulated", "paper")
+  if "data" in FLAGS.paper_stages:
+    figures["paper_data_built"] = int(not os.path.isdir(dataset_dir))
+    stages["data"] = _run_stage(_make("data"))
+  if "train" in FLAGS.paper_stages:
+    # The Makefile's own arguments for `paper` (make expands the reference), from scratch.
+    stages["train"] = _run_stage(_make("train", f"RUN_DIR={FLAGS.paper_run_dir}",
+                                       "TRAIN_ARGS=$(TRAIN_ARGS_paper) --restart"))
+  if "export" in FLAGS.paper_stages:
+    stages["export"] = _run_stage(_make("export", f"RUN_DIR={FLAGS.paper_run_dir}",
+                                        f"EXPORT_DIR={FLAGS.paper_export_dir}"))
+  if "serve" in FLAGS.paper_stages:
+    stages["serve"], load = _serve(free_port())
+    figures.update({"paper_serve_p50_ms": load.get("p50_ms"),
+                    "paper_serve_p99_ms": load.get("p99_ms"), "paper_serve_qps": load["qps"],
+                    "paper_serve_errors": load["errors"],
+                    "paper_serve_concurrency": FLAGS.serve_concurrency})
+  for name, stage in stages.items():
+    figures[f"paper_{name}_wall_s"] = stage["wall_s"]
+    figures[f"paper_{name}_peak_rss_gb"] = stage["peak_rss_gb"]
+  figures.update(_run_figures())
+  _write_markdown(figures)
+  return figures
+
+
+def _run_figures() -> dict:
+  """The trained run's and the export's own records, where they exist."""
+  figures = {}
+  metrics_path = os.path.join(FLAGS.paper_run_dir, "metrics.json")
+  if os.path.exists(metrics_path):
+    with open(metrics_path) as f:
+      metrics = json.load(f)
+    run = metrics["run"]
+    figures.update({"paper_train_seconds": run["train_seconds"],
+                    "paper_evaluate_seconds": run.get("evaluate_seconds"),
+                    "paper_epochs_run": run["epochs_run"],
+                    "paper_steps_per_epoch": run["steps_per_epoch"]})
+    for key in ("recall@100", "recall@200", "hitrate@100", "oracle_recall@100"):
+      figures[f"paper_{key}"] = round(metrics["model"][key], 4)
+    for head, auc in metrics.get("propensity_auc", {}).items():
+      figures[f"paper_auc_{head}"] = round(auc, 4)
+  if os.path.isdir(FLAGS.paper_export_dir):
+    with open(os.path.join(_latest_version(FLAGS.paper_export_dir), "metadata.json")) as f:
+      check = json.load(f).get("scann_check") or {}
+    for key in ("recall", "qps_scann_single", "qps_brute_single", "speedup_single",
+                "speedup_batch"):
+      if key in check:
+        figures[f"paper_scann_{key}"] = check[key]
+  return figures
+
+
+def _write_markdown(figures: dict) -> None:
+  lines = ["# `make bench ONLY=paper`", "", "| stage | wall | peak RSS |", "|---|---:|---:|"]
+  names = {"serve": "serve (loading until it answers)"}
+  for stage in STAGES:
+    if f"paper_{stage}_wall_s" in figures:
+      wall, rss = figures[f"paper_{stage}_wall_s"], figures[f"paper_{stage}_peak_rss_gb"]
+      lines.append(f"| {names.get(stage, stage)} | {wall / 60:.1f} min | {rss:.2f} GB |")
+  lines += ["", "| figure | value |", "|---|---:|"]
+  lines += [f"| {k} | {v} |" for k, v in sorted(figures.items()) if "_wall_s" not in k
+            and "_peak_rss_gb" not in k]
+  path = os.path.join(os.path.dirname(os.path.abspath(FLAGS.output)), "paper_scale.md")
+  with open(path + ".tmp", "w") as f:
+    f.write("\n".join(lines) + "\n")
+  os.replace(path + ".tmp", path)
