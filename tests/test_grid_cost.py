@@ -15,7 +15,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cell(**fields):
-  values = dict(row=grid_lib.UMA2, tower="youtube_dnn", step_seconds=0.1, step_gflop=30.0,
+  values = dict(row=grid_lib.UMA2, tower="youtube_dnn", step_seconds=0.1,
+                compute_step_seconds=0.08, step_gflop=30.0,
                 steps_per_epoch=500, epochs=5, evaluation_seconds=4.0, setup_seconds=10.0)
   return grid_cost.CellCost(**{**values, **fields})
 
@@ -58,7 +59,8 @@ def test_measure_on_tiny_one_cost_per_cell(tiny_dataset):
   for cost in costs:
     assert cost.steps_per_epoch == math.ceil(positives / 64)
     assert cost.epochs == 2
-    assert cost.step_seconds > 0 and cost.evaluation_seconds > 0 and cost.setup_seconds > 0
+    assert cost.step_seconds > 0 and cost.compute_step_seconds > 0
+    assert cost.evaluation_seconds > 0 and cost.setup_seconds > 0
   # UMA² adds the propensity heads' forward and backward to the same tower's step.
   assert costs[1].step_gflop > costs[0].step_gflop > 0
   assert shared["input_positives_per_s"] > 0 and shared["batch_size"] == 64

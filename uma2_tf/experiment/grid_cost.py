@@ -3,14 +3,15 @@
     costs = grid_cost.measure(grid, base, dataset)        # one CellCost per (row, tower)
     grid_cost.write_report(report_dir, costs, seeds=3)    # grid_cost.md, grid_cost.json
 
-Per cell (a row on a tower; its seeds cost the same) on in-memory batches of its own sampler:
-the seconds of one training step, the FLOPs of that step counted by the graph profiler (once per
+Per cell (a row on a tower; its seeds cost the same): the seconds of one training step as a run
+takes it (Keras `fit` on the cell's own sampling pipeline, which shares the cores), the seconds of
+the step alone on in-memory batches, the FLOPs of that step counted by the graph profiler (once per
 slot, static shapes), and the seconds of one validation evaluation of its tower. A run costs at
-most `epochs` × (steps per epoch × step + one evaluation) plus the set-up every run pays (its
+most `epochs` × (steps per epoch × fit step + one evaluation) plus the set-up every run pays (its
 validation evaluator), measured once; early stopping only shortens it, so the sum is the grid's
-bound on this machine. The one-GPU figure is a projection, not a measurement: the step's FLOPs at
-`GPU_TFLOPS` × `GPU_UTILISATION`, or the input pipeline's measured positives/s on this CPU when that
-is slower (the sampler stays on the host), plus the evaluations at the same rate.
+bound on this machine (backups and checkpoints are not in it). The one-GPU figure is a projection,
+not a measurement: the step's FLOPs at `GPU_TFLOPS` × `GPU_UTILISATION`, or the input pipeline's
+measured positives/s on this CPU when that is slower (the sampler stays on the host).
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ class CellCost:
 
   row: str
   tower: str
-  step_seconds: float
+  step_seconds: float  # In `fit`, with the input pipeline: what a run pays.
+  compute_step_seconds: float  # The step alone, on in-memory batches.
   step_gflop: float
   steps_per_epoch: int
   epochs: int
@@ -85,7 +87,8 @@ def measure(grid: Sequence[grid_lib.RunSpec], base: training.TrainConfig,
     model = training.build_model(config, dataset)
     model(batches[key][0])
     step = profiling.TrainStep(model, optimizers.make(config.optimizer, config.learning_rate))
-    seconds = step.time(batches[key], min_seconds=min_seconds)
+    compute_seconds = step.time(batches[key], min_seconds=min_seconds)
+    seconds = _fit_step_seconds(model, config, dataset, holdout, min_seconds)
     model.dedup_items = False  # Static shapes for the profiler: the once-per-slot step.
     gflop = profiling.TrainStep(model, optimizers.make(config.optimizer, 1e-3)).flops(
         batches[key][0]) / 1e9
@@ -93,10 +96,27 @@ def measure(grid: Sequence[grid_lib.RunSpec], base: training.TrainConfig,
       start = time.perf_counter()
       validation.model_metrics(model.tower)
       evaluation_seconds[tower] = time.perf_counter() - start
-    costs.append(CellCost(row, tower, seconds, gflop, steps_per_epoch, base.epochs,
+    costs.append(CellCost(row, tower, seconds, compute_seconds, gflop, steps_per_epoch, base.epochs,
                           evaluation_seconds.get(tower, 0.0), setup))
   return costs, {"input_positives_per_s": _input_rate(dataset, base, min_seconds),
                  "batch_size": base.batch_size, "train_positives": positives}
+
+
+def _fit_step_seconds(model, config: training.TrainConfig, dataset, holdout,
+                      min_seconds: float) -> float:
+  """Seconds per step of Keras `fit` on the cell's own sampling pipeline (after a warm-up fit)."""
+  model.compile(optimizer=optimizers.make(config.optimizer, config.learning_rate))
+  train = samplers.make_training_dataset(dataset, config.sampling, config.batch_size,
+                                         keep=holdout.train_keep()).repeat()
+  model.fit(train, epochs=1, steps_per_epoch=5, verbose=0)  # Traces, fills the pipeline.
+  steps = 20
+  while True:
+    start = time.perf_counter()
+    model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
+    elapsed = time.perf_counter() - start
+    if elapsed >= min_seconds:
+      return elapsed / steps
+    steps *= 2
 
 
 def _input_rate(dataset, base: training.TrainConfig, min_seconds: float) -> float:
@@ -125,10 +145,11 @@ def write_report(report_dir: str, costs: Sequence[CellCost], shared: dict, seeds
            "(early stopping only shortens it). GPU: a projection from the step's FLOPs on one "
            f"{GPU_NAME} at {GPU_UTILISATION:.0%} of peak, or the host's sampler "
            f"({rate:,.0f} positives/s) where that is slower; not measured.", "",
-           "| cell | step s | step GFLOP | steps/epoch | eval s | run ≤ min | GPU run ≤ min |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+           "| cell | fit step s | compute step s | step GFLOP | steps/epoch | eval s | run ≤ min "
+           "| GPU run ≤ min |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
-    lines.append(f"| {r['tower']} {r['row']} | {r['step_seconds']:.3f} | {r['step_gflop']:.1f} | "
+    lines.append(f"| {r['tower']} {r['row']} | {r['step_seconds']:.3f} | "
+                 f"{r['compute_step_seconds']:.3f} | {r['step_gflop']:.1f} | "
                  f"{r['steps_per_epoch']} | {r['evaluation_seconds']:.1f} | "
                  f"{r['run_seconds'] / 60:.1f} | {r['gpu_seconds'] / 60:.1f} |")
   lines += ["", "Set-up every run pays (its validation evaluator): "
