@@ -19,7 +19,7 @@ import time
 
 from absl import app, flags, logging
 
-from pipelines import bench_paper as bench_paper_part  # Defines its --paper_* flags.
+from pipelines import bench_paper as bench_paper_part
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data dir.")
@@ -32,6 +32,13 @@ flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input bench
 flags.DEFINE_integer("retrieval_queries", 500, "Queries timed per retriever and corpus size.")
 flags.DEFINE_integer("serve_concurrency", 8, "Concurrent clients of the serving benchmark.")
 flags.DEFINE_float("min_seconds", 20.0, "Each throughput measurement runs at least this long.")
+flags.DEFINE_list("paper_stages", list(bench_paper_part.STAGES),
+                  f"Stages of the paper part, in order: {', '.join(bench_paper_part.STAGES)}.")
+flags.register_validator("paper_stages", lambda stages: set(stages) <= set(bench_paper_part.STAGES),
+                         f"--paper_stages: stages are {', '.join(bench_paper_part.STAGES)}")
+flags.DEFINE_string("paper_run_dir", "runs/uma2_paper", "Run dir the paper part trains into "
+                    "(from scratch, by its train stage) and exports from.")
+flags.DEFINE_string("paper_export_dir", "exports/uma2_paper", "Export dir of the paper part.")
 flags.DEFINE_integer("prepare_days", 4,
                      "Days of the synthetic RecFlow release the `prepare` part builds.")
 
@@ -371,7 +378,12 @@ def bench_prepare() -> dict:
 
 def bench_paper() -> dict:
   """`make train DATASET=paper`, export and serve, stage by stage (`pipelines/bench_paper.py`)."""
-  return bench_paper_part.bench_paper(_free_port)
+  settings = bench_paper_part.Settings(
+      stages=tuple(FLAGS.paper_stages), run_dir=FLAGS.paper_run_dir,
+      export_dir=FLAGS.paper_export_dir, data_dir=FLAGS.data_dir,
+      report_dir=os.path.dirname(os.path.abspath(FLAGS.output)),
+      concurrency=FLAGS.serve_concurrency, seconds=FLAGS.min_seconds)
+  return bench_paper_part.bench_paper(settings, _free_port)
 
 
 PARTS = {"sampling": bench_sampling, "training": bench_training, "retrieval": bench_retrieval,

@@ -3,6 +3,7 @@ verbs at the paper's scale, each stage timed, with its peak memory.
 
     python -m pipelines.bench --only=paper                                  # every stage
     python -m pipelines.bench --only=paper --paper_stages=export,serve      # a run trained before
+    figures = bench_paper.bench_paper(Settings(stages=("export", "serve")), free_port)
 
 Stages, each a child process whose wall time and peak resident memory (the kernel's account of the
 process and its children, `os.wait4`) are recorded:
@@ -16,6 +17,7 @@ process and its children, `os.wait4`) are recorded:
           `--serve_concurrency` clients for `--min_seconds`, one user of the 1.63M per request
 The stage table is also written as markdown beside the figures (`paper_scale.md`).
 """
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,17 +25,35 @@ import sys
 import time
 import urllib.request
 
-from absl import flags
-
-FLAGS = flags.FLAGS
 STAGES = ("data", "train", "export", "serve")
-flags.DEFINE_list("paper_stages", list(STAGES), f"Stages of the paper part, in order: {STAGES}.")
-flags.register_validator("paper_stages", lambda stages: set(stages) <= set(STAGES),
-                         f"--paper_stages: stages are {', '.join(STAGES)}")
-flags.DEFINE_string("paper_run_dir", "runs/uma2_paper", "Run dir the paper part trains into "
-                    "(retrained from scratch by its train stage) and exports from.")
-flags.DEFINE_string("paper_export_dir", "exports/uma2_paper", "Export dir of the paper part.")
 PAPER_USERS = 1_630_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What the paper part runs (`pipelines/bench.py` fills it from its flags).
+
+  Attributes:
+    stages: of `STAGES`, run in that order.
+    run_dir: the run the train stage trains from scratch and the export stage exports.
+    export_dir: where the export stage writes and the serve stage serves from.
+    data_dir: TFDS data dir of the `paper` world.
+    report_dir: where paper_scale.md goes.
+    concurrency, seconds: clients and duration of the serving load.
+  """
+
+  stages: tuple[str, ...] = STAGES
+  run_dir: str = "runs/uma2_paper"
+  export_dir: str = "exports/uma2_paper"
+  data_dir: str = "~/tensorflow_datasets"
+  report_dir: str = "reports"
+  concurrency: int = 8
+  seconds: float = 20.0
+
+  def __post_init__(self):
+    unknown = [s for s in self.stages if s not in STAGES]
+    if unknown:
+      raise ValueError(f"--paper_stages: unknown stage(s) {unknown}; stages are {STAGES}")
 
 
 def _run_stage(cmd: list[str]) -> dict:
@@ -48,8 +68,8 @@ def _run_stage(cmd: list[str]) -> dict:
           "peak_rss_gb": round(usage.ru_maxrss / 2 ** 20, 2)}  # ru_maxrss is in KiB.
 
 
-def _make(target: str, *args: str) -> list[str]:
-  return ["make", target, "DATASET=paper", f"DATA_DIR={FLAGS.data_dir}", *args]
+def _make(settings: Settings, target: str, *args: str) -> list[str]:
+  return ["make", target, "DATASET=paper", f"DATA_DIR={settings.data_dir}", *args]
 
 
 def _rss_gb(pid: int) -> float:
@@ -72,11 +92,11 @@ def wait_until_serving(server: subprocess.Popen, url: str, timeout_s: float) -> 
       time.sleep(0.5)
 
 
-def _serve(port: int) -> tuple[dict, dict]:
+def _serve(settings: Settings, port: int) -> tuple[dict, dict]:
   """Serves the export, waits until it answers; its stage figures and the load test's report."""
   start = time.perf_counter()
   server = subprocess.Popen([sys.executable, "-m", "pipelines.serve",
-                             f"--export_dir={FLAGS.paper_export_dir}", "--model_name=uma2",
+                             f"--export_dir={settings.export_dir}", "--model_name=uma2",
                              f"--port={port}"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
   try:
@@ -85,7 +105,7 @@ def _serve(port: int) -> tuple[dict, dict]:
     load = subprocess.run(
         [sys.executable, "-m", "pipelines.load_test",
          f"--url=http://127.0.0.1:{port}/v1/models/uma2:predict",
-         f"--concurrency={FLAGS.serve_concurrency}", f"--seconds={FLAGS.min_seconds}", "--k=100",
+         f"--concurrency={settings.concurrency}", f"--seconds={settings.seconds}", "--k=100",
          f"--num_users={PAPER_USERS}"], capture_output=True, text=True, check=True)
     stage["peak_rss_gb"] = _rss_gb(server.pid)  # After the load as well.
     return stage, json.loads(load.stdout.strip().splitlines()[-1])
@@ -99,38 +119,38 @@ def _latest_version(export_dir: str) -> str:
   return os.path.join(export_dir, str(max(versions)))
 
 
-def bench_paper(free_port) -> dict:
-  """Every stage of --paper_stages; flat figures `paper_*`."""
+def bench_paper(settings: Settings, free_port) -> dict:
+  """Every stage of `settings.stages`; flat figures `paper_*`."""
   figures, stages = {}, {}
-  dataset_dir = os.path.join(os.path.expanduser(FLAGS.data_dir), "uma2_simulated", "paper")
-  if "data" in FLAGS.paper_stages:
+  dataset_dir = os.path.join(os.path.expanduser(settings.data_dir), "uma2_simulated", "paper")
+  if "data" in settings.stages:
     figures["paper_data_built"] = int(not os.path.isdir(dataset_dir))
-    stages["data"] = _run_stage(_make("data"))
-  if "train" in FLAGS.paper_stages:
+    stages["data"] = _run_stage(_make(settings, "data"))
+  if "train" in settings.stages:
     # The Makefile's own arguments for `paper` (make expands the reference), from scratch.
-    stages["train"] = _run_stage(_make("train", f"RUN_DIR={FLAGS.paper_run_dir}",
-                                       "TRAIN_ARGS=$(TRAIN_ARGS_paper) --restart"))
-  if "export" in FLAGS.paper_stages:
-    stages["export"] = _run_stage(_make("export", f"RUN_DIR={FLAGS.paper_run_dir}",
-                                        f"EXPORT_DIR={FLAGS.paper_export_dir}"))
-  if "serve" in FLAGS.paper_stages:
-    stages["serve"], load = _serve(free_port())
+    stages["train"] = _run_stage(_make(settings, "train", f"RUN_DIR={settings.run_dir}",
+                                                 "TRAIN_ARGS=$(TRAIN_ARGS_paper) --restart"))
+  if "export" in settings.stages:
+    stages["export"] = _run_stage(_make(settings, "export", f"RUN_DIR={settings.run_dir}",
+                                        f"EXPORT_DIR={settings.export_dir}"))
+  if "serve" in settings.stages:
+    stages["serve"], load = _serve(settings, free_port())
     figures.update({"paper_serve_p50_ms": load.get("p50_ms"),
                     "paper_serve_p99_ms": load.get("p99_ms"), "paper_serve_qps": load["qps"],
                     "paper_serve_errors": load["errors"],
-                    "paper_serve_concurrency": FLAGS.serve_concurrency})
+                    "paper_serve_concurrency": settings.concurrency})
   for name, stage in stages.items():
     figures[f"paper_{name}_wall_s"] = stage["wall_s"]
     figures[f"paper_{name}_peak_rss_gb"] = stage["peak_rss_gb"]
-  figures.update(_run_figures())
-  _write_markdown(figures)
+  figures.update(_run_figures(settings))
+  _write_markdown(figures, settings.report_dir)
   return figures
 
 
-def _run_figures() -> dict:
+def _run_figures(settings: Settings) -> dict:
   """The trained run's and the export's own records, where they exist."""
   figures = {}
-  metrics_path = os.path.join(FLAGS.paper_run_dir, "metrics.json")
+  metrics_path = os.path.join(settings.run_dir, "metrics.json")
   if os.path.exists(metrics_path):
     with open(metrics_path) as f:
       metrics = json.load(f)
@@ -143,8 +163,8 @@ def _run_figures() -> dict:
       figures[f"paper_{key}"] = round(metrics["model"][key], 4)
     for head, auc in metrics.get("propensity_auc", {}).items():
       figures[f"paper_auc_{head}"] = round(auc, 4)
-  if os.path.isdir(FLAGS.paper_export_dir):
-    with open(os.path.join(_latest_version(FLAGS.paper_export_dir), "metadata.json")) as f:
+  if os.path.isdir(settings.export_dir):
+    with open(os.path.join(_latest_version(settings.export_dir), "metadata.json")) as f:
       check = json.load(f).get("scann_check") or {}
     for key in ("recall", "qps_scann_single", "qps_brute_single", "speedup_single",
                 "speedup_batch"):
@@ -153,7 +173,7 @@ def _run_figures() -> dict:
   return figures
 
 
-def _write_markdown(figures: dict) -> None:
+def _write_markdown(figures: dict, report_dir: str) -> None:
   lines = ["# `make bench ONLY=paper`", "", "| stage | wall | peak RSS |", "|---|---:|---:|"]
   names = {"serve": "serve (loading until it answers)"}
   for stage in STAGES:
@@ -163,7 +183,8 @@ def _write_markdown(figures: dict) -> None:
   lines += ["", "| figure | value |", "|---|---:|"]
   lines += [f"| {k} | {v} |" for k, v in sorted(figures.items()) if "_wall_s" not in k
             and "_peak_rss_gb" not in k]
-  path = os.path.join(os.path.dirname(os.path.abspath(FLAGS.output)), "paper_scale.md")
+  os.makedirs(report_dir, exist_ok=True)
+  path = os.path.join(report_dir, "paper_scale.md")
   with open(path + ".tmp", "w") as f:
     f.write("\n".join(lines) + "\n")
   os.replace(path + ".tmp", path)
