@@ -9,9 +9,12 @@
 #                     make data DATASET=noisy SIM_ARGS="--base=default --simulator.ranking_noise=2"
 #   make export       SavedModels of RUN_DIR -> EXPORT_DIR/<version>/ (query, ScaNN, brute force)
 #   make serve        REST server (TF Serving's API) for EXPORT_DIR on 127.0.0.1:8501
-#   make bench        benchmarks -> reports/bench.json (ONLY=sampling runs one part)
+#   make bench        benchmarks -> reports/bench.json (ONLY=sampling runs one part; ONLY=paper,
+#                     never run by default: make data/train/export DATASET=paper and serving,
+#                     stage by stage, ~35 min -> reports/paper_scale.md)
 #   make experiment   the paper's Table 1 on DATASET -> reports/experiment_<DATASET>[_quick]/
-#                     (EXPERIMENT_ARGS=--quick: the ~30 min grid; the full one takes hours)
+#                     (EXPERIMENT_ARGS=--quick: the ~30 min grid; the full one takes hours;
+#                     --cost_only: what it would cost, measured per cell, in minutes)
 #   make ablation     where UMA²'s gain comes from, across worlds whose legacy pipeline knows
 #                     less and less of the truth (ABLATION_WORLDS; built if missing)
 #                     -> reports/ablation[_quick]/ (EXPERIMENT_ARGS as for experiment)

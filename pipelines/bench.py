@@ -26,7 +26,7 @@ flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TF
 flags.DEFINE_string("dataset", "uma2_simulated/default", "Dataset the input benchmarks read.")
 flags.DEFINE_list("only", [], "Parts to run (default: all but paper). Known: sampling, training, "
                   "retrieval, serving, prepare, paper (`make train DATASET=paper`, export and "
-                  "serve, stage by stage: about an hour).")
+                  "serve, stage by stage: ~35 min on 2 cores).")
 flags.DEFINE_string("output", "reports/bench.json", "Where the figures are merged into.")
 flags.DEFINE_integer("batch_size", 512, "Positives per batch for the input benchmarks.")
 flags.DEFINE_integer("retrieval_queries", 500, "Queries timed per retriever and corpus size.")
@@ -388,7 +388,7 @@ def bench_paper() -> dict:
 
 PARTS = {"sampling": bench_sampling, "training": bench_training, "retrieval": bench_retrieval,
          "serving": bench_serving, "prepare": bench_prepare, "paper": bench_paper}
-NOT_BY_DEFAULT = ("paper",)  # About an hour on 2 cores: asked for by name only.
+NOT_BY_DEFAULT = ("paper",)  # ~35 min on 2 cores: asked for by name only.
 
 
 def environment() -> dict:

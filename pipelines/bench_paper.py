@@ -1,4 +1,4 @@
-"""The `paper` part of `make bench` (not run by default: about an hour on 2 cores): the user's
+"""The `paper` part of `make bench` (not run by default: ~35 min on 2 cores): the user's
 verbs at the paper's scale, each stage timed, with its peak memory.
 
     python -m pipelines.bench --only=paper                                  # every stage
