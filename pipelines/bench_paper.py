@@ -114,9 +114,10 @@ def _serve(settings: Settings, port: int) -> tuple[dict, dict]:
     server.wait(timeout=60)
 
 
-def _latest_version(export_dir: str) -> str:
-  versions = [int(v) for v in os.listdir(export_dir) if v.isdigit()]
-  return os.path.join(export_dir, str(max(versions)))
+def _latest_version(export_dir: str) -> str | None:
+  versions = [int(v) for v in os.listdir(export_dir) if v.isdigit()] if os.path.isdir(
+      export_dir) else []
+  return os.path.join(export_dir, str(max(versions))) if versions else None
 
 
 def bench_paper(settings: Settings, free_port) -> dict:
@@ -129,7 +130,7 @@ def bench_paper(settings: Settings, free_port) -> dict:
   if "train" in settings.stages:
     # The Makefile's own arguments for `paper` (make expands the reference), from scratch.
     stages["train"] = _run_stage(_make(settings, "train", f"RUN_DIR={settings.run_dir}",
-                                                 "TRAIN_ARGS=$(TRAIN_ARGS_paper) --restart"))
+                                       "TRAIN_ARGS=$(TRAIN_ARGS_paper) --restart"))
   if "export" in settings.stages:
     stages["export"] = _run_stage(_make(settings, "export", f"RUN_DIR={settings.run_dir}",
                                         f"EXPORT_DIR={settings.export_dir}"))
@@ -163,8 +164,9 @@ def _run_figures(settings: Settings) -> dict:
       figures[f"paper_{key}"] = round(metrics["model"][key], 4)
     for head, auc in metrics.get("propensity_auc", {}).items():
       figures[f"paper_auc_{head}"] = round(auc, 4)
-  if os.path.isdir(settings.export_dir):
-    with open(os.path.join(_latest_version(settings.export_dir), "metadata.json")) as f:
+  version = _latest_version(settings.export_dir)
+  if version is not None:
+    with open(os.path.join(version, "metadata.json")) as f:
       check = json.load(f).get("scann_check") or {}
     for key in ("recall", "qps_scann_single", "qps_brute_single", "speedup_single",
                 "speedup_batch"):

@@ -55,3 +55,10 @@ def test_figures_from_the_run_and_the_export(tmp_path):
   markdown = (tmp_path / "paper_scale.md").read_text()
   assert "| train | 19.6 min | 6.34 GB |" in markdown
   assert "| paper_recall@100 | 0.1529 |" in markdown
+
+
+def test_no_run_and_no_version_give_no_figures(tmp_path):
+  (tmp_path / "export").mkdir()  # An export dir with no version yet.
+  settings = bench_paper.Settings(run_dir=str(tmp_path / "none"),
+                                  export_dir=str(tmp_path / "export"))
+  assert bench_paper._run_figures(settings) == {}
