@@ -9,10 +9,15 @@ from pipelines import bench_paper
 
 
 def test_a_stage_reports_its_childrens_peak_memory():
-  # A child of the stage's process holds 400 MB: the stage's peak counts its process tree.
+  # A child of the stage's process holds 400 MB for a second: the stage's peak counts its process
+  # tree, and not this (TensorFlow-sized) process it was forked from.
   code = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
-          "'x = bytearray(400 << 20); x[::4096] = b\"1\" * len(x[::4096])'], check=True)")
+          "'import time; x = bytearray(400 << 20); x[::4096] = b\"1\" * len(x[::4096]); "
+          "time.sleep(1)'], check=True)")
+  parent = bytearray(1200 << 20)  # This process is large, as a pytest worker with TensorFlow is.
+  parent[::4096] = b"1" * len(parent[::4096])
   stage = bench_paper._run_stage([sys.executable, "-c", code])
+  del parent
   assert 0.38 <= stage["peak_rss_gb"] < 1.0
   assert stage["wall_s"] > 0
 
