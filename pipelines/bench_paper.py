@@ -45,7 +45,7 @@ class Settings:
   stages: tuple[str, ...] = STAGES
   run_dir: str = "runs/uma2_paper"
   export_dir: str = "exports/uma2_paper"
-  data_dir: str = "~/tensorflow_datasets"
+  data_dir: str = os.path.expanduser("~/tensorflow_datasets")
   report_dir: str = "reports"
   concurrency: int = 8
   seconds: float = 20.0
