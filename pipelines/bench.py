@@ -45,21 +45,12 @@ flags.DEFINE_integer("prepare_days", 4,
 
 def bench_sampling() -> dict:
   """Throughput of the A/B/C sampling pipeline (ss_abc_fixed, 25 negatives) in positives/s."""
-  from uma2_tf.data import batch_keys
-  from uma2_tf.sources import registry
-  from uma2_tf.data import samplers
+  from uma2_tf import profiling
 
   dataset = registry.load(FLAGS.dataset, FLAGS.data_dir, prepare=True)
   config = samplers.SamplingConfig()
-  ds = samplers.make_training_dataset(dataset, config, batch_size=FLAGS.batch_size).repeat()
-  it = iter(ds)
-  for _ in range(20):  # Warm-up: tracing, autotuning, file cache.
-    next(it)
-  positives, start = 0, time.perf_counter()
-  while time.perf_counter() - start < FLAGS.min_seconds:
-    positives += int(next(it)[batch_keys.POS_ITEM].shape[0])
-  elapsed = time.perf_counter() - start
-  return {"sampling_positives_per_s": round(positives / elapsed, 1),
+  rate = profiling.input_positives_per_s(dataset, config, FLAGS.batch_size, FLAGS.min_seconds)
+  return {"sampling_positives_per_s": round(rate, 1),
           "sampling_negatives_per_positive": config.num_negatives,
           "sampling_batch_size": FLAGS.batch_size}
 

@@ -152,8 +152,7 @@ class Evaluator:
     return user_embeddings(tower, self.users, batch_size)
 
   def item_embeddings(self, tower, batch_size: int = 8192) -> np.ndarray:
-    ids = tf.data.Dataset.range(self.dataset.schema.num_items).batch(batch_size)
-    return np.concatenate([tower.item_embedding(b).numpy() for b in ids])
+    return item_embeddings(tower, self.dataset.schema.num_items, batch_size)
 
   def model_metrics(self, tower) -> dict:
     """The tower's mean metrics; its per-user ones are kept in `self.last_per_user`."""
@@ -262,6 +261,12 @@ def user_embeddings(tower, users: dict, batch_size: int = 2048) -> np.ndarray:
   """The tower's embeddings of `users` (dense inputs as `Evaluator.users`), [U, d] or [U, K, d]."""
   ds = tf.data.Dataset.from_tensor_slices(users).batch(batch_size)
   return np.concatenate([tower.user_embedding(b).numpy() for b in ds])
+
+
+def item_embeddings(tower, num_items: int, batch_size: int = 8192) -> np.ndarray:
+  """The item tower's output for ids 0..num_items-1 (row 0 is the padding item), float32."""
+  ids = tf.data.Dataset.range(num_items).batch(batch_size)
+  return np.concatenate([tower.item_embedding(b).numpy() for b in ids]).astype(np.float32)
 
 
 RETRIEVERS = ("model", "popularity", "oracle")

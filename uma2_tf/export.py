@@ -70,6 +70,7 @@ read_metadata = loader.read_metadata
 ITEM_EMBEDDINGS = "item_embeddings.npz"
 INDEX_CHECK = "index_check.md"
 scann_parameters = index_check.scann_parameters
+item_embeddings = evaluation.item_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,12 +233,6 @@ class _RetrievalModule(tf.Module):
 
     self.serve = tf.function(serve,
                              input_signature=[signature, tf.TensorSpec([], tf.int32, name="k")])
-
-
-def item_embeddings(tower, num_items: int, batch_size: int = 8192) -> np.ndarray:
-  """The item tower's output for ids 0..num_items-1 (row 0 is the padding item)."""
-  ids = tf.data.Dataset.range(num_items).batch(batch_size)
-  return np.concatenate([tower.item_embedding(b).numpy() for b in ids]).astype(np.float32)
 
 
 def next_version(export_dir: str) -> int:

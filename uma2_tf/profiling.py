@@ -41,6 +41,19 @@ def fixed_batches(dataset, config: samplers.SamplingConfig, batch_size: int,
   raise ValueError(f"the dataset has fewer than {count} full batches of {batch_size}")
 
 
+def input_positives_per_s(dataset, config: samplers.SamplingConfig, batch_size: int,
+                          min_seconds: float, warmup: int = 20) -> float:
+  """Positives/s the sampling pipeline of `config` gives on this host, after `warmup` batches
+  (tracing, autotuning, file cache)."""
+  it = iter(samplers.make_training_dataset(dataset, config, batch_size=batch_size).repeat())
+  for _ in range(warmup):
+    next(it)
+  positives, start = 0, time.perf_counter()
+  while time.perf_counter() - start < min_seconds:
+    positives += int(next(it)[batch_keys.POS_ITEM].shape[0])
+  return positives / (time.perf_counter() - start)
+
+
 class TrainStep:
   """One optimisation step of `model.compute_loss`, as a `tf.function` (what `fit` runs)."""
 

@@ -26,7 +26,7 @@ from typing import Sequence
 import tf_keras as keras
 
 from uma2_tf import atomic_files, optimizers, profiling, run_evaluators, training
-from uma2_tf.data import batch_keys, reading, samplers
+from uma2_tf.data import reading, samplers
 from uma2_tf.experiment import grid as grid_lib
 
 # The GPU of the projection: an A100's float32 peak (19.5 TFLOP/s, no TF32), at the share of peak a
@@ -90,15 +90,16 @@ def measure(grid: Sequence[grid_lib.RunSpec], base: training.TrainConfig,
     compute_seconds = step.time(batches[key], min_seconds=min_seconds)
     seconds = _fit_step_seconds(model, config, dataset, holdout, min_seconds)
     model.dedup_items = False  # Static shapes for the profiler: the once-per-slot step.
-    gflop = profiling.TrainStep(model, optimizers.make(config.optimizer, 1e-3)).flops(
-        batches[key][0]) / 1e9
+    optimizer = optimizers.make(config.optimizer, config.learning_rate)
+    gflop = profiling.TrainStep(model, optimizer).flops(batches[key][0]) / 1e9
     if tower not in evaluation_seconds and validation is not None:
       start = time.perf_counter()
       validation.model_metrics(model.tower)
       evaluation_seconds[tower] = time.perf_counter() - start
     costs.append(CellCost(row, tower, seconds, compute_seconds, gflop, steps_per_epoch, base.epochs,
                           evaluation_seconds.get(tower, 0.0), setup))
-  return costs, {"input_positives_per_s": _input_rate(dataset, base, min_seconds),
+  rate = profiling.input_positives_per_s(dataset, base.sampling, base.batch_size, min_seconds)
+  return costs, {"input_positives_per_s": rate,
                  "batch_size": base.batch_size, "train_positives": positives}
 
 
@@ -117,18 +118,6 @@ def _fit_step_seconds(model, config: training.TrainConfig, dataset, holdout,
     if elapsed >= min_seconds:
       return elapsed / steps
     steps *= 2
-
-
-def _input_rate(dataset, base: training.TrainConfig, min_seconds: float) -> float:
-  """Positives/s the A/B/C sampling pipeline gives on this host (what would feed a GPU)."""
-  ds = samplers.make_training_dataset(dataset, base.sampling, base.batch_size).repeat()
-  it = iter(ds)
-  for _ in range(10):
-    next(it)
-  positives, start = 0, time.perf_counter()
-  while time.perf_counter() - start < min_seconds:
-    positives += int(next(it)[batch_keys.POS_ITEM].shape[0])
-  return positives / (time.perf_counter() - start)
 
 
 def write_report(report_dir: str, costs: Sequence[CellCost], shared: dict, seeds: int) -> str:
